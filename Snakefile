@@ -1,0 +1,25 @@
+# From NWB recordings to LFADS latent dynamics and behaviour decoding.
+# Stages and the files between them: README.md ("The workflow").
+
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+validate(config, "workflow/schemas/config.schema.yaml")
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/simulate.smk"
+include: "workflow/rules/ingest.smk"
+include: "workflow/rules/bin.smk"
+include: "workflow/rules/align.smk"
+
+
+rule all:
+    input:
+        all_outputs(),
+    default_target: True

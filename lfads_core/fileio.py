@@ -1,0 +1,84 @@
+"""Small file helpers shared by the stages: atomic writes, checksums, HDF5 tables."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+import h5py
+import numpy as np
+import pandas as pd
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; move it into place only if the block succeeds.
+
+    A failure (or a kill) never leaves a partial file at ``path``.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_json(obj: dict, path: str | Path) -> None:
+    """Write ``obj`` as indented JSON, atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, default=_json_default) + "\n")
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot write {type(value).__name__} to JSON")
+
+
+def sha256sum(path: str | Path, chunk_bytes: int = 1 << 24) -> str:
+    """SHA-256 of a file, read in chunks (constant memory)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(chunk_bytes):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_table(group: h5py.Group, table: pd.DataFrame) -> None:
+    """Store a DataFrame as one dataset per column (strings as UTF-8) in ``group``."""
+    group.attrs["columns"] = list(map(str, table.columns))
+    for name in table.columns:
+        values = table[name].to_numpy()
+        if values.dtype.kind in "OUS" or isinstance(table[name].dtype, pd.StringDtype):
+            group.create_dataset(
+                name, data=np.asarray(values, dtype=object).astype(str).astype(object),
+                dtype=h5py.string_dtype(),
+            )
+        else:
+            group.create_dataset(name, data=values)
+
+
+def read_table(group: h5py.Group) -> pd.DataFrame:
+    """Inverse of :func:`write_table`."""
+    columns = {}
+    for name in group.attrs["columns"]:
+        data = group[name]
+        if h5py.check_string_dtype(data.dtype) is not None:
+            columns[name] = data.asstr()[()]
+        else:
+            columns[name] = data[()]
+    return pd.DataFrame(columns)

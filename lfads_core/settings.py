@@ -1,0 +1,96 @@
+"""Per-dataset settings: the sample sheet (config/datasets.tsv) merged over config defaults."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jsonschema
+import pandas as pd
+import yaml
+
+from .errors import InputDataError
+
+SCHEMA_DIR = Path(__file__).resolve().parent.parent / "workflow" / "schemas"
+
+
+def load_schema(name: str) -> dict:
+    """Load ``workflow/schemas/{name}.schema.yaml``."""
+    with open(SCHEMA_DIR / f"{name}.schema.yaml") as f:
+        return yaml.safe_load(f)
+
+
+def validate(settings: dict, schema: dict, where: str) -> None:
+    """Validate ``settings`` against ``schema``; the error names ``where`` and the key at fault."""
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(settings), key=lambda e: list(e.path))
+    if not errors:
+        return
+    err = errors[0]
+    if err.validator == "additionalProperties":
+        known = sorted(schema["properties"])
+        extra = sorted(set(settings) - set(known))
+        raise InputDataError(where, extra[0], f"unknown setting; known settings are {known}")
+    if err.validator == "required":
+        key = err.message.split("'")[1]
+        raise InputDataError(where, key, "required setting is missing")
+    key = ".".join(map(str, err.path)) or "<root>"
+    raise InputDataError(where, key, err.message)
+
+
+def _convert(value: str, spec: dict):
+    """Convert a sheet cell (text) to the type the schema gives for its column."""
+    kind = spec.get("type")
+    if kind == "integer":
+        number = float(value)
+        return int(number) if number.is_integer() else number
+    if kind == "number":
+        return float(value)
+    return value
+
+
+def load_dataset_sheet(sheet: str | Path, defaults: dict) -> dict[str, dict]:
+    """Read the dataset sheet and return ``{dataset: settings}``.
+
+    Each row's non-empty cells override ``defaults``; the merged settings are validated against
+    ``workflow/schemas/datasets.schema.yaml``. Errors name the sheet, the dataset and the column.
+    """
+    schema = load_schema("datasets")
+    if not Path(sheet).is_file():
+        raise InputDataError(sheet, "datasets", "dataset sheet not found")
+    table = pd.read_csv(sheet, sep="\t", dtype=str, comment="#", keep_default_na=False)
+    table.columns = [c.strip() for c in table.columns]
+    for column in ("dataset", "nwb"):
+        if column not in table.columns:
+            raise InputDataError(sheet, column, "required column is missing")
+    unknown = [c for c in table.columns if c not in schema["properties"]]
+    if unknown:
+        raise InputDataError(sheet, unknown[0],
+                             f"unknown column; known columns are {sorted(schema['properties'])}")
+    duplicated = table["dataset"][table["dataset"].duplicated()].tolist()
+    if duplicated:
+        raise InputDataError(sheet, "dataset", f"dataset names must be unique; repeated: {duplicated}")
+
+    datasets = {}
+    for _, row in table.iterrows():
+        name = row["dataset"].strip()
+        where = f"{sheet} (dataset '{name}')"
+        settings = dict(defaults)
+        for column, cell in row.items():
+            cell = cell.strip()
+            if cell == "":
+                continue
+            try:
+                settings[column] = _convert(cell, schema["properties"][column])
+            except ValueError:
+                raise InputDataError(where, column,
+                                     f"'{cell}' is not a valid {schema['properties'][column]['type']}")
+        validate(settings, schema, where)
+        datasets[name] = settings
+    if not datasets:
+        raise InputDataError(sheet, "dataset", "the sheet has no rows")
+    return datasets
+
+
+def split_list(text: str) -> list[str]:
+    """``"a, b"`` -> ``["a", "b"]``; empty text -> ``[]``."""
+    return [part.strip() for part in text.split(",") if part.strip()]

@@ -1,0 +1,111 @@
+"""Shared fixtures: a small NWB writer for edge cases, paths of the project and shared data."""
+
+from __future__ import annotations
+
+import datetime
+import shutil
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+MC_MAZE_SMALL = ROOT.parent / "shared" / "data" / "mc_maze_small" / \
+    "sub-Jenkins_ses-small_desc-test_ecephys.nwb"
+
+
+def write_test_nwb(path, spike_times=None, trials=None, obs_intervals=None, heldout=None,
+                   behavior=None, behavior_rate=1000.0, with_units=True, with_trials=True):
+    """Write a small NWB file with pynwb.
+
+    spike_times: list of arrays (s), one per unit. trials: DataFrame with start_time,
+    stop_time and any extra columns. behavior: dict name -> (samples x dims) array sampled at
+    ``behavior_rate`` from t=0, stored in processing/behavior.
+    """
+    from pynwb import NWBHDF5IO, NWBFile, TimeSeries
+
+    nwb = NWBFile(session_description="test", identifier=str(uuid.uuid4()),
+                  session_start_time=datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc))
+    if with_units:
+        if heldout is not None:
+            nwb.add_unit_column("heldout", "held-out unit")
+        for i, times in enumerate(spike_times):
+            kwargs = {"spike_times": np.asarray(times, dtype=float)}
+            if obs_intervals is not None:
+                kwargs["obs_intervals"] = np.asarray(obs_intervals[i], dtype=float)
+            if heldout is not None:
+                kwargs["heldout"] = bool(heldout[i])
+            nwb.add_unit(**kwargs)
+    if with_trials:
+        extra = [c for c in trials.columns if c not in ("start_time", "stop_time")]
+        for column in extra:
+            nwb.add_trial_column(column, f"{column} of the trial")
+        for _, row in trials.iterrows():
+            nwb.add_trial(**row.to_dict())
+    if behavior:
+        module = nwb.create_processing_module("behavior", "behaviour")
+        for name, data in behavior.items():
+            module.add(TimeSeries(name=name, data=np.asarray(data), unit="m/s",
+                                  rate=behavior_rate, starting_time=0.0))
+    with NWBHDF5IO(str(path), "w") as io:
+        io.write(nwb)
+    return Path(path)
+
+
+def regular_trials(n, start=0.1, duration=1.0, gap=0.2, event_offset=0.3, **columns):
+    """A trials table of ``n`` back-to-back trials with ``move_onset_time``."""
+    starts = start + np.arange(n) * (duration + gap)
+    table = pd.DataFrame({"start_time": starts, "stop_time": starts + duration,
+                          "move_onset_time": starts + event_offset})
+    for name, values in columns.items():
+        table[name] = values
+    return table
+
+
+@pytest.fixture
+def make_nwb(tmp_path):
+    def make(name="test.nwb", **kwargs):
+        return write_test_nwb(tmp_path / name, **kwargs)
+    return make
+
+
+@pytest.fixture
+def small_recording(make_nwb):
+    """10 trials, 6 units with random spikes inside the trials, 2-D behaviour at 1 kHz."""
+    rng = np.random.default_rng(1)
+    trials = regular_trials(10, split=["train"] * 8 + ["val"] * 2,
+                            condition=np.arange(10) % 3)
+    spikes = []
+    for _ in range(6):
+        times = np.concatenate([np.sort(rng.uniform(s, e, rng.integers(5, 30)))
+                                for s, e in zip(trials.start_time, trials.stop_time)])
+        spikes.append(times)
+    t = np.arange(0, trials.stop_time.iloc[-1] + 0.2, 1e-3)
+    behavior = {"hand_vel": np.column_stack([np.sin(2 * np.pi * t), np.cos(2 * np.pi * t)])}
+    return make_nwb(spike_times=spikes, trials=trials, heldout=[0, 0, 0, 0, 1, 1],
+                    behavior=behavior)
+
+
+def run_snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """Run the workflow's Snakefile with ``workdir`` as working directory (CLI, real run)."""
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"),
+           "--directory", str(workdir), "--cores", "2", *args]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise AssertionError(f"snakemake failed:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def workflow_dir(tmp_path: Path, sheet: str, config_text: str | None = None) -> Path:
+    """A working directory with config/ (the project's, or the given text) and a sheet."""
+    work = tmp_path / "work"
+    (work / "config").mkdir(parents=True)
+    shutil.copy(ROOT / "config" / "config.yaml", work / "config" / "config.yaml")
+    if config_text is not None:
+        (work / "config" / "config.yaml").write_text(config_text)
+    (work / "config" / "datasets.tsv").write_text(sheet)
+    return work

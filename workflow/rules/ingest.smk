@@ -1,0 +1,15 @@
+rule ingest:
+    """Read the dataset's NWB file into the normalised session file."""
+    input:
+        nwb=nwb_file,
+    output:
+        session="results/{dataset}/ingest/session.h5",
+        summary="results/{dataset}/ingest/summary.json",
+    params:
+        settings=dataset_settings,
+    log:
+        "logs/{dataset}/ingest.log",
+    conda:
+        "../envs/lfads_core.yaml"
+    script:
+        "../scripts/ingest.py"

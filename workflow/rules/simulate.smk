@@ -1,0 +1,12 @@
+rule simulate:
+    """Write a simulated NWB recording with known latent dynamics (the default dataset)."""
+    output:
+        nwb=f"{SIMULATED_DIR}/{{name}}.nwb",
+    params:
+        simulation=lambda wildcards: config["simulations"][wildcards.name],
+    log:
+        "logs/simulate/{name}.log",
+    conda:
+        "../envs/lfads_core.yaml"
+    script:
+        "../scripts/simulate.py"
