@@ -6,13 +6,16 @@ import contextlib
 import logging
 import sys
 
+from .errors import InputDataError
+
 
 @contextlib.contextmanager
 def rule_logging(log_file: str):
     """Send log records and warnings to ``log_file`` and stderr for the duration of a rule.
 
-    An exception is written to the log (its message names the file and field at fault) and
-    re-raised, so the rule fails with a non-zero exit and Snakemake removes its outputs.
+    Bad input (:class:`InputDataError`, whose message names the file and field at fault) is
+    logged and ends the script with exit status 1, without a traceback; any other exception is
+    logged and re-raised. Either way the rule fails and Snakemake removes its outputs.
     """
     root = logging.getLogger()
     handlers = [logging.FileHandler(log_file, mode="w"), logging.StreamHandler(sys.stderr)]
@@ -24,6 +27,9 @@ def rule_logging(log_file: str):
     logging.captureWarnings(True)
     try:
         yield logging.getLogger("workflow")
+    except InputDataError as exc:
+        logging.getLogger("workflow").error("bad input: %s", exc)
+        raise SystemExit(1)
     except Exception as exc:
         logging.getLogger("workflow").error("%s: %s", type(exc).__name__, exc)
         raise

@@ -91,12 +91,14 @@ def small_recording(make_nwb):
 
 
 def run_snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    """Run the workflow's Snakefile with ``workdir`` as working directory (CLI, real run)."""
+    """Run the workflow's Snakefile with ``workdir`` as working directory (CLI, real run).
+
+    ``result.stdout`` holds stdout and stderr together, as a user sees them."""
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"),
            "--directory", str(workdir), "--cores", "2", *args]
-    result = subprocess.run(cmd, capture_output=True, text=True)
+    result = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if check and result.returncode != 0:
-        raise AssertionError(f"snakemake failed:\n{result.stdout}\n{result.stderr}")
+        raise AssertionError(f"snakemake failed:\n{result.stdout}")
     return result
 
 

@@ -1,0 +1,112 @@
+"""Real Snakemake runs of the data stages (CLI), on a tiny simulated recording."""
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+import yaml
+
+from conftest import ROOT, run_snakemake, workflow_dir
+
+pytestmark = pytest.mark.workflow
+
+TINY_SHEET = "dataset\tnwb\tbehavior\tcondition_columns\tfp_bins\n" \
+             "tiny\tresources/simulated/tiny.nwb\thand_vel\tcondition\t10\n"
+
+
+def tiny_config(**changes) -> str:
+    config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    config["simulations"] = {"tiny": {**config["simulations"]["lorenz"], "n_neurons": 30,
+                                      "n_conditions": 4, "trials_per_condition": 5}}
+    config.update(changes)
+    return yaml.safe_dump(config)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    work = workflow_dir(tmp_path_factory.mktemp("tiny"), TINY_SHEET, tiny_config())
+    result = run_snakemake(work)
+    return work, result
+
+
+def test_dry_run_lists_the_data_stages():
+    result = run_snakemake(ROOT, "-n", "--forceall")
+    for rule in ("simulate", "ingest", "bin_spikes", "align_trials"):
+        assert f"rule {rule}:" in result.stdout or f"localrule {rule}:" in result.stdout
+
+
+def test_lint_is_clean():
+    result = run_snakemake(ROOT, "--lint", check=False)
+    assert result.returncode == 0, result.stdout
+    assert "Congratulations" in result.stdout
+
+
+def test_data_stages_run_end_to_end(tiny_run):
+    work, _ = tiny_run
+    out = work / "results" / "tiny"
+    with h5py.File(out / "lfads_input.h5", "r") as h5:
+        n_train, n_valid = len(h5["train_inds"]), len(h5["valid_inds"])
+        assert n_train + n_valid == 20
+        assert h5["train_encod_data"].shape[1:] == (140, 24)  # 20% of 30 held out
+        assert h5["train_recon_data"].shape[1:] == (150, 30)
+        assert h5["train_behavior"].shape == (n_train, 140, 2)
+        assert h5["train_truth_rates"].shape == (n_train, 150, 30)
+        assert h5["train_truth_latents"].shape[:2] == (n_train, 150)
+        assert np.isfinite(h5["train_truth_rates"][()]).all()
+        # truth rates are expected counts per 5 ms bin: they match the spike counts on average
+        rates, counts = h5["train_truth_rates"][()], h5["train_recon_data"][()]
+        assert rates.sum() == pytest.approx(counts.sum(), rel=0.1)
+    summary = json.loads((out / "align" / "summary.json").read_text())
+    assert summary["dropped_trials"] == 0
+    assert (work / "logs" / "tiny" / "ingest.log").read_text().strip()
+
+
+def test_rerun_has_nothing_to_do(tiny_run):
+    work, _ = tiny_run
+    result = run_snakemake(work, "-n")
+    assert "Nothing to be done" in result.stdout
+
+
+def test_unknown_config_key_is_named(tmp_path):
+    work = workflow_dir(tmp_path, TINY_SHEET, tiny_config(bin_size=5))
+    result = run_snakemake(work, "-n", check=False)
+    assert result.returncode != 0
+    assert "bin_size" in result.stdout
+
+
+def test_bad_sheet_value_is_named(tmp_path):
+    sheet = "dataset\tnwb\tbin_width_ms\ntiny\tresources/simulated/tiny.nwb\t0\n"
+    work = workflow_dir(tmp_path, sheet, tiny_config())
+    result = run_snakemake(work, "-n", check=False)
+    assert result.returncode != 0
+    assert "field 'bin_width_ms'" in result.stdout and "datasets.tsv" in result.stdout
+
+
+def test_unknown_sheet_column_is_named(tmp_path):
+    sheet = "dataset\tnwb\twindow_ms\ntiny\tresources/simulated/tiny.nwb\t700\n"
+    work = workflow_dir(tmp_path, sheet, tiny_config())
+    result = run_snakemake(work, "-n", check=False)
+    assert result.returncode != 0 and "field 'window_ms'" in result.stdout
+
+
+def test_missing_nwb_file_is_named(tmp_path):
+    sheet = "dataset\tnwb\nlost\tdata/lost.nwb\n"
+    work = workflow_dir(tmp_path, sheet, tiny_config())
+    result = run_snakemake(work, "-n", check=False)
+    assert result.returncode != 0
+    assert "field 'nwb'" in result.stdout and "data/lost.nwb" in result.stdout
+
+
+def test_malformed_nwb_fails_the_rule_and_leaves_no_output(tmp_path):
+    sheet = "dataset\tnwb\nbroken\tdata/broken.nwb\n"
+    work = workflow_dir(tmp_path, sheet, tiny_config())
+    (work / "data").mkdir()
+    (work / "data" / "broken.nwb").write_text("this is not HDF5\n")
+    result = run_snakemake(work, check=False)
+    assert result.returncode != 0
+    assert "data/broken.nwb: field 'file': not an HDF5 file" in result.stdout
+    assert not (work / "results" / "broken" / "ingest" / "session.h5").exists()
+    assert not list((work / "results").rglob("*.h5")) if (work / "results").exists() else True
+    log = (work / "logs" / "broken" / "ingest.log").read_text()
+    assert "field 'file'" in log
