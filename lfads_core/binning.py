@@ -156,7 +156,7 @@ def bin_session(session_h5, out_h5, bin_width: float) -> dict:
                     values = resample_series(group["timestamps"][()], group["data"][()],
                                              t_start, bin_width, n_bins)
                     ds = out.create_dataset(f"{kind}/{name}", data=values.astype(np.float32),
-                                            compression="gzip", compression_opts=1)
+                                            compression="gzip", compression_opts=1, shuffle=True)
                     ds.attrs["unit"] = group.attrs["unit"]
                     ds.attrs["columns"] = group.attrs["columns"]
             write_table(out.create_group("units"), units)

@@ -175,7 +175,9 @@ def find_series(nwbfile, name: str, module: str = BEHAVIOR_MODULE):
 
 def _series_arrays(series) -> tuple[np.ndarray, np.ndarray]:
     """``(timestamps (samples,), data (samples x dims))`` of a TimeSeries, in seconds."""
-    data = np.asarray(series.data[:], dtype=np.float64)
+    data = np.asarray(series.data[:])
+    if data.dtype.kind != "f":
+        data = data.astype(np.float64)
     if data.ndim == 1:
         data = data[:, None]
     if series.timestamps is not None:
@@ -197,7 +199,7 @@ def _write_series(group: h5py.Group, name: str, series) -> dict:
     times, data = _series_arrays(series)
     sub = group.create_group(name)
     sub.create_dataset("timestamps", data=times)
-    sub.create_dataset("data", data=data, compression="gzip", compression_opts=1)
+    sub.create_dataset("data", data=data, compression="gzip", compression_opts=1, shuffle=True)
     sub.attrs["unit"] = str(series.unit)
     sub.attrs["columns"] = _series_columns(name, data.shape[1])
     return {"samples": int(data.shape[0]), "dims": int(data.shape[1]), "unit": str(series.unit)}

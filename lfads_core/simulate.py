@@ -1,0 +1,351 @@
+"""Seeded simulation of a spiking recording with known latent dynamics, written as NWB.
+
+A latent dynamical system (Lorenz attractor or chaotic RNN) runs inside each trial from its
+condition's initial state. Units fire as inhomogeneous Poisson processes whose log-rates are
+linear readouts of the z-scored latents; a 2-D "hand velocity" is another linear readout plus
+noise. The ground truth (latents, rates) is stored next to the data for evaluation.
+
+Time layout (one session clock from 0 s): trial ``k`` occupies ``[start_k, start_k + duration)``,
+the first starting at 0.1 s, with random gaps (``iti_s``, 1 ms resolution) between trials.
+Dynamics and spikes exist only within trials. Behaviour and ground truth are regular series
+from 0 s to the end of the last trial, NaN outside trials. Ground-truth sample ``j`` is the
+mean over ``[j*T, (j+1)*T)`` (``T = 1/truth_rate_hz``) and is time-stamped at its centre
+(``starting_time = T/2``); samples not wholly inside a trial are NaN. Behaviour sample ``j``
+(at ``j / behavior_rate_hz``) takes the latent state of the integration step containing it.
+
+Rates: log-rate_n(t) = b_n + w_n . z(t), z = latents z-scored over all trial samples; w_n is
+scaled so the modulation has std LOG_RATE_STD and b_n so the time-averaged rate equals the
+neuron's target (log-uniform in ``mean_rate_hz``). Spike counts are Poisson per ``dt_ms`` step;
+spike times are uniform within the step on a grid of dt/30 (the Units table's resolution).
+Randomness comes from independent sub-streams of ``default_rng(seed)``, one per part.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime
+import json
+import math
+import numbers
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .fileio import atomic_path
+
+DEFAULT_PARAMS: dict = {
+    "system": "lorenz", "seed": 0,
+    # units
+    "n_neurons": 100, "heldout_fraction": 0.2, "mean_rate_hz": [5.0, 20.0],
+    # trials (s)
+    "n_conditions": 20, "trials_per_condition": 20, "trial_duration_s": 1.0,
+    "event_offset_s": 0.3, "iti_s": [0.1, 0.3], "valid_fraction": 0.2,
+    # sampling
+    "behavior_rate_hz": 1000, "behavior_noise": 0.05, "truth_rate_hz": 200, "dt_ms": 1.0,
+    # Lorenz time units per second: ~1.4 lobe switches per 1 s trial on average
+    "lorenz_speed": 2.5,
+    # chaotic RNN: units, gain of the recurrent weights, time constant (s)
+    "rnn_units": 50, "rnn_gain": 1.5, "rnn_tau_s": 0.025,
+}
+SYSTEMS = ("lorenz", "chaotic_rnn")
+FIRST_TRIAL_S = 0.1
+LOG_RATE_STD = 0.7  # std of each neuron's log-rate modulation
+HAND_SPEED_STD = 0.1  # std of each hand-velocity component (m/s), before noise
+SPIKE_TICKS_PER_STEP = 30  # spike-time grid: dt / 30
+SESSION_START = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
+_STREAMS = ("init", "system", "readout", "rates", "behavior", "spikes", "heldout", "trials",
+            "split")
+
+
+@dataclass
+class SimulatedSession:
+    """A simulated recording. Times in seconds on the session clock; rates in Hz."""
+
+    spike_times: list[np.ndarray]  # one sorted array per unit
+    heldout: np.ndarray  # (units,) bool
+    trials: pd.DataFrame  # start_time, stop_time, move_onset_time, condition, split
+    behavior_rate_hz: float
+    hand_vel: np.ndarray  # (samples, 2) m/s from t=0, NaN outside trials
+    truth_rate_hz: float
+    truth_latents: np.ndarray  # (samples, n_latents) z-scored latents, at T/2 + j*T
+    truth_rates_hz: np.ndarray  # (samples, units) Hz, at T/2 + j*T
+    obs_intervals: np.ndarray  # (trials, 2) where every unit was observed
+    params: dict
+
+
+def _check_params(params: dict) -> dict:
+    """Defaults filled in, values checked; raises ValueError naming the offending key."""
+    unknown = sorted(set(params) - set(DEFAULT_PARAMS))
+    if unknown:
+        raise ValueError(f"unknown simulation parameter(s) {unknown}; "
+                         f"known: {sorted(DEFAULT_PARAMS)}")
+    p = copy.deepcopy(DEFAULT_PARAMS)
+    p.update(copy.deepcopy(params))
+
+    def bad(key: str, why: str):
+        raise ValueError(f"simulation parameter {key!r} = {p[key]!r}: {why}")
+
+    def is_real(value) -> bool:
+        return isinstance(value, numbers.Real) and not isinstance(value, bool) \
+            and math.isfinite(value)
+
+    def number(key: str, low: float, low_ok: bool = True, integer: bool = False):
+        value = p[key]
+        if not is_real(value) or (integer and value != int(value)):
+            bad(key, "must be an integer" if integer else "must be a finite number")
+        if value < low or (value == low and not low_ok):
+            bad(key, f"must be {'>=' if low_ok else '>'} {low}")
+        p[key] = int(value) if integer else float(value)
+
+    if p["system"] not in SYSTEMS:
+        bad("system", f"must be one of {SYSTEMS}")
+    for key in ("seed", "n_neurons", "n_conditions", "trials_per_condition", "rnn_units"):
+        number(key, 0 if key == "seed" else 1, integer=True)
+    for key in ("trial_duration_s", "behavior_rate_hz", "truth_rate_hz", "dt_ms",
+                "lorenz_speed", "rnn_gain", "rnn_tau_s"):
+        number(key, 0, low_ok=False)
+    for key in ("heldout_fraction", "valid_fraction", "behavior_noise", "event_offset_s"):
+        number(key, 0)
+    for key in ("heldout_fraction", "valid_fraction"):
+        if p[key] >= 1:
+            bad(key, "must be < 1")
+    for key, low in (("iti_s", 0.0), ("mean_rate_hz", 1e-9)):
+        pair = p[key]
+        if not isinstance(pair, (list, tuple)) or len(pair) != 2 or \
+                not all(map(is_real, pair)) or not low <= pair[0] <= pair[1]:
+            bad(key, f"must be [low, high] with {low:g} <= low <= high")
+        p[key] = [float(v) for v in pair]
+    if p["event_offset_s"] >= p["trial_duration_s"]:
+        bad("event_offset_s", "must be < trial_duration_s")
+    steps_per_ms = 1.0 / p["dt_ms"]
+    if abs(steps_per_ms - round(steps_per_ms)) > 1e-9:
+        bad("dt_ms", "must divide 1 ms (1, 0.5, 0.25, ...)")
+    if abs(p["trial_duration_s"] * 1e3 - round(p["trial_duration_s"] * 1e3)) > 1e-6:
+        bad("trial_duration_s", "must be a whole number of ms")
+    truth_ms = 1e3 / p["truth_rate_hz"]
+    if abs(truth_ms - round(truth_ms)) > 1e-9:
+        bad("truth_rate_hz", "its step (1000 / rate ms) must be a whole number of ms")
+    return p
+
+
+# --- latent systems: each returns latents of shape (conditions, steps, n_latents) -----------
+
+def _rk4(deriv, x: np.ndarray, h: float) -> np.ndarray:
+    k1 = deriv(x)
+    k2 = deriv(x + 0.5 * h * k1)
+    k3 = deriv(x + 0.5 * h * k2)
+    return x + h / 6.0 * (k1 + 2 * k2 + 2 * k3 + deriv(x + h * k3))
+
+
+def _trajectories(deriv, x: np.ndarray, h: float, n_steps: int) -> np.ndarray:
+    """States (batch, n_steps, dims) at the start of each RK4 step of size ``h``."""
+    out = np.empty((len(x), n_steps, x.shape[-1]))
+    for i in range(n_steps):
+        out[:, i] = x
+        x = _rk4(deriv, x, h)
+    return out
+
+
+def _lorenz_deriv(x: np.ndarray, sigma=10.0, rho=28.0, beta=8.0 / 3.0) -> np.ndarray:
+    return np.stack([sigma * (x[..., 1] - x[..., 0]),
+                     x[..., 0] * (rho - x[..., 2]) - x[..., 1],
+                     x[..., 0] * x[..., 1] - beta * x[..., 2]], axis=-1)
+
+
+def _lorenz(p: dict, n_steps: int, rng: dict) -> np.ndarray:
+    """Lorenz states (one run per condition); initial states lie on the attractor (burn-in)."""
+    x = rng["init"].normal(0.0, 5.0, (p["n_conditions"], 3)) + [0.0, 0.0, 25.0]
+    for _ in range(3000):  # 30 Lorenz time units of burn-in
+        x = _rk4(_lorenz_deriv, x, 0.01)
+    return _trajectories(_lorenz_deriv, x, p["dt_ms"] * 1e-3 * p["lorenz_speed"], n_steps)
+
+
+def _chaotic_rnn(p: dict, n_steps: int, rng: dict) -> np.ndarray:
+    """tanh of the states of tau dx/dt = -x + gain J tanh(x) + u(t), J ~ N(0, 1/N)."""
+    n = p["rnn_units"]
+    weights = p["rnn_gain"] * rng["system"].normal(0.0, 1.0 / np.sqrt(n), (n, n))
+    tau = p["rnn_tau_s"]
+
+    def deriv(x: np.ndarray, inputs: float | np.ndarray = 0.0) -> np.ndarray:
+        # External input pulses u(t) will enter here as ``inputs`` (conditions x units).
+        return (-x + np.tanh(x) @ weights.T + inputs) / tau
+
+    x = rng["init"].normal(0.0, 1.0, (p["n_conditions"], n))
+    return np.tanh(_trajectories(deriv, x, p["dt_ms"] * 1e-3, n_steps))
+
+
+_SYSTEMS = {"lorenz": _lorenz, "chaotic_rnn": _chaotic_rnn}
+
+
+def _block_means(values: np.ndarray, offsets: np.ndarray, conds: np.ndarray,
+                 width: int) -> np.ndarray:
+    """Mean of ``values[c, i:i+width]`` for each (offset i, condition c); float32."""
+    csum = np.concatenate([np.zeros_like(values[:, :1]), np.cumsum(values, axis=1)], axis=1)
+    return ((csum[conds, offsets + width] - csum[conds, offsets]) / width).astype(np.float32)
+
+
+def simulate_session(params: dict) -> SimulatedSession:
+    """Simulate a recording from ``params`` (missing keys from DEFAULT_PARAMS); deterministic."""
+    p = _check_params(params)
+    rng = dict(zip(_STREAMS, np.random.default_rng(p["seed"]).spawn(len(_STREAMS))))
+    dt = p["dt_ms"] * 1e-3
+    steps_per_ms = round(1.0 / p["dt_ms"])
+    n_steps = round(p["trial_duration_s"] * 1e3) * steps_per_ms  # per trial
+    n_neurons, n_trials = p["n_neurons"], p["n_conditions"] * p["trials_per_condition"]
+
+    # Latents per condition, z-scored per dimension over all trial samples.
+    latents = _SYSTEMS[p["system"]](p, n_steps, rng)
+    flat = latents.reshape(-1, latents.shape[-1])
+    z = (latents - flat.mean(0)) / np.maximum(flat.std(0), 1e-12)
+    z_flat = z.reshape(-1, z.shape[-1])
+
+    # Readout: log-rate = b + w.z, modulation std LOG_RATE_STD, mean rate exactly the target.
+    target = np.exp(rng["rates"].uniform(*np.log(p["mean_rate_hz"]), n_neurons))
+    w = rng["readout"].normal(size=(z.shape[-1], n_neurons))
+    w *= LOG_RATE_STD / np.maximum((z_flat @ w).std(0), 1e-12)
+    b = np.log(target) - np.log(np.exp(z_flat @ w).mean(0))
+    rates = np.exp(b + z @ w)  # (conditions, steps, neurons) Hz
+
+    # Trials: shuffled conditions, random gaps on a 1 ms grid; times in integer steps.
+    conds = rng["trials"].permutation(np.repeat(np.arange(p["n_conditions"]),
+                                                p["trials_per_condition"]))
+    gaps_ms = np.round(rng["trials"].uniform(*p["iti_s"], n_trials - 1) * 1e3).astype(np.int64)
+    start_ms = round(FIRST_TRIAL_S * 1e3) + np.concatenate(
+        [[0], np.cumsum(gaps_ms + n_steps // steps_per_ms)])
+    start_step = start_ms * steps_per_ms
+    end_step = int(start_step[-1]) + n_steps
+    split = np.full(n_trials, "train", dtype=object)
+    n_val = round(p["valid_fraction"] * n_trials)
+    split[rng["split"].choice(n_trials, n_val, replace=False)] = "val"
+    steps_per_s = 1000 * steps_per_ms
+    trials = pd.DataFrame({"start_time": start_step / steps_per_s,
+                           "stop_time": (start_step + n_steps) / steps_per_s,
+                           "move_onset_time": start_step / steps_per_s + p["event_offset_s"],
+                           "condition": conds.astype(np.int64), "split": split.astype(str)})
+
+    # Spikes: Poisson counts per step and neuron, times uniform within the step (on a grid of
+    # SPIKE_TICKS_PER_STEP ticks per step, the Units resolution: 30 kHz for 1 ms steps).
+    ticks_per_s = SPIKE_TICKS_PER_STEP * steps_per_ms * 1000
+    per_unit, per_time = [], []
+    for k in range(n_trials):
+        counts = rng["spikes"].poisson(rates[conds[k]] * dt)
+        step, unit = np.nonzero(counts)
+        reps = counts[step, unit]
+        step, unit = np.repeat(step, reps), np.repeat(unit, reps)
+        ticks = (start_step[k] + step) * SPIKE_TICKS_PER_STEP + rng["spikes"].integers(
+            0, SPIKE_TICKS_PER_STEP, len(step))
+        per_time.append(ticks / ticks_per_s)
+        per_unit.append(unit)
+    unit, times = np.concatenate(per_unit), np.concatenate(per_time)
+    order = np.lexsort((times, unit))
+    times, bounds = times[order], np.searchsorted(unit[order], np.arange(n_neurons + 1))
+    spike_times = [times[bounds[n]:bounds[n + 1]] for n in range(n_neurons)]
+    heldout = np.zeros(n_neurons, dtype=bool)
+    heldout[rng["heldout"].choice(n_neurons, round(p["heldout_fraction"] * n_neurons),
+                                  replace=False)] = True
+
+    # Hand velocity at behavior_rate_hz: latent step containing each sample, linear readout.
+    mix = rng["behavior"].normal(size=(z.shape[-1], 2))
+    mix *= HAND_SPEED_STD / np.maximum((z_flat @ mix).std(0), 1e-12)
+    n_beh = math.ceil(end_step * dt * p["behavior_rate_hz"] - 1e-9)
+    global_step = np.floor(np.arange(n_beh) / p["behavior_rate_hz"] / dt + 1e-9).astype(np.int64)
+    k = np.searchsorted(start_step, global_step, side="right") - 1
+    inside = (k >= 0) & (global_step < start_step[np.maximum(k, 0)] + n_steps)
+    hand_vel = np.full((n_beh, 2), np.nan)
+    signal = z[conds[k[inside]], global_step[inside] - start_step[k[inside]]] @ mix
+    hand_vel[inside] = signal + rng["behavior"].normal(
+        0.0, p["behavior_noise"] * HAND_SPEED_STD, signal.shape)
+
+    # Ground truth: means over truth steps lying wholly inside a trial.
+    width = round(1e3 / p["truth_rate_hz"]) * steps_per_ms
+    first = np.arange(math.ceil(end_step / width)) * width
+    k = np.searchsorted(start_step, first, side="right") - 1
+    inside = (k >= 0) & (first + width <= start_step[np.maximum(k, 0)] + n_steps)
+    offsets, c = first[inside] - start_step[k[inside]], conds[k[inside]]
+    truth_latents = np.full((len(first), z.shape[-1]), np.nan, dtype=np.float32)
+    truth_latents[inside] = _block_means(z, offsets, c, width)
+    truth_rates = np.full((len(first), n_neurons), np.nan, dtype=np.float32)
+    truth_rates[inside] = _block_means(rates, offsets, c, width)
+
+    return SimulatedSession(
+        spike_times=spike_times, heldout=heldout, trials=trials,
+        behavior_rate_hz=float(p["behavior_rate_hz"]), hand_vel=hand_vel,
+        truth_rate_hz=float(p["truth_rate_hz"]), truth_latents=truth_latents,
+        truth_rates_hz=truth_rates,
+        obs_intervals=trials[["start_time", "stop_time"]].to_numpy(), params=p)
+
+
+def write_nwb(session: SimulatedSession, path: str | Path) -> None:
+    """Write ``session`` as an NWB file at ``path`` (overwritten)."""
+    from hdmf.backends.hdf5 import H5DataIO
+    from pynwb import NWBHDF5IO, NWBFile, TimeSeries
+    from pynwb.file import Subject
+    from pynwb.misc import Units
+
+    p = session.params
+    text = json.dumps(p, sort_keys=True)
+    nwb = NWBFile(
+        session_description=f"Simulated spiking recording ({p['system']} latent dynamics, "
+                            f"Poisson spikes); parameters: {text}",
+        identifier=str(uuid.uuid5(uuid.NAMESPACE_URL, "lfads_core.simulate:" + text)),
+        session_start_time=SESSION_START,
+        file_create_date=SESSION_START,  # fixed, so the same params give the same bytes
+        experiment_description="Synthetic data with known latent dynamics and firing rates, "
+                               "written by lfads_core.simulate to test latent-dynamics models.",
+        keywords=["simulation", "latent dynamics", p["system"], "Poisson spiking"],
+        institution="simulated", lab="simulated", experimenter=["Simulator, LFADS"],
+        session_id=f"sim-{p['system']}-seed{p['seed']}",
+        subject=Subject(subject_id="sim", species="Macaca mulatta", age="P5Y", sex="U",
+                        description="Simulated subject; no animal was recorded."))
+
+    columns = {"move_onset_time": "time of the (simulated) movement onset (s)",
+               "condition": "condition index: the latent system's initial state",
+               "trial_type": "same as condition (as in the Neural Latents Benchmark)",
+               "split": "NLB data split: 'train' or 'val'"}
+    for name, description in columns.items():
+        nwb.add_trial_column(name, description)
+    for row in session.trials.itertuples(index=False):
+        nwb.add_trial(start_time=row.start_time, stop_time=row.stop_time,
+                      move_onset_time=row.move_onset_time, condition=int(row.condition),
+                      trial_type=int(row.condition), split=str(row.split))
+
+    nwb.units = Units(name="units", description="Simulated Poisson units",
+                      resolution=p["dt_ms"] * 1e-3 / SPIKE_TICKS_PER_STEP)
+    nwb.add_unit_column("heldout", "True for units held out of the model's input (NLB style)")
+    for i, times in enumerate(session.spike_times):
+        nwb.add_unit(spike_times=times, obs_intervals=session.obs_intervals,
+                     heldout=bool(session.heldout[i]), id=i)
+
+    def series(name, data, unit, rate, start, description):
+        # One long chunk per column: gzip then finds the repeats of a condition's trials.
+        data = H5DataIO(data.astype(np.float32), compression="gzip", shuffle=True,
+                        chunks=(min(len(data), 1 << 18), 1))
+        return TimeSeries(name=name, data=data,
+                          unit=unit, rate=float(rate), starting_time=float(start),
+                          description=description,
+                          comments="NaN outside trials; simulated by lfads_core.simulate")
+
+    behavior = nwb.create_processing_module("behavior", "Simulated behaviour")
+    behavior.add(series("hand_vel", session.hand_vel, "m/s", session.behavior_rate_hz, 0.0,
+                        "Hand velocity (x, y): linear readout of the latents plus noise"))
+    truth = nwb.create_processing_module(
+        "ground_truth", "Ground truth of the simulation; each sample is the mean over its step, "
+                        "time-stamped at the step's centre")
+    half = 0.5 / session.truth_rate_hz
+    truth.add(series("latents", session.truth_latents, "a.u.", session.truth_rate_hz, half,
+                     "Latent states, z-scored per dimension (inputs of the rate readout)"))
+    truth.add(series("rates", session.truth_rates_hz, "Hz", session.truth_rate_hz, half,
+                     "Firing rate of every unit (units in the order of the Units table)"))
+    with NWBHDF5IO(str(path), "w") as io:
+        io.write(nwb)
+
+
+def simulate_to_nwb(params: dict, path: str | Path) -> SimulatedSession:
+    """Simulate and write to ``path`` atomically (temporary file in the same folder, renamed)."""
+    session = simulate_session(params)
+    with atomic_path(path) as tmp:
+        write_nwb(session, tmp)
+    return session

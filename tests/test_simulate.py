@@ -1,0 +1,237 @@
+"""Tests of the simulated recording (lfads_core.simulate) and the NWB file it writes."""
+
+from __future__ import annotations
+
+import warnings
+
+import h5py
+import numpy as np
+import pytest
+
+from lfads_core import simulate
+from lfads_core.simulate import DEFAULT_PARAMS, simulate_session, simulate_to_nwb, write_nwb
+
+SMALL = {"n_conditions": 3, "trials_per_condition": 4, "n_neurons": 20}
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    """A small Lorenz session and its NWB file."""
+    path = tmp_path_factory.mktemp("sim") / "small.nwb"
+    return simulate_to_nwb(SMALL, path), path
+
+
+def read_nwb(path):
+    from pynwb import NWBHDF5IO
+
+    io = NWBHDF5IO(str(path), "r")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return io, io.read()
+
+
+def h5_content(path) -> dict:
+    """Every dataset and attribute of an HDF5 file, except hdmf's random ``object_id``s."""
+    out = {}
+
+    def visit(name, obj):
+        for key, value in obj.attrs.items():
+            if key != "object_id":
+                out[f"{name}@{key}"] = repr(value)
+        if isinstance(obj, h5py.Dataset):
+            data = np.asarray(obj[()])
+            if data.dtype.kind == "O":
+                data = np.array([str(v) for v in data.ravel()])
+            out[name] = data
+
+    with h5py.File(path, "r") as f:
+        f.visititems(visit)
+    return out
+
+
+def assert_same_content(a: dict, b: dict):
+    assert a.keys() == b.keys()
+    for key in a:
+        if isinstance(a[key], np.ndarray):
+            np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+        else:
+            assert a[key] == b[key], key
+
+
+def test_same_seed_same_spikes_and_file(small, tmp_path):
+    session, path = small
+    again = simulate_to_nwb(dict(SMALL), tmp_path / "again.nwb")
+    for x, y in zip(session.spike_times, again.spike_times):
+        np.testing.assert_array_equal(x, y)
+    np.testing.assert_array_equal(session.truth_rates_hz, again.truth_rates_hz)
+    assert_same_content(h5_content(path), h5_content(tmp_path / "again.nwb"))
+
+
+def test_different_seed_differs(small):
+    session, _ = small
+    other = simulate_session({**SMALL, "seed": 1})
+    assert not all(len(x) == len(y) and np.array_equal(x, y)
+                   for x, y in zip(session.spike_times, other.spike_times))
+    assert not np.array_equal(session.trials.start_time, other.trials.start_time)
+
+
+def test_parts_use_separate_random_streams(small):
+    session, _ = small
+    other = simulate_session({**SMALL, "valid_fraction": 0.5, "heldout_fraction": 0.5})
+    for x, y in zip(session.spike_times, other.spike_times):
+        np.testing.assert_array_equal(x, y)
+    assert (other.trials.split == "val").sum() == 6 and other.heldout.sum() == 10
+
+
+def test_trials_table(small):
+    session, _ = small
+    trials = session.trials
+    assert len(trials) == 12 and trials.start_time.iat[0] == pytest.approx(0.1)
+    np.testing.assert_allclose(trials.stop_time - trials.start_time, 1.0)
+    np.testing.assert_allclose(trials.move_onset_time - trials.start_time, 0.3)
+    gaps = trials.start_time.to_numpy()[1:] - trials.stop_time.to_numpy()[:-1]
+    assert np.all((gaps >= 0.1 - 1e-9) & (gaps <= 0.3 + 1e-9))
+    start_ms = trials.start_time.to_numpy() * 1e3
+    np.testing.assert_allclose(start_ms, np.round(start_ms), atol=1e-6)  # 1 ms grid
+    assert sorted(trials.condition.value_counts().to_list()) == [4, 4, 4]
+    assert set(trials.split) <= {"train", "val"} and (trials.split == "val").sum() == 2
+    assert session.heldout.dtype == bool and session.heldout.sum() == 4
+    np.testing.assert_array_equal(session.obs_intervals, trials[["start_time", "stop_time"]])
+
+
+def test_spikes_sorted_and_only_within_trials(small):
+    session, _ = small
+    starts, stops = session.trials.start_time.to_numpy(), session.trials.stop_time.to_numpy()
+    for times in session.spike_times:
+        assert len(times) > 0 and np.all(np.diff(times) >= 0)
+        k = np.searchsorted(starts, times, side="right") - 1
+        assert np.all(k >= 0) and np.all(times < stops[k])
+
+
+def test_mean_rates_are_cortex_like():
+    session = simulate_session({"n_conditions": 3, "trials_per_condition": 5})
+    observed_s = float((session.trials.stop_time - session.trials.start_time).sum())
+    rates = np.array([len(t) for t in session.spike_times]) / observed_s
+    assert len(rates) == DEFAULT_PARAMS["n_neurons"]
+    assert np.all((rates > 3) & (rates < 30))
+    assert 5 <= np.median(rates) <= 20
+    truth = np.nanmean(session.truth_rates_hz, axis=0)
+    assert np.all((truth > 4.5) & (truth < 22))
+
+
+def sample_inside_trials(session, times):
+    starts, stops = session.trials.start_time.to_numpy(), session.trials.stop_time.to_numpy()
+    k = np.searchsorted(starts, times, side="right") - 1
+    return (k >= 0) & (times < stops[np.maximum(k, 0)]), k
+
+
+def test_hand_vel_nan_outside_trials_finite_inside(small):
+    session, _ = small
+    times = np.arange(len(session.hand_vel)) / session.behavior_rate_hz
+    inside, _ = sample_inside_trials(session, times + 1e-9)
+    assert session.hand_vel.shape[1] == 2
+    assert np.all(np.isfinite(session.hand_vel[inside]))
+    assert np.all(np.isnan(session.hand_vel[~inside]))
+    assert times[-1] < session.trials.stop_time.iat[-1] <= times[-1] + 2e-3
+
+
+def test_ground_truth_steps_inside_trials(small):
+    session, _ = small
+    step = 1.0 / session.truth_rate_hz
+    left = np.arange(len(session.truth_rates_hz)) * step
+    inside, k = sample_inside_trials(session, left + 1e-9)
+    whole = inside & (left + step <= session.trials.stop_time.to_numpy()[k] + 1e-9)
+    for values in (session.truth_rates_hz, session.truth_latents):
+        assert values.dtype == np.float32
+        assert np.all(np.isfinite(values[whole])) and np.all(np.isnan(values[~whole]))
+    assert np.all(session.truth_rates_hz[whole] > 0)
+    np.testing.assert_allclose(np.nanmean(session.truth_latents, axis=0), 0, atol=0.05)
+
+
+def test_nwb_round_trip(small):
+    session, path = small
+    io, nwb = read_nwb(path)
+    try:
+        trials = nwb.trials.to_dataframe()
+        for column in ("start_time", "stop_time", "move_onset_time", "condition"):
+            np.testing.assert_allclose(trials[column], session.trials[column])
+        np.testing.assert_array_equal(trials.trial_type, session.trials.condition)
+        assert list(trials.split) == list(session.trials.split)
+        units = nwb.units
+        assert list(units.id[:]) == list(range(20))
+        for i, times in enumerate(session.spike_times):
+            np.testing.assert_array_equal(units["spike_times"][i], times)
+            np.testing.assert_array_equal(units["obs_intervals"][i], session.obs_intervals)
+        np.testing.assert_array_equal(np.asarray(units["heldout"][:], dtype=bool), session.heldout)
+        assert units.resolution == pytest.approx(1 / 30000)
+
+        hand = nwb.processing["behavior"]["hand_vel"]
+        assert hand.data.shape == session.hand_vel.shape and hand.unit == "m/s"
+        assert hand.rate == 1000 and hand.starting_time == 0.0
+        np.testing.assert_allclose(hand.data[:], session.hand_vel, rtol=1e-6)
+        truth = nwb.processing["ground_truth"]
+        latents, rates = truth["latents"], truth["rates"]
+        assert latents.data.shape == (len(session.truth_latents), 3) and latents.unit == "a.u."
+        assert rates.data.shape == (len(session.truth_rates_hz), 20) and rates.unit == "Hz"
+        assert rates.rate == 200 and rates.starting_time == pytest.approx(0.0025)
+        np.testing.assert_array_equal(rates.data[:], session.truth_rates_hz)
+        assert nwb.subject.subject_id == "sim" and nwb.institution == "simulated"
+    finally:
+        io.close()
+
+
+def test_nwbinspector_finds_no_violations(small):
+    nwbinspector = pytest.importorskip("nwbinspector")
+    _, path = small
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        messages = list(nwbinspector.inspect_nwbfile(nwbfile_path=str(path)))
+    serious = {nwbinspector.Importance.CRITICAL, nwbinspector.Importance.BEST_PRACTICE_VIOLATION}
+    bad = [(m.check_function_name, m.message) for m in messages if m.importance in serious]
+    assert bad == []
+
+
+def test_chaotic_rnn_runs_and_writes(tmp_path):
+    params = {**SMALL, "system": "chaotic_rnn", "rnn_units": 10}
+    session = simulate_to_nwb(params, tmp_path / "rnn.nwb")
+    assert session.truth_latents.shape[1] == 10 and session.params["system"] == "chaotic_rnn"
+    assert sum(len(t) for t in session.spike_times) > 0
+    io, nwb = read_nwb(tmp_path / "rnn.nwb")
+    try:
+        assert nwb.processing["ground_truth"]["latents"].data.shape[1] == 10
+    finally:
+        io.close()
+
+
+@pytest.mark.parametrize("params, key", [
+    ({"n_neuron": 10}, "n_neuron"),
+    ({"system": "vanderpol"}, "system"),
+    ({"n_neurons": 0}, "n_neurons"),
+    ({"heldout_fraction": 1.0}, "heldout_fraction"),
+    ({"iti_s": [0.3, 0.1]}, "iti_s"),
+    ({"mean_rate_hz": [0.0, 10.0]}, "mean_rate_hz"),
+    ({"dt_ms": 0.3}, "dt_ms"),
+    ({"event_offset_s": 2.0}, "event_offset_s"),
+    ({"seed": 1.5}, "seed"),
+])
+def test_bad_params_raise_naming_the_key(params, key):
+    with pytest.raises(ValueError, match=f"'{key}'"):
+        simulate_session(params)
+
+
+def test_failed_write_leaves_no_file(tmp_path, monkeypatch):
+    def broken(session, path):
+        open(path, "wb").write(b"partial")
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(simulate, "write_nwb", broken)
+    with pytest.raises(RuntimeError):
+        simulate_to_nwb(SMALL, tmp_path / "out.nwb")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_write_nwb_overwrites(small, tmp_path):
+    session, _ = small
+    write_nwb(session, tmp_path / "x.nwb")
+    write_nwb(session, tmp_path / "x.nwb")
+    assert h5py.is_hdf5(tmp_path / "x.nwb")
