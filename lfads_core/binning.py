@@ -16,9 +16,6 @@ from scipy import signal
 
 log = logging.getLogger(__name__)
 
-_BLOCK_ELEMENTS = 1 << 25  # counts per unit block in memory (int64): 256 MB
-
-
 def check_bin_width(bin_width: float, where: str = "settings") -> None:
     from .errors import InputDataError
 
@@ -55,27 +52,23 @@ def bin_index(times: np.ndarray, t_start: float, bin_width: float, n_bins: int) 
 
 
 def bin_spikes(times: np.ndarray, unit_offsets: np.ndarray, t_start: float, bin_width: float,
-               n_bins: int, out: np.ndarray | None = None) -> np.ndarray:
+               n_bins: int) -> np.ndarray:
     """Count spikes per bin and unit.
 
     times: spike times (s), units concatenated; unit ``u`` owns
     ``times[unit_offsets[u]:unit_offsets[u+1]]``. Returns counts, time bins x units (int32).
-    Vectorised (bin index + bincount), processed in blocks of units to bound memory.
+    Vectorised per unit (bin index + bincount): no Python loop over spikes, and one unit's
+    temporaries at a time, which stay small and in cache.
     """
     check_bin_width(bin_width)
     n_units = len(unit_offsets) - 1
-    counts = np.zeros((n_bins, n_units), dtype=np.int32) if out is None else out
-    block = max(1, _BLOCK_ELEMENTS // max(n_bins, 1))
-    for u0 in range(0, n_units, block):
-        u1 = min(u0 + block, n_units)
-        lo, hi = unit_offsets[u0], unit_offsets[u1]
-        k = bin_index(np.asarray(times[lo:hi]), t_start, bin_width, n_bins)
-        local = np.repeat(np.arange(u1 - u0), np.diff(unit_offsets[u0:u1 + 1]))
-        inside = k >= 0
-        flat = np.bincount(k[inside] * (u1 - u0) + local[inside], minlength=n_bins * (u1 - u0))
-        counts[:, u0:u1] = flat.reshape(n_bins, u1 - u0)
-        if n_units > block:
-            log.info("binned units %d-%d of %d", u0, u1, n_units)
+    counts = np.empty((n_bins, n_units), dtype=np.int32)
+    for u in range(n_units):
+        k = bin_index(np.asarray(times[unit_offsets[u]:unit_offsets[u + 1]]), t_start,
+                      bin_width, n_bins)
+        counts[:, u] = np.bincount(k[k >= 0], minlength=n_bins)
+        if n_units >= 100 and (u + 1) % (n_units // 10) == 0:
+            log.info("binned %d/%d units", u + 1, n_units)
     return counts
 
 

@@ -110,3 +110,13 @@ def test_malformed_nwb_fails_the_rule_and_leaves_no_output(tmp_path):
     assert not list((work / "results").rglob("*.h5")) if (work / "results").exists() else True
     log = (work / "logs" / "broken" / "ingest.log").read_text()
     assert "field 'file'" in log
+
+
+def test_bad_simulation_parameter_is_named(tmp_path):
+    config = yaml.safe_load(tiny_config())
+    config["simulations"]["tiny"]["n_neurons_total"] = 30
+    work = workflow_dir(tmp_path, TINY_SHEET, yaml.safe_dump(config))
+    result = run_snakemake(work, check=False)
+    assert result.returncode != 0
+    assert "field 'simulations.tiny'" in result.stdout and "n_neurons_total" in result.stdout
+    assert not (work / "resources" / "simulated" / "tiny.nwb").exists()
