@@ -40,6 +40,11 @@ def validate(settings: dict, schema: dict, where: str) -> None:
 def _convert(value: str, spec: dict):
     """Convert a sheet cell (text) to the type the schema gives for its column."""
     kind = spec.get("type")
+    if kind is None:  # a choice of words or a number (e.g. heldout: file | none | 0.2)
+        try:
+            return float(value)
+        except ValueError:
+            return value
     if kind == "integer":
         number = float(value)
         return int(number) if number.is_integer() else number
@@ -82,8 +87,8 @@ def load_dataset_sheet(sheet: str | Path, defaults: dict) -> dict[str, dict]:
             try:
                 settings[column] = _convert(cell, schema["properties"][column])
             except ValueError:
-                raise InputDataError(where, column,
-                                     f"'{cell}' is not a valid {schema['properties'][column]['type']}")
+                raise InputDataError(where, column, f"'{cell}' is not a valid "
+                                     f"{schema['properties'][column].get('type', 'value')}")
         validate(settings, schema, where)
         datasets[name] = settings
     if not datasets:

@@ -1,0 +1,66 @@
+"""The dataset sheet: rows merged over config defaults, validated with errors naming the key."""
+
+import pytest
+import yaml
+
+from conftest import ROOT
+from lfads_core.errors import InputDataError
+from lfads_core.settings import load_dataset_sheet
+
+DEFAULTS = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())["defaults"]
+
+
+def sheet(tmp_path, text):
+    path = tmp_path / "datasets.tsv"
+    path.write_text(text)
+    return path
+
+
+def test_rows_override_defaults_and_cells_are_typed(tmp_path):
+    path = sheet(tmp_path, "dataset\tnwb\tbin_width_ms\tfp_bins\theldout\tsplit\n"
+                           "a\ta.nwb\t10\t4\t0.25\t\n"
+                           "b\tb.nwb\t\t\tnone\trandom\n")
+    datasets = load_dataset_sheet(path, DEFAULTS)
+    assert datasets["a"]["bin_width_ms"] == 10.0 and datasets["a"]["fp_bins"] == 4
+    assert datasets["a"]["heldout"] == 0.25 and datasets["a"]["split"] == "file"
+    assert datasets["b"]["bin_width_ms"] == 5 and datasets["b"]["heldout"] == "none"
+    assert datasets["b"]["split"] == "random"
+
+
+@pytest.mark.parametrize("header,row,field", [
+    ("dataset\tnwb\tbin_width_ms", "a\ta.nwb\t-5", "bin_width_ms"),
+    ("dataset\tnwb\tbin_width_ms", "a\ta.nwb\tfive", "bin_width_ms"),
+    ("dataset\tnwb\tfp_bins", "a\ta.nwb\t2.5", "fp_bins"),
+    ("dataset\tnwb\tsplit", "a\ta.nwb\tsometimes", "split"),
+    ("dataset\tnwb\theldout", "a\ta.nwb\t1.5", "heldout"),
+    ("dataset\tnwb\tvalid_fraction", "a\ta.nwb\t0", "valid_fraction"),
+    ("dataset\tnwb\twindow", "a\ta.nwb\t700", "window"),
+    ("dataset\tbehavior", "a\thand_vel", "nwb"),
+    ("dataset\tnwb", "a b\ta.nwb", "dataset"),
+])
+def test_bad_cells_name_the_sheet_and_column(tmp_path, header, row, field):
+    path = sheet(tmp_path, f"{header}\n{row}\n")
+    with pytest.raises(InputDataError) as err:
+        load_dataset_sheet(path, DEFAULTS)
+    assert err.value.field == field and str(path) in str(err.value)
+
+
+def test_bad_default_is_named(tmp_path):
+    path = sheet(tmp_path, "dataset\tnwb\na\ta.nwb\n")
+    with pytest.raises(InputDataError) as err:
+        load_dataset_sheet(path, {**DEFAULTS, "bin_width_ms": 0})
+    assert err.value.field == "bin_width_ms"
+    with pytest.raises(InputDataError) as err:
+        load_dataset_sheet(path, {**DEFAULTS, "binwidth": 5})
+    assert err.value.field == "binwidth"
+
+
+def test_duplicate_dataset_names(tmp_path):
+    path = sheet(tmp_path, "dataset\tnwb\na\ta.nwb\na\tb.nwb\n")
+    with pytest.raises(InputDataError, match="unique"):
+        load_dataset_sheet(path, DEFAULTS)
+
+
+def test_project_sheets_are_valid():
+    for name in ("datasets.tsv", "datasets_mc_maze_small.tsv"):
+        assert load_dataset_sheet(ROOT / "config" / name, DEFAULTS)
