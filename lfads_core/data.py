@@ -1,0 +1,168 @@
+"""Loading ``lfads_input.h5`` (lfads-torch layout) into tensors, plus batching.
+
+File layout (per split ``train`` / ``valid``):
+
+* ``{split}_encod_data``  int32, trials x T x n_heldin spike counts (encoder input)
+* ``{split}_recon_data``  int32, trials x (T + fp_bins) x (n_heldin + n_heldout), held-in first
+* ``{split}_inds``        int64 trial indices into the original trial table
+* optional ``{split}_ext_input`` (trials x T' x n_ext), ``{split}_behavior``, ``{split}_cond_idx``,
+  ``{split}_truth_rates`` (expected counts per bin), ``{split}_truth_latents``
+* attrs ``bin_width_s``, ``n_heldin``, ``n_heldout``, ``fp_bins``
+
+Batching is index based (data stay in one tensor, moved to the device once) and
+the shuffle order of epoch ``e`` depends only on (seed, e), so resuming at any
+epoch reproduces the same batches.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import torch
+
+__all__ = ["SplitData", "LFADSData", "load_lfads_h5", "EpochBatcher", "TrialDataset", "make_loader"]
+
+SPLITS = ("train", "valid")
+
+
+@dataclass
+class SplitData:
+    """One split, as float32 tensors (counts stay integral-valued)."""
+
+    encod: torch.Tensor  # trials x T x n_heldin
+    recon: torch.Tensor  # trials x T_r x n_recon
+    inds: torch.Tensor  # trials (int64)
+    ext_input: torch.Tensor | None = None  # trials x T' x n_ext
+    sv_mask: torch.Tensor | None = None  # trials x T x n_heldin, True = held back (sample validation)
+    extras: dict[str, np.ndarray] = field(default_factory=dict)  # behavior, cond_idx, truth_* (numpy)
+
+    def __len__(self) -> int:
+        return self.encod.shape[0]
+
+    def to(self, device) -> "SplitData":
+        mv = lambda t: None if t is None else t.to(device)  # noqa: E731
+        return SplitData(mv(self.encod), mv(self.recon), self.inds, mv(self.ext_input), mv(self.sv_mask), self.extras)
+
+
+@dataclass
+class LFADSData:
+    train: SplitData
+    valid: SplitData
+    attrs: dict[str, Any]
+
+    @property
+    def n_heldin(self) -> int:
+        return self.train.encod.shape[2]
+
+    @property
+    def n_recon(self) -> int:
+        return self.train.recon.shape[2]
+
+    @property
+    def encod_seq_len(self) -> int:
+        return self.train.encod.shape[1]
+
+    @property
+    def recon_seq_len(self) -> int:
+        return self.train.recon.shape[1]
+
+    @property
+    def ext_input_dim(self) -> int:
+        return 0 if self.train.ext_input is None else self.train.ext_input.shape[2]
+
+    def split(self, name: str) -> SplitData:
+        return {"train": self.train, "valid": self.valid}[name]
+
+
+def _check(path, f, name):
+    if name not in f:
+        raise KeyError(f"{path}: missing dataset {name!r} (expected lfads-torch layout)")
+
+
+def load_lfads_h5(path: str | Path, sv_rate: float = 0.0, sv_seed: int = 0) -> LFADSData:
+    """Read an lfads_input.h5.  ``sv_rate > 0`` draws the fixed sample-validation masks."""
+    from .model.augmentations import SampleValidation
+
+    path = Path(path)
+    splits = {}
+    with h5py.File(path, "r") as f:
+        attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in f.attrs.items()}
+        for offset, s in enumerate(SPLITS):
+            for key in ("encod_data", "recon_data", "inds"):
+                _check(path, f, f"{s}_{key}")
+            encod = torch.from_numpy(np.asarray(f[f"{s}_encod_data"], dtype=np.float32))
+            recon = torch.from_numpy(np.asarray(f[f"{s}_recon_data"], dtype=np.float32))
+            inds = torch.from_numpy(np.asarray(f[f"{s}_inds"], dtype=np.int64))
+            ext = None
+            if f"{s}_ext_input" in f:
+                ext = torch.from_numpy(np.asarray(f[f"{s}_ext_input"], dtype=np.float32))
+            extras = {}
+            for key in ("behavior", "cond_idx", "truth_rates", "truth_latents"):
+                if f"{s}_{key}" in f:
+                    extras[key] = np.asarray(f[f"{s}_{key}"])
+            if encod.shape[0] != recon.shape[0] or encod.shape[0] != inds.shape[0]:
+                raise ValueError(f"{path}: {s} encod/recon/inds disagree on the number of trials")
+            if recon.shape[1] < encod.shape[1] or recon.shape[2] < encod.shape[2]:
+                raise ValueError(f"{path}: {s}_recon_data must be at least as long and wide as {s}_encod_data")
+            sv = SampleValidation(sv_rate, sv_seed)
+            sv_mask = sv.make_mask(tuple(encod.shape), offset) if sv_rate > 0 else None
+            splits[s] = SplitData(encod, recon, inds, ext, sv_mask, extras)
+    tr, va = splits["train"], splits["valid"]
+    if tr.encod.shape[1:] != va.encod.shape[1:] or tr.recon.shape[1:] != va.recon.shape[1:]:
+        raise ValueError(f"{path}: train and valid shapes differ")
+    return LFADSData(tr, va, attrs)
+
+
+class EpochBatcher:
+    """Index batches for one split.  Epoch ``e`` uses ``randperm`` seeded by
+    (seed, e), so the order is reproducible and resumable; ``state_dict``
+    records the seed and the next epoch."""
+
+    def __init__(self, n: int, batch_size: int, shuffle: bool, seed: int = 0):
+        self.n, self.batch_size, self.shuffle, self.seed = n, batch_size, shuffle, seed
+        self.epoch = 0
+
+    def batches(self, epoch: int) -> list[torch.Tensor]:
+        self.epoch = epoch + 1
+        if self.shuffle:
+            g = torch.Generator().manual_seed(int(self.seed) * 7919 + int(epoch))
+            order = torch.randperm(self.n, generator=g)
+        else:
+            order = torch.arange(self.n)
+        return list(order.split(self.batch_size))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"n": self.n, "batch_size": self.batch_size, "shuffle": self.shuffle, "seed": self.seed, "epoch": self.epoch}
+
+    def load_state_dict(self, d: dict[str, Any]) -> None:
+        self.n, self.batch_size, self.shuffle = d["n"], d["batch_size"], d["shuffle"]
+        self.seed, self.epoch = d["seed"], d["epoch"]
+
+
+class TrialDataset(torch.utils.data.Dataset):
+    """Map-style dataset over one split: item i -> dict of tensors for trial i."""
+
+    def __init__(self, split: SplitData):
+        self.split = split
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        s = self.split
+        item = {"encod": s.encod[i], "recon": s.recon[i], "ind": s.inds[i]}
+        if s.ext_input is not None:
+            item["ext_input"] = s.ext_input[i]
+        if s.sv_mask is not None:
+            item["sv_mask"] = s.sv_mask[i]
+        return item
+
+
+def make_loader(split: SplitData, batch_size: int, shuffle: bool = False, seed: int = 0) -> torch.utils.data.DataLoader:
+    """A seeded ``DataLoader`` over a split (for users; training uses :class:`EpochBatcher`)."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.utils.data.DataLoader(TrialDataset(split), batch_size=batch_size, shuffle=shuffle, generator=g)
