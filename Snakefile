@@ -17,6 +17,7 @@ include: "workflow/rules/simulate.smk"
 include: "workflow/rules/ingest.smk"
 include: "workflow/rules/bin.smk"
 include: "workflow/rules/align.smk"
+include: "workflow/rules/lfads.smk"
 
 
 rule all:

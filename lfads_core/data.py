@@ -90,7 +90,8 @@ def load_lfads_h5(path: str | Path, sv_rate: float = 0.0, sv_seed: int = 0) -> L
     path = Path(path)
     splits = {}
     with h5py.File(path, "r") as f:
-        attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in f.attrs.items()}
+        attrs = {k: (v.tolist() if isinstance(v, np.ndarray) else v.item() if hasattr(v, "item") else v)
+                 for k, v in f.attrs.items()}
         for offset, s in enumerate(SPLITS):
             for key in ("encod_data", "recon_data", "inds"):
                 _check(path, f, f"{s}_{key}")

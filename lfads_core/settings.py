@@ -99,3 +99,25 @@ def load_dataset_sheet(sheet: str | Path, defaults: dict) -> dict[str, dict]:
 def split_list(text: str) -> list[str]:
     """``"a, b"`` -> ``["a", "b"]``; empty text -> ``[]``."""
     return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def lfads_settings_for(lfads: dict, dataset: str) -> dict:
+    """The LFADS settings of one dataset: config ``lfads`` with ``overrides[dataset]`` applied.
+
+    Returns plain dicts (``model``, ``training``, ``device``, ``posterior_batch_size``) after
+    checking them with :class:`lfads_core.config.ModelConfig` / ``TrainConfig``; errors name
+    the key.
+    """
+    from .config import ModelConfig, TrainConfig
+
+    override = lfads.get("overrides", {}).get(dataset, {})
+    merged = {"device": lfads["device"], "posterior_batch_size": lfads["posterior_batch_size"]}
+    for section, cls in (("model", ModelConfig), ("training", TrainConfig)):
+        values = {**lfads[section], **override.get(section, {})}
+        try:
+            cls.from_dict(values)
+        except (KeyError, ValueError, TypeError) as exc:
+            raise InputDataError("config", f"lfads.{section}",
+                                 f"dataset '{dataset}': {str(exc).strip(chr(34))}")
+        merged[section] = values
+    return merged

@@ -374,14 +374,17 @@ def train(
     train_cfg: TrainConfig | None = None,
     device: str | torch.device = "auto",
     progress: Callable[[dict[str, Any]], None] | None = None,
-    resume: bool = True,
+    resume: bool | str = True,
     loss_hook: Callable[[int, int, torch.Tensor], torch.Tensor] | None = None,
 ) -> TrainResult:
     """Train LFADS on ``input_h5``; outputs go to ``out_dir`` (see module docstring).
 
     progress: called with the epoch's log row (a dict) after each epoch's checkpoint
       is written (a line is also logged at INFO level).
-    resume: continue from ``out_dir/checkpoint.pt`` when present (configs must match).
+    resume: continue from ``out_dir/checkpoint.pt`` when present. With True the configs
+      must match (else ValueError); with ``"if_compatible"`` a checkpoint written with other
+      configs is discarded with a warning and training starts afresh (what the workflow
+      wants when a user changes a setting); with False the checkpoint is ignored.
     loss_hook: ``(epoch, batch, loss) -> loss``, applied to each training loss before
       the finiteness check (fault injection for tests).
     """
@@ -422,6 +425,10 @@ def train(
             ckpt_path,
         )
 
+    def ckpt_matches() -> bool:
+        blob = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        return blob["model_cfg"] == mcfg.to_dict() and blob["train_cfg"] == train_cfg.to_dict()
+
     def load_ckpt() -> None:
         blob = torch.load(ckpt_path, map_location="cpu", weights_only=False)
         if blob["model_cfg"] != mcfg.to_dict() or blob["train_cfg"] != train_cfg.to_dict():
@@ -437,6 +444,9 @@ def train(
         st.clear()
         st.update(blob["state"])
 
+    if resume == "if_compatible" and ckpt_path.exists() and not ckpt_matches():
+        log.warning("%s was written with other settings; starting afresh", ckpt_path)
+        ckpt_path.unlink()
     if resume and ckpt_path.exists():
         load_ckpt()
         log.info("resuming from %s at epoch %d", ckpt_path, st["epoch"])

@@ -181,6 +181,11 @@ def test_resume_is_bit_identical(dataset, tmp_path):
     # a different config cannot silently resume another run
     with pytest.raises(ValueError, match="different configs"):
         train(path, tmp_path / "resumed", mc, tiny_train(max_epochs=4, lr=5e-3), device="cpu")
+    # ... unless asked to start afresh, as the workflow does after a user changes a setting
+    seen.clear()
+    fresh = train(path, tmp_path / "resumed", mc, tiny_train(max_epochs=2, lr=5e-3), device="cpu",
+                  resume="if_compatible", progress=lambda r: seen.append(r["epoch"]))
+    assert seen == [0, 1] and fresh.epochs_run == 2
 
 
 # ------------------------------------------------------------------ NaN guard

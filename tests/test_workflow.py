@@ -19,6 +19,10 @@ def tiny_config(**changes) -> str:
     config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
     config["simulations"] = {"tiny": {**config["simulations"]["lorenz"], "n_neurons": 30,
                                       "n_conditions": 4, "trials_per_condition": 5}}
+    config["lfads"]["overrides"] = {"tiny": {  # a small, quick model
+        "model": {"ic_enc_dim": 16, "ci_enc_dim": 8, "con_dim": 8, "co_dim": 2, "ic_dim": 8,
+                  "gen_dim": 16, "fac_dim": 4},
+        "training": {"max_epochs": 3, "batch_size": 8, "posterior_samples": 4}}}
     config.update(changes)
     return yaml.safe_dump(config)
 
@@ -30,9 +34,10 @@ def tiny_run(tmp_path_factory):
     return work, result
 
 
-def test_dry_run_lists_the_data_stages():
+def test_dry_run_lists_the_stages():
     result = run_snakemake(ROOT, "-n", "--forceall")
-    for rule in ("simulate", "ingest", "bin_spikes", "align_trials"):
+    for rule in ("simulate", "ingest", "bin_spikes", "align_trials", "train_lfads",
+                 "sample_posterior"):
         assert f"rule {rule}:" in result.stdout or f"localrule {rule}:" in result.stdout
 
 
@@ -60,6 +65,26 @@ def test_data_stages_run_end_to_end(tiny_run):
     summary = json.loads((out / "align" / "summary.json").read_text())
     assert summary["dropped_trials"] == 0
     assert (work / "logs" / "tiny" / "ingest.log").read_text().strip()
+
+
+def test_lfads_stages_train_and_sample(tiny_run):
+    work, _ = tiny_run
+    run = work / "results" / "tiny" / "lfads" / "default"
+    log = (run / "train_log.csv").read_text().splitlines()
+    assert len(log) == 1 + 3  # header + one row per epoch
+    resolved = yaml.safe_load((run / "config.yaml").read_text())
+    assert resolved["model"]["gen_dim"] == 16 and resolved["training"]["max_epochs"] == 3
+    assert resolved["model"]["fac_dim"] == 4 and resolved["device"] == "cpu"
+    with h5py.File(run / "posterior.h5", "r") as post, \
+            h5py.File(work / "results" / "tiny" / "lfads_input.h5", "r") as data:
+        for split in ("train", "valid"):
+            n = len(data[f"{split}_inds"])
+            assert post[f"{split}_rates"].shape == (n, 150, 30)
+            assert post[f"{split}_factors"].shape == (n, 150, 4)
+            assert np.all(post[f"{split}_rates"][()] > 0)
+            np.testing.assert_array_equal(post[f"{split}_inds"][()], data[f"{split}_inds"][()])
+    train_log = (work / "logs" / "tiny" / "train_lfads_default.log").read_text()
+    assert "epoch    2" in train_log  # one progress line per epoch
 
 
 def test_rerun_has_nothing_to_do(tiny_run):
@@ -110,6 +135,19 @@ def test_malformed_nwb_fails_the_rule_and_leaves_no_output(tmp_path):
     assert not list((work / "results").rglob("*.h5")) if (work / "results").exists() else True
     log = (work / "logs" / "broken" / "ingest.log").read_text()
     assert "field 'file'" in log
+
+
+def test_bad_lfads_setting_is_named(tmp_path):
+    config = yaml.safe_load(tiny_config())
+    config["lfads"]["overrides"]["tiny"]["model"]["dropout_rate"] = 1.5
+    work = workflow_dir(tmp_path, TINY_SHEET, yaml.safe_dump(config))
+    result = run_snakemake(work, "-n", check=False)
+    assert result.returncode != 0
+    assert "field 'lfads.model'" in result.stdout and "dropout_rate" in result.stdout
+    config["lfads"]["model"]["gen_size"] = 100  # not a key: the schema names it
+    work = workflow_dir(tmp_path / "again", TINY_SHEET, yaml.safe_dump(config))
+    result = run_snakemake(work, "-n", check=False)
+    assert result.returncode != 0 and "gen_size" in result.stdout
 
 
 def test_bad_simulation_parameter_is_named(tmp_path):

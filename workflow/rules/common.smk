@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from lfads_core.settings import load_dataset_sheet
+from lfads_core.settings import load_dataset_sheet, lfads_settings_for
 
 DATASETS = load_dataset_sheet(config["datasets"], config["defaults"])
 SIMULATED_DIR = "resources/simulated"
@@ -11,6 +11,7 @@ SIMULATED_DIR = "resources/simulated"
 wildcard_constraints:
     dataset="|".join(DATASETS),
     name="[A-Za-z0-9_.-]+",
+    run="[A-Za-z0-9_.-]+",
 
 
 def _check_nwb_paths():
@@ -32,6 +33,14 @@ def _check_nwb_paths():
 _check_nwb_paths()
 
 
+# LFADS settings of every dataset (config `lfads`, with the dataset's overrides), checked now.
+LFADS_SETTINGS = {name: lfads_settings_for(config["lfads"], name) for name in DATASETS}
+
+
+def lfads_settings(wildcards):
+    return LFADS_SETTINGS[wildcards.dataset]
+
+
 def dataset_settings(wildcards):
     """Merged settings of one dataset (sheet row over config defaults)."""
     return DATASETS[wildcards.dataset]
@@ -45,8 +54,8 @@ def all_outputs():
     """Final targets: every stage's result for every dataset of the sheet."""
     return expand(
         [
-            "results/{dataset}/lfads_input.h5",
             "results/{dataset}/align/summary.json",
+            "results/{dataset}/lfads/default/posterior.h5",
         ],
         dataset=DATASETS,
     )

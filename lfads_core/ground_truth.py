@@ -1,0 +1,47 @@
+"""How well inferred quantities recover a simulation's ground truth (rates and latents).
+
+Shapes: trials x time bins x channels. Rates are expected counts per bin.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.ndimage import gaussian_filter1d
+from sklearn.linear_model import LinearRegression
+
+
+def r2_per_channel(predicted: np.ndarray, true: np.ndarray) -> np.ndarray:
+    """Coefficient of determination of each channel, pooling trials and bins."""
+    p = predicted.reshape(-1, predicted.shape[-1]).astype(np.float64)
+    t = true.reshape(-1, true.shape[-1]).astype(np.float64)
+    residual = np.sum((t - p) ** 2, axis=0)
+    total = np.sum((t - t.mean(axis=0)) ** 2, axis=0)
+    return 1.0 - residual / total
+
+
+def rate_r2(predicted: np.ndarray, true: np.ndarray) -> float:
+    """Mean over neurons of the per-neuron R^2 between predicted and true rates."""
+    return float(np.mean(r2_per_channel(predicted, true)))
+
+
+def latent_r2(train_factors: np.ndarray, train_latents: np.ndarray,
+              test_factors: np.ndarray, test_latents: np.ndarray) -> float:
+    """R^2 (mean over latent dimensions) of an affine map from factors to true latents, fitted
+    on the training trials and scored on the test trials."""
+    fit = LinearRegression().fit(train_factors.reshape(-1, train_factors.shape[-1]),
+                                 train_latents.reshape(-1, train_latents.shape[-1]))
+    predicted = fit.predict(test_factors.reshape(-1, test_factors.shape[-1]))
+    return float(np.mean(r2_per_channel(predicted, test_latents.reshape(predicted.shape))))
+
+
+def smooth_spikes(counts: np.ndarray, sigma_bins: float) -> np.ndarray:
+    """Gaussian-smoothed spike counts along time (trials x time x channels), same units."""
+    return gaussian_filter1d(counts.astype(np.float64), sigma_bins, axis=1, mode="nearest")
+
+
+def smoothing_baseline_r2(train_counts, train_rates, test_counts, test_rates,
+                          sigmas_bins=(1, 2, 4, 6, 8, 12, 16, 24, 32, 48)) -> tuple[float, float]:
+    """The Gaussian-smoothed-spikes baseline: the kernel width (bins) best on the training
+    trials, and the rate R^2 it reaches on the test trials. Returns ``(r2, sigma_bins)``."""
+    best = max(sigmas_bins, key=lambda s: rate_r2(smooth_spikes(train_counts, s), train_rates))
+    return rate_r2(smooth_spikes(test_counts, best), test_rates), float(best)

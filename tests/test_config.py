@@ -1,0 +1,39 @@
+"""config/config.yaml lists every LFADS hyperparameter, and the schema knows each of them."""
+
+import dataclasses
+
+import yaml
+
+from conftest import ROOT
+from lfads_core.config import ModelConfig, TrainConfig
+
+# Set from the data by the training code, not by the user.
+DATA_FIELDS = {"encod_data_dims", "recon_data_dims", "encod_seq_len", "recon_seq_len",
+               "ext_input_dim"}
+CONFIG = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+SCHEMA = yaml.safe_load((ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text())
+
+
+def user_fields(cls):
+    return {f.name for f in dataclasses.fields(cls)} - DATA_FIELDS
+
+
+def test_config_lists_every_hyperparameter():
+    assert set(CONFIG["lfads"]["model"]) == user_fields(ModelConfig)
+    assert set(CONFIG["lfads"]["training"]) == user_fields(TrainConfig)
+    ModelConfig.from_dict(CONFIG["lfads"]["model"])
+    TrainConfig.from_dict(CONFIG["lfads"]["training"])
+
+
+def test_schema_knows_every_hyperparameter():
+    lfads = SCHEMA["properties"]["lfads"]["properties"]
+    assert set(lfads["model"]["properties"]) == user_fields(ModelConfig)
+    assert set(lfads["training"]["properties"]) == user_fields(TrainConfig)
+
+
+def test_config_readme_documents_every_key():
+    readme = (ROOT / "config" / "README.md").read_text()
+    keys = set(CONFIG) | set(CONFIG["defaults"]) | set(CONFIG["simulations"]["lorenz"]) | \
+        set(CONFIG["lfads"]) | user_fields(ModelConfig) | user_fields(TrainConfig)
+    missing = sorted(k for k in keys if f"`{k}`" not in readme)
+    assert not missing, f"config/README.md does not document {missing}"

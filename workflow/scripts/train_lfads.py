@@ -1,0 +1,25 @@
+from pathlib import Path
+
+import torch
+import yaml
+
+from lfads_core.config import ModelConfig, TrainConfig
+from lfads_core.scripting import rule_logging
+from lfads_core.training import select_device, train
+
+with rule_logging(snakemake.log[0]) as log:
+    torch.set_num_threads(snakemake.threads)
+    settings = snakemake.params.lfads
+    model_cfg = ModelConfig.from_dict(settings["model"])
+    train_cfg = TrainConfig.from_dict(settings["training"])
+    device = select_device(settings["device"])
+    log.info("training on %s with %d CPU threads", device, snakemake.threads)
+    result = train(snakemake.input.data, Path(snakemake.output.model).parent, model_cfg,
+                   train_cfg, device=device, resume="if_compatible")
+    log.info("done: %s; best epoch %d of %d", result.stop_reason, result.best_epoch,
+             result.epochs_run)
+    with open(snakemake.output.config, "w") as f:
+        yaml.safe_dump({"model": model_cfg.to_dict(), "training": train_cfg.to_dict(),
+                        "device": str(device), "input": snakemake.input.data,
+                        "stop_reason": result.stop_reason, "best_epoch": result.best_epoch,
+                        "epochs_run": result.epochs_run}, f, sort_keys=False)
