@@ -1,19 +1,23 @@
-"""Time one LFADS training step (forward, backward, AdamW) on CPU.
+"""Throughput and peak memory of one LFADS training step (forward, backward, AdamW).
 
-Architecture: lfads-torch MC_Maze 5 ms (IC encoder 100, CI encoder 80,
-controller 80, inferred inputs 4, IC 100, generator 100, factors 40,
-dropout 0.02, coordinated dropout 0.3; 137 held-in inputs, 182 readout
-channels, 140 bins, batch 128, Poisson).
+Architecture: lfads-torch's MC_Maze 5 ms model (IC encoder 100, CI encoder 80, controller 80,
+inferred inputs 4, IC 100, generator 100, factors 40, dropout 0.02, coordinated dropout 0.3;
+137 held-in inputs, 182 read-out channels, 140 bins, batch 128, Poisson).
 
-    python benchmarks/bench_lfads_step.py --threads 2 --repeats 7 --impl fast
+    python benchmarks/bench_lfads_step.py [--threads 2] [--repeats 9] [--device cpu|cuda|all]
 
-Prints per-step seconds and the median throughput in trials/s.
+Runs the fast implementation and the straightforward reference implementation back to back,
+each in a fresh process (so peak memory is its own), and prints the median step time,
+trials/s, peak memory and the fast/reference ratio. ``--device all`` adds CUDA when present.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
+import subprocess
+import sys
 import time
 
 import torch
@@ -31,45 +35,78 @@ def make_model(impl: str) -> LFADS:
     return LFADS(cfg)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--impl", default="fast", choices=["fast", "reference"])
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--batch", type=int, default=128)
-    ap.add_argument("--repeats", type=int, default=7)
-    ap.add_argument("--warmup", type=int, default=2)
-    args = ap.parse_args()
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    with open("/proc/self/status") as f:  # resident-set high-water mark of this process
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM")) / 1024
 
-    torch.set_num_threads(args.threads)
+
+def worker(impl: str, device: str, threads: int, batch: int, repeats: int, warmup: int) -> dict:
+    torch.set_num_threads(threads)
     torch.manual_seed(0)
-    model = make_model(args.impl)
-    model.train()
+    dev = torch.device(device)
+    model = make_model(impl).to(dev).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     cd = CoordinatedDropout(model.cfg.cd_rate)
-    B = args.batch
-    encod = torch.poisson(torch.full((B, 140, 137), 0.1))
-    recon = torch.cat([encod, torch.poisson(torch.full((B, 140, 45), 0.1))], dim=-1)
+    encod = torch.poisson(torch.full((batch, 140, 137), 0.1)).to(dev)
+    recon = torch.cat([encod, torch.poisson(torch.full((batch, 140, 45), 0.1)).to(dev)], dim=-1)
 
     def step():
         x, keep = cd.mask_input(encod)
         out = model(x)
         nll = cd.route_gradients(model.recon_nll(out, recon), keep)
-        loss = nll.sum((1, 2)).mean() + model.kl_ic(out).mean() + model.kl_co(out).mean() + 2000 * model.l2_gen()
+        loss = (nll.sum((1, 2)).mean() + model.kl_ic(out).mean() + model.kl_co(out).mean()
+                + 2000 * model.l2_gen())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 200.0)
         opt.step()
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
 
-    for _ in range(args.warmup):
+    for _ in range(warmup):
         step()
     times = []
-    for _ in range(args.repeats):
-        t0 = time.perf_counter()
+    for _ in range(repeats):
+        start = time.perf_counter()
         step()
-        times.append(time.perf_counter() - t0)
-    med = statistics.median(times)
-    print(f"impl={args.impl} threads={args.threads} batch={B} step_s=" + ",".join(f"{t:.3f}" for t in times))
-    print(f"median step {med:.3f} s -> {B / med:.1f} trials/s")
+        times.append(time.perf_counter() - start)
+    return {"impl": impl, "device": device, "median_s": statistics.median(times),
+            "times": times, "peak_mb": peak_memory_mb(dev)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--repeats", type=int, default=9)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda", "all"])
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        impl, device = args.worker.split(":", 1)
+        print(json.dumps(worker(impl, device, args.threads, args.batch, args.repeats,
+                                args.warmup)))
+        return
+
+    devices = ["cpu"] if args.device == "cpu" else ["cuda"] if args.device == "cuda" else \
+        ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    print(f"batch {args.batch}, {args.threads} CPU threads, torch {torch.__version__}, "
+          f"median of {args.repeats} steps after {args.warmup} warm-up steps")
+    for device in devices:
+        results = {}
+        for impl in ("fast", "reference"):
+            out = subprocess.run(
+                [sys.executable, __file__, "--worker", f"{impl}:{device}", "--threads",
+                 str(args.threads), "--batch", str(args.batch), "--repeats", str(args.repeats),
+                 "--warmup", str(args.warmup)], capture_output=True, text=True, check=True)
+            r = results[impl] = json.loads(out.stdout.strip().splitlines()[-1])
+            print(f"{device:>5} {impl:>9}: {r['median_s']:.3f} s/step, "
+                  f"{args.batch / r['median_s']:7.1f} trials/s, peak {r['peak_mb']:.0f} MB")
+        ratio = results["reference"]["median_s"] / results["fast"]["median_s"]
+        print(f"{device:>5} fast is {ratio:.2f}x the reference implementation")
 
 
 if __name__ == "__main__":
