@@ -25,9 +25,9 @@ def aligned(tmp_path_factory):
     (base / "shared").symlink_to(ROOT.parent / "shared")
     work = base / "work"
     shutil.copytree(ROOT / "config", work / "config")
-    run_snakemake(work, "--config", "datasets=config/datasets_mc_maze_small.tsv",
-                  "results/mc_maze_small/lfads_input.h5",  # the data stages only
-                  "results/mc_maze_small/align/summary.json")
+    run_snakemake(work, "results/mc_maze_small/lfads_input.h5",  # the data stages only
+                  "results/mc_maze_small/align/summary.json",
+                  "--config", "datasets=config/datasets_mc_maze_small.tsv")
     return work / "results" / "mc_maze_small"
 
 
