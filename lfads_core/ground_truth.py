@@ -24,14 +24,29 @@ def rate_r2(predicted: np.ndarray, true: np.ndarray) -> float:
     return float(np.mean(r2_per_channel(predicted, true)))
 
 
+def fit_latent_map(factors_train: np.ndarray, latents_train: np.ndarray,
+                   factors_test: np.ndarray) -> np.ndarray:
+    """Affine map factors -> true latents fitted (least squares) on the training trials,
+    applied to ``factors_test``; bins whose latents or factors are not finite are left out
+    of the fit. Shapes: trials x time bins x dims; returns trials x time bins x latents."""
+    x = np.asarray(factors_train, dtype=float).reshape(-1, factors_train.shape[-1])
+    y = np.asarray(latents_train, dtype=float).reshape(-1, latents_train.shape[-1])
+    ok = np.isfinite(x).all(axis=1) & np.isfinite(y).all(axis=1)
+    if ok.sum() <= x.shape[1]:
+        raise ValueError(f"too few finite training bins ({ok.sum()}) for an affine map from "
+                         f"{x.shape[1]} factors")
+    fit = LinearRegression().fit(x[ok], y[ok])
+    test = np.asarray(factors_test, dtype=float)
+    return fit.predict(test.reshape(-1, test.shape[-1])).reshape(
+        test.shape[:-1] + (y.shape[1],))
+
+
 def latent_r2(train_factors: np.ndarray, train_latents: np.ndarray,
               test_factors: np.ndarray, test_latents: np.ndarray) -> float:
     """R^2 (mean over latent dimensions) of an affine map from factors to true latents, fitted
     on the training trials and scored on the test trials."""
-    fit = LinearRegression().fit(train_factors.reshape(-1, train_factors.shape[-1]),
-                                 train_latents.reshape(-1, train_latents.shape[-1]))
-    predicted = fit.predict(test_factors.reshape(-1, test_factors.shape[-1]))
-    return float(np.mean(r2_per_channel(predicted, test_latents.reshape(predicted.shape))))
+    predicted = fit_latent_map(train_factors, train_latents, test_factors)
+    return float(np.mean(r2_per_channel(predicted, test_latents)))
 
 
 def smooth_spikes(counts: np.ndarray, sigma_bins: float) -> np.ndarray:

@@ -2,7 +2,6 @@
 
 import h5py
 import numpy as np
-import pandas as pd
 import pytest
 
 from conftest import regular_trials

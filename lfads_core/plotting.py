@@ -1,0 +1,402 @@
+"""Paper figures of an LFADS run: training curves, rasters with inferred rates, factor
+trajectories, decoded behaviour, method comparison and latents against a simulation's truth.
+
+Every function draws one figure sized for a journal column (3.5 or 7 inches wide, fonts of
+7-8 pt, no top/right spines), saves it as ``out_stem + ".png"`` (300 dpi) and
+``out_stem + ".pdf"`` (text kept as text), and returns a :class:`SavedFigure` with both
+paths. Figures are plain :class:`matplotlib.figure.Figure` objects on an Agg canvas (no
+pyplot, so the process's backend is left alone and no figure stays registered/open); ``return_figure=True`` keeps the figure in the result for
+inspection.
+
+Array shapes: trials x time bins x channels. Rates from ``posterior.h5`` are expected counts
+per bin; they are shown in Hz (divided by the bin width).
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from .ground_truth import fit_latent_map, r2_per_channel
+
+DPI = 300
+SINGLE_COLUMN_IN = 3.5
+DOUBLE_COLUMN_IN = 7.0
+MAX_RASTER_NEURONS = 30
+
+STYLE = {
+    "font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8, "xtick.labelsize": 7,
+    "ytick.labelsize": 7, "legend.fontsize": 7, "figure.titlesize": 8,
+    "axes.spines.top": False, "axes.spines.right": False, "axes.linewidth": 0.6,
+    "xtick.major.width": 0.6, "ytick.major.width": 0.6, "lines.linewidth": 1.0,
+    "legend.frameon": False, "pdf.fonttype": 42, "ps.fonttype": 42,
+    "savefig.dpi": DPI, "figure.dpi": 100,
+}
+
+__all__ = ["SavedFigure", "plot_training_curves", "plot_raster_with_rates",
+           "plot_factor_trajectories", "plot_decoded_behavior", "plot_method_comparison",
+           "plot_latents_vs_truth"]
+
+
+@dataclass
+class SavedFigure:
+    """Paths of a saved figure; ``figure`` is set only when asked for (``return_figure``)."""
+
+    png: Path
+    pdf: Path
+    figure: Figure | None = None
+
+    @property
+    def paths(self) -> tuple[Path, Path]:
+        return self.png, self.pdf
+
+
+def _styled(func):
+    """Run a plotting function under the paper style (rcParams restored afterwards)."""
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        with matplotlib.rc_context(STYLE):
+            return func(*args, **kwargs)
+    return wrapper
+
+
+def _new_figure(width_in: float, height_in: float) -> Figure:
+    fig = Figure(figsize=(width_in, height_in), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig: Figure, out_stem: str | Path, return_figure: bool) -> SavedFigure:
+    """Write ``out_stem``.png (300 dpi) and .pdf; the PNG's pixel size is figsize x 300."""
+    stem = Path(out_stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    png, pdf = Path(f"{stem}.png"), Path(f"{stem}.pdf")
+    metadata = {"Creator": "lfads_core.plotting"}
+    fig.savefig(png, dpi=DPI, metadata={"Software": "lfads_core.plotting"})
+    fig.savefig(pdf, metadata=metadata)
+    return SavedFigure(png, pdf, fig if return_figure else None)
+
+
+def _condition_colors(n: int) -> list:
+    cmap = matplotlib.colormaps["tab10" if n <= 10 else "viridis"]
+    return [cmap(i) if n <= 10 else cmap(i / max(n - 1, 1)) for i in range(n)]
+
+
+# ------------------------------------------------------------------ training curves
+
+@_styled
+def plot_training_curves(train_log_csv: str | Path, out_stem: str | Path,
+                         return_figure: bool = False) -> SavedFigure:
+    """Three panels from ``train_log.csv`` against epoch: reconstruction loss (train, valid,
+    smoothed valid metric; nats per trial), KL terms (nats per trial) and the learning rate
+    with the KL ramp weights."""
+    log = pd.read_csv(train_log_csv)
+    if "epoch" not in log or log.empty:
+        raise ValueError(f"{train_log_csv}: no 'epoch' column or no rows")
+    epoch = log["epoch"].to_numpy()
+    fig = _new_figure(DOUBLE_COLUMN_IN, 2.8)
+    ax_recon, ax_kl, ax_lr = fig.subplots(1, 3)
+
+    def line(ax, column, label, **kw):
+        if column in log and log[column].notna().any():
+            ok = log[column].notna().to_numpy()
+            ax.plot(epoch[ok], log[column].to_numpy()[ok], label=label, **kw)
+
+    line(ax_recon, "train_recon", "train", color="C0")
+    line(ax_recon, "valid_recon", "valid", color="C1")
+    line(ax_recon, "valid_metric_smooth", "valid metric (smoothed)", color="k", ls="--")
+    ax_recon.set_ylabel("Reconstruction NLL (nats / trial)")
+    ax_recon.set_title("Reconstruction")
+
+    line(ax_kl, "train_kl_ic", "KL(IC), train", color="C2")
+    line(ax_kl, "valid_kl_ic", "KL(IC), valid", color="C2", ls="--")
+    line(ax_kl, "train_kl_co", "KL(inputs), train", color="C4")
+    line(ax_kl, "valid_kl_co", "KL(inputs), valid", color="C4", ls="--")
+    ax_kl.set_ylabel("KL divergence (nats / trial)")
+    ax_kl.set_title("KL terms")
+
+    line(ax_lr, "lr", "learning rate", color="C3")
+    ax_lr.set_yscale("log")
+    ax_lr.set_ylabel("Learning rate")
+    ax_lr.set_title("Schedules")
+    weights = ax_lr.twinx()
+    weights.spines["right"].set_visible(True)
+    line(weights, "kl_ic_weight", "KL(IC) weight", color="C2", ls=":")
+    line(weights, "kl_co_weight", "KL(inputs) weight", color="C4", ls=":")
+    weights.set_ylabel("KL weight")
+    weights.set_ylim(-0.05, 1.05)
+
+    below = {"loc": "upper center", "bbox_to_anchor": (0.5, -0.28), "ncol": 2,
+             "columnspacing": 1.0, "handlelength": 1.8}
+    for ax in (ax_recon, ax_kl, ax_lr):
+        ax.set_xlabel("Epoch")
+    ax_recon.legend(**below)
+    ax_kl.legend(**below)
+    handles = ax_lr.get_legend_handles_labels()
+    more = weights.get_legend_handles_labels()
+    ax_lr.legend(handles[0] + more[0], handles[1] + more[1], **below)
+    return _save(fig, out_stem, return_figure)
+
+
+# ------------------------------------------------------------------ raster with rates
+
+@_styled
+def plot_raster_with_rates(spikes: np.ndarray, rates: np.ndarray, bin_width_s: float,
+                           out_stem: str | Path, neurons: list[int] | np.ndarray | None = None,
+                           start_s: float = 0.0, return_figure: bool = False) -> SavedFigure:
+    """One trial's spike raster with the inferred rate drawn over each neuron's row.
+
+    spikes: counts (time bins x neurons); rates: expected counts per bin (same shape), shown
+    in Hz on one scale for all rows (the top of a row is the largest rate shown). ``neurons``:
+    which columns to show (default: the up to 30 with the highest mean rate, in column order).
+    ``start_s``: time of the first bin's start (s), e.g. the window start relative to the
+    alignment event.
+    """
+    spikes, rates = np.asarray(spikes), np.asarray(rates, dtype=float)
+    if spikes.ndim != 2 or spikes.shape != rates.shape:
+        raise ValueError(f"spikes {spikes.shape} and rates {rates.shape} must both be "
+                         "(time bins x neurons) of one trial")
+    if bin_width_s <= 0:
+        raise ValueError(f"bin_width_s must be > 0, got {bin_width_s}")
+    if neurons is None:
+        top = np.argsort(-rates.mean(axis=0), kind="stable")[:MAX_RASTER_NEURONS]
+        neurons = np.sort(top)
+    neurons = np.asarray(neurons, dtype=int)
+    if neurons.size == 0:
+        raise ValueError("no neurons to plot")
+    n_bins = spikes.shape[0]
+    centres = start_s + (np.arange(n_bins) + 0.5) * bin_width_s
+    rates_hz = rates[:, neurons] / bin_width_s
+    peak = float(np.nanmax(rates_hz)) if np.isfinite(rates_hz).any() else 1.0
+    peak = peak if peak > 0 else 1.0
+
+    fig = _new_figure(SINGLE_COLUMN_IN, max(2.0, 0.3 + 0.085 * len(neurons)))
+    ax = fig.subplots()
+    for row, n in enumerate(neurons):
+        hit = spikes[:, n] > 0
+        ax.plot(centres[hit], np.full(hit.sum(), row + 0.15), ls="none", marker="o",
+                ms=1.2, mew=0, color="k")
+        ax.plot(centres, row + 0.1 + 0.8 * rates_hz[:, row] / peak, color="C3", lw=0.7)
+    ax.set_xlim(start_s, start_s + n_bins * bin_width_s)
+    ax.set_ylim(-0.2, len(neurons) + 0.1)
+    ax.set_xlabel("Time (s)")
+    ax.set_ylabel("Neuron")
+    step = max(1, len(neurons) // 6)
+    ax.set_yticks(np.arange(0, len(neurons), step) + 0.5,
+                  [str(n) for n in neurons[::step]])
+    ax.set_title(f"Spikes (dots), inferred rates (lines)\nrow height = {peak:.3g} Hz",
+                 fontsize=7)
+    return _save(fig, out_stem, return_figure)
+
+
+# ------------------------------------------------------------------ factor trajectories
+
+def condition_average_pcs(factors: np.ndarray, conditions: np.ndarray, n_components: int = 3
+                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Condition-averaged factors projected on their principal components.
+
+    factors: trials x time bins x factors; conditions: one label per trial. The PCA is fitted
+    on the condition averages (all conditions and bins pooled). Returns ``(projected,
+    labels, explained)``: conditions x time bins x components, the sorted condition labels,
+    and each component's fraction of the variance of the averages.
+    """
+    factors = np.asarray(factors, dtype=float)
+    conditions = np.asarray(conditions)
+    if factors.ndim != 3 or len(conditions) != len(factors):
+        raise ValueError(f"factors {factors.shape} must be trials x time x factors with one "
+                         f"condition per trial ({len(conditions)} given)")
+    labels = np.unique(conditions)
+    means = np.stack([factors[conditions == c].mean(axis=0) for c in labels])
+    flat = means.reshape(-1, means.shape[-1])
+    centred = flat - flat.mean(axis=0)
+    _, sing, vt = np.linalg.svd(centred, full_matrices=False)
+    k = min(n_components, vt.shape[0])
+    total = float(np.sum(sing ** 2))
+    explained = sing[:k] ** 2 / total if total > 0 else np.zeros(k)
+    projected = (centred @ vt[:k].T).reshape(len(labels), means.shape[1], k)
+    return projected, labels, explained
+
+
+@_styled
+def plot_factor_trajectories(factors: np.ndarray, conditions: np.ndarray,
+                             out_stem: str | Path, n_components: int = 3,
+                             bin_width_s: float | None = None,
+                             return_figure: bool = False) -> SavedFigure:
+    """Condition-averaged factor trajectories in the space of their top 3 (or 2) principal
+    components, one line per condition coloured by condition; a dot marks the first bin.
+
+    factors: trials x time bins x factors (a.u.); conditions: one label per trial.
+    ``bin_width_s`` only adds the trajectory duration to the title.
+    """
+    if n_components not in (2, 3):
+        raise ValueError(f"n_components must be 2 or 3, got {n_components}")
+    projected, labels, explained = condition_average_pcs(factors, conditions, n_components)
+    k = projected.shape[-1]
+    if k < 2:
+        raise ValueError("need at least 2 principal components (factors and averages)")
+    colors = _condition_colors(len(labels))
+    fig = _new_figure(SINGLE_COLUMN_IN, SINGLE_COLUMN_IN if k == 3 else 3.0)
+    ax = fig.add_subplot(projection="3d" if k == 3 else None)
+    for traj, color, label in zip(projected, colors, labels):
+        ax.plot(*traj.T, color=color, lw=0.8, label=str(label))
+        ax.plot(*traj[:1].T, ls="none", marker="o", ms=2.5, color=color)
+    names = [f"PC{i + 1} ({100 * e:.0f}% var.)" for i, e in enumerate(explained)]
+    ax.set_xlabel(names[0])
+    ax.set_ylabel(names[1])
+    if k == 3:
+        ax.set_zlabel(names[2])
+        ax.tick_params(labelsize=7, pad=0)
+        ax.set_box_aspect(None, zoom=0.8)  # room for the axis labels inside the figure
+    title = f"Condition-averaged factors ({len(labels)} conditions"
+    if bin_width_s is not None:
+        title += f", {projected.shape[1] * bin_width_s:.2f} s"
+    ax.set_title(title + ")")
+    if len(labels) <= 10:
+        ax.legend(title="Condition", loc="upper left", fontsize=7, title_fontsize=7,
+                  bbox_to_anchor=(1.0, 1.0) if k == 2 else None)
+    return _save(fig, out_stem, return_figure)
+
+
+# ------------------------------------------------------------------ decoded behaviour
+
+@_styled
+def plot_decoded_behavior(true: np.ndarray, decoded: np.ndarray, bin_width_s: float,
+                          names: list[str], out_stem: str | Path, n_trials: int = 4,
+                          units: list[str] | str | None = None, start_s: float = 0.0,
+                          return_figure: bool = False) -> SavedFigure:
+    """Decoded (colour) against true (black) behaviour over time: one row per behaviour
+    variable, one column per trial (the first ``n_trials``).
+
+    true, decoded: trials x time bins x variables; names: one per variable; units: one per
+    variable (or one for all) for the axis labels. The R^2 of each variable over all trials
+    and bins is written in its row's first panel.
+    """
+    true, decoded = np.asarray(true, dtype=float), np.asarray(decoded, dtype=float)
+    if true.ndim != 3 or true.shape != decoded.shape:
+        raise ValueError(f"true {true.shape} and decoded {decoded.shape} must both be "
+                         "trials x time x variables")
+    n_var = true.shape[-1]
+    if len(names) != n_var:
+        raise ValueError(f"{len(names)} names for {n_var} behaviour variables")
+    if isinstance(units, str) or units is None:
+        units = [units or ""] * n_var
+    n_show = max(1, min(n_trials, len(true)))
+    r2 = r2_per_channel(decoded, true)
+    t = start_s + (np.arange(true.shape[1]) + 0.5) * bin_width_s
+
+    fig = _new_figure(DOUBLE_COLUMN_IN, 0.5 + 1.2 * n_var)
+    axes = np.atleast_2d(fig.subplots(n_var, n_show, sharex=True, sharey="row", squeeze=False))
+    for v in range(n_var):
+        for j in range(n_show):
+            ax = axes[v, j]
+            ax.plot(t, true[j, :, v], color="k", lw=0.8, label="true")
+            ax.plot(t, decoded[j, :, v], color="C0", lw=0.8, label="decoded")
+            if v == 0:
+                ax.set_title(f"Trial {j + 1}")
+            if v == n_var - 1:
+                ax.set_xlabel("Time (s)")
+        label = names[v] + (f" ({units[v]})" if units[v] else "")
+        axes[v, 0].set_ylabel(label)
+        axes[v, 0].text(0.02, 0.97, f"R$^2$ = {r2[v]:.2f}", transform=axes[v, 0].transAxes,
+                        va="top", fontsize=7)
+    fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="outside lower center", ncol=2)
+    return _save(fig, out_stem, return_figure)
+
+
+# ------------------------------------------------------------------ method comparison
+
+@_styled
+def plot_method_comparison(table: pd.DataFrame, out_stem: str | Path,
+                           return_figure: bool = False) -> SavedFigure:
+    """Bar chart of each method's score, one panel per metric, error bars where ``err`` is
+    finite. ``table``: tidy, columns method, metric, value, err (err may be NaN); methods and
+    metrics keep their order of first appearance, each method one colour in every panel."""
+    missing = {"method", "metric", "value", "err"} - set(table.columns)
+    if missing:
+        raise ValueError(f"method comparison table lacks column(s) {sorted(missing)}")
+    if table.empty:
+        raise ValueError("method comparison table has no rows")
+    if table.duplicated(["method", "metric"]).any():
+        dup = table[table.duplicated(["method", "metric"], keep=False)]
+        raise ValueError(f"several rows for one (method, metric): "
+                         f"{dup[['method', 'metric']].values.tolist()}")
+    methods = list(dict.fromkeys(table["method"]))
+    metrics = list(dict.fromkeys(table["metric"]))
+    colors = {m: f"C{i % 10}" for i, m in enumerate(methods)}
+    width = SINGLE_COLUMN_IN if len(metrics) == 1 else DOUBLE_COLUMN_IN
+    fig = _new_figure(width, 2.4)
+    axes = np.atleast_1d(fig.subplots(1, len(metrics), squeeze=False)[0])
+    for ax, metric in zip(axes, metrics):
+        rows = table[table["metric"] == metric].set_index("method")
+        x = np.arange(len(methods))
+        values = np.array([rows["value"].get(m, np.nan) for m in methods], dtype=float)
+        errs = np.array([rows["err"].get(m, np.nan) for m in methods], dtype=float)
+        ax.bar(x, np.nan_to_num(values), color=[colors[m] for m in methods], width=0.7)
+        has_err = np.isfinite(errs) & np.isfinite(values)
+        if has_err.any():
+            ax.errorbar(x[has_err], values[has_err], yerr=errs[has_err], fmt="none",
+                        ecolor="k", elinewidth=0.7, capsize=2)
+        for i in np.flatnonzero(~np.isfinite(values)):
+            ax.text(x[i], 0, "n/a", ha="center", va="bottom", fontsize=7)
+        ax.set_xticks(x, methods, rotation=30, ha="right")
+        ax.set_ylabel(metric)
+        ax.set_xlabel("Method")
+        ax.axhline(0, color="k", lw=0.5)
+    return _save(fig, out_stem, return_figure)
+
+
+# ------------------------------------------------------------------ latents vs truth
+
+@_styled
+def plot_latents_vs_truth(factors_train: np.ndarray, latents_train: np.ndarray,
+                          factors_valid: np.ndarray, latents_valid: np.ndarray,
+                          bin_width_s: float, out_stem: str | Path, n_trials: int = 3,
+                          return_figure: bool = False) -> SavedFigure:
+    """True latents (solid) and their affine prediction from the factors (dashed) for the
+    first ``n_trials`` validation trials, one panel per latent dimension; the panel title
+    gives that dimension's R^2 over all validation trials and bins.
+
+    factors_*: trials x time bins x factors; latents_*: trials x time bins x latents (same
+    trials and bins). The map is fitted on the training trials only.
+    """
+    for f, z, split in ((factors_train, latents_train, "train"),
+                        (factors_valid, latents_valid, "valid")):
+        if f.ndim != 3 or z.ndim != 3 or f.shape[:2] != z.shape[:2]:
+            raise ValueError(f"{split}: factors {f.shape} and latents {z.shape} must be "
+                             "trials x time x dims with the same trials and bins")
+    predicted = fit_latent_map(factors_train, latents_train, factors_valid)
+    truth = np.asarray(latents_valid, dtype=float)
+    ok = np.isfinite(truth).all(axis=-1).reshape(-1)
+    r2 = r2_per_channel(predicted.reshape(-1, truth.shape[-1])[ok],
+                        truth.reshape(-1, truth.shape[-1])[ok])
+    n_lat = truth.shape[-1]
+    n_show = max(1, min(n_trials, len(truth)))
+    t = (np.arange(truth.shape[1]) + 0.5) * bin_width_s
+    cols = min(n_lat, 3)
+    rows = int(np.ceil(n_lat / cols))
+    fig = _new_figure(DOUBLE_COLUMN_IN if cols > 1 else SINGLE_COLUMN_IN, 0.4 + 1.8 * rows)
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for d in range(n_lat):
+        ax = axes[d]
+        for j in range(n_show):
+            color = f"C{j % 10}"
+            ax.plot(t, truth[j, :, d], color=color, lw=0.9,
+                    label=f"trial {j + 1} true" if d == 0 else None)
+            ax.plot(t, predicted[j, :, d], color=color, lw=0.9, ls="--",
+                    label=f"trial {j + 1} from factors" if d == 0 else None)
+        ax.set_title(f"Latent {d + 1}: R$^2$ = {r2[d]:.2f}")
+        ax.set_xlabel("Time in window (s)")
+        ax.set_ylabel(f"Latent {d + 1} (z-scored)")
+    for ax in axes[n_lat:]:
+        ax.set_visible(False)
+    fig.legend(loc="outside lower center", ncol=min(2 * n_show, 6))
+    fig.suptitle(f"Affine map factors -> true latents (fitted on train trials); "
+                 f"mean validation R$^2$ = {np.mean(r2):.2f}")
+    return _save(fig, out_stem, return_figure)
