@@ -317,7 +317,8 @@ def plot_method_comparison(table: pd.DataFrame, out_stem: str | Path,
                            return_figure: bool = False) -> SavedFigure:
     """Bar chart of each method's score, one panel per metric, error bars where ``err`` is
     finite. ``table``: tidy, columns method, metric, value, err (err may be NaN); methods and
-    metrics keep their order of first appearance, each method one colour in every panel."""
+    metrics keep their order of first appearance, each method one colour in every panel. A
+    panel shows the methods that have a row for its metric (a NaN value shows as "n/a")."""
     missing = {"method", "metric", "value", "err"} - set(table.columns)
     if missing:
         raise ValueError(f"method comparison table lacks column(s) {sorted(missing)}")
@@ -335,17 +336,18 @@ def plot_method_comparison(table: pd.DataFrame, out_stem: str | Path,
     axes = np.atleast_1d(fig.subplots(1, len(metrics), squeeze=False)[0])
     for ax, metric in zip(axes, metrics):
         rows = table[table["metric"] == metric].set_index("method")
-        x = np.arange(len(methods))
-        values = np.array([rows["value"].get(m, np.nan) for m in methods], dtype=float)
-        errs = np.array([rows["err"].get(m, np.nan) for m in methods], dtype=float)
-        ax.bar(x, np.nan_to_num(values), color=[colors[m] for m in methods], width=0.7)
+        shown = [m for m in methods if m in rows.index]
+        x = np.arange(len(shown))
+        values = rows.loc[shown, "value"].to_numpy(dtype=float)
+        errs = rows.loc[shown, "err"].to_numpy(dtype=float)
+        ax.bar(x, np.nan_to_num(values), color=[colors[m] for m in shown], width=0.7)
         has_err = np.isfinite(errs) & np.isfinite(values)
         if has_err.any():
             ax.errorbar(x[has_err], values[has_err], yerr=errs[has_err], fmt="none",
                         ecolor="k", elinewidth=0.7, capsize=2)
         for i in np.flatnonzero(~np.isfinite(values)):
             ax.text(x[i], 0, "n/a", ha="center", va="bottom", fontsize=7)
-        ax.set_xticks(x, methods, rotation=30, ha="right")
+        ax.set_xticks(x, shown, rotation=45, ha="right")
         ax.set_ylabel(metric)
         ax.set_xlabel("Method")
         ax.axhline(0, color="k", lw=0.5)

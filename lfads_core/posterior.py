@@ -109,3 +109,28 @@ def run_posterior(model_path: str | Path, input_h5: str | Path, output_h5: str |
             attrs[k] = data.attrs[k]
     write_posterior_h5(output_h5, res, attrs)
     return res
+
+
+def write_factors_h5(posterior_h5: str | Path, lfads_input_json: str | Path,
+                     out_h5: str | Path) -> None:
+    """LFADS output for Python users: per split ``{split}_factors``, ``{split}_rates``
+    (expected counts per bin), ``{split}_inputs`` (trials x bins x dims), ``{split}_trial_ids``
+    (source trial ids) and ``{split}_window_start_s`` (s, recording clock); attrs give the bin
+    width, channel unit ids and held-out flags and the source checksum."""
+    import json
+
+    from .fileio import atomic_path
+
+    meta = json.loads(Path(lfads_input_json).read_text())
+    with h5py.File(posterior_h5, "r") as post, atomic_path(out_h5) as tmp, \
+            h5py.File(tmp, "w") as out:
+        for split in ("train", "valid"):
+            for key in ("factors", "rates", "inputs"):
+                out.create_dataset(f"{split}_{key}", data=post[f"{split}_{key}"][()],
+                                   compression="gzip", compression_opts=1)
+            out[f"{split}_trial_ids"] = np.asarray(meta["trial_ids"][split])
+            out[f"{split}_window_start_s"] = np.asarray(meta["window_start_times_s"][split])
+        out.attrs.update(bin_width_s=meta["bin_width_s"], unit_ids=meta["unit_ids"],
+                         heldout=meta["heldout"], source=meta["source"],
+                         source_sha256=meta["source_sha256"],
+                         rates_unit="expected counts per bin")

@@ -158,3 +158,51 @@ def test_bad_simulation_parameter_is_named(tmp_path):
     assert result.returncode != 0
     assert "field 'simulations.tiny'" in result.stdout and "n_neurons_total" in result.stdout
     assert not (work / "resources" / "simulated" / "tiny.nwb").exists()
+
+
+FIGURES = ["training_curves", "raster_rates", "factor_trajectories", "method_comparison",
+           "decoded_behavior", "latents_vs_truth"]
+PLOT_RULES = ["plot_training", "plot_metrics", "plot_decoding", "plot_latents"]
+
+
+def test_factors_metrics_decoding_and_figures(tiny_run):
+    work, _ = tiny_run
+    out = work / "results" / "tiny"
+    for name in FIGURES:
+        for ext in ("png", "pdf"):
+            assert (out / "figures" / f"{name}.{ext}").stat().st_size > 1000, name
+    from lfads_core.nwb_export import read_factors_nwb
+
+    exported = read_factors_nwb(out / "factors.nwb")
+    meta = json.loads((out / "lfads_input.json").read_text())
+    assert sorted(set(exported["valid_trial_ids"])) == sorted(meta["trial_ids"]["valid"])
+    import pandas as pd
+
+    metrics = pd.read_csv(out / "metrics.tsv", sep="\t")
+    assert {"lfads", "smoothing"} <= set(metrics["method"])
+    assert {"co-bps", "fp-bps", "vel R2", "psth R2", "rate R2 (truth)"} <= set(metrics["metric"])
+    decoding = pd.read_csv(out / "decoding" / "scores.tsv", sep="\t")
+    assert {"lfads_rates", "lfads_factors", "smoothed_spikes", "binned_spikes"} <= \
+        set(decoding["method"])
+    assert decoding.groupby("method")["fold"].nunique().eq(5).all()
+
+
+def test_report_builds(tiny_run):
+    work, _ = tiny_run
+    run_snakemake(work, "--report", "report.html")
+    html = (work / "report.html").read_text(errors="replace")
+    assert len(html) > 100_000
+    for name in ("training_curves.png", "method_comparison.png", "metrics.tsv", "config.yaml"):
+        assert name in html, name
+
+
+def test_figures_rebuild_from_results_only(tiny_run):
+    work, _ = tiny_run
+    out = work / "results" / "tiny"
+    model_mtime = (out / "lfads" / "default" / "model.pt").stat().st_mtime
+    for figure in (out / "figures").iterdir():
+        figure.unlink()
+    result = run_snakemake(work, "figures", "--forceall", "--allowed-rules", *PLOT_RULES)
+    assert "train_lfads" not in result.stdout
+    assert all((out / "figures" / f"{name}.png").exists() for name in FIGURES)
+    assert (out / "lfads" / "default" / "model.pt").stat().st_mtime == model_mtime

@@ -50,12 +50,49 @@ def nwb_file(wildcards):
     return DATASETS[wildcards.dataset]["nwb"]
 
 
+def has_behavior(dataset):
+    return bool(DATASETS[dataset]["behavior"].strip())
+
+
+def is_simulated(dataset):
+    return Path(DATASETS[dataset]["nwb"]).parent == Path(SIMULATED_DIR)
+
+
+def posterior_file(wildcards):
+    """The LFADS run whose posterior the downstream stages use."""
+    return f"results/{wildcards.dataset}/lfads/default/posterior.h5"
+
+
+def train_log_file(wildcards):
+    return f"results/{wildcards.dataset}/lfads/default/train_log.csv"
+
+
+def metric_tables(wildcards):
+    """The metrics table, and the decoding summary where the dataset has behaviour."""
+    tables = {"metrics": f"results/{wildcards.dataset}/metrics.tsv"}
+    if has_behavior(wildcards.dataset):
+        tables["decoding"] = f"results/{wildcards.dataset}/decoding/summary.tsv"
+    return tables
+
+
+def figure_files():
+    """Every figure (PNG and PDF) of every dataset; which ones depends on the data."""
+    names = ["training_curves", "raster_rates", "factor_trajectories", "method_comparison"]
+    files = []
+    for dataset in DATASETS:
+        extra = (["decoded_behavior"] if has_behavior(dataset) else []) + (
+            ["latents_vs_truth"] if is_simulated(dataset) else [])
+        files += [f"results/{dataset}/figures/{name}.{ext}" for name in names + extra
+                  for ext in ("png", "pdf")]
+    return files
+
+
 def all_outputs():
     """Final targets: every stage's result for every dataset of the sheet."""
-    return expand(
-        [
-            "results/{dataset}/align/summary.json",
-            "results/{dataset}/lfads/default/posterior.h5",
-        ],
-        dataset=DATASETS,
-    )
+    files = ["results/config.yaml"] + figure_files()
+    for dataset in DATASETS:
+        files += [f"results/{dataset}/align/summary.json", f"results/{dataset}/factors.nwb",
+                  f"results/{dataset}/metrics.tsv"]
+        if has_behavior(dataset):
+            files.append(f"results/{dataset}/decoding/summary.tsv")
+    return files

@@ -1,0 +1,64 @@
+rule extract_factors:
+    """LFADS factors, rates and inferred inputs as HDF5 and as an NWB file of their own."""
+    input:
+        posterior=posterior_file,
+        metadata="results/{dataset}/lfads_input.json",
+        nwb=nwb_file,
+    output:
+        h5="results/{dataset}/factors.h5",
+        nwb="results/{dataset}/factors.nwb",
+    params:
+        settings=dataset_settings,
+    log:
+        "logs/{dataset}/extract_factors.log",
+    conda:
+        "../envs/lfads_core.yaml"
+    script:
+        "../scripts/extract_factors.py"
+
+
+rule decode_behavior:
+    """Ridge decoding of behaviour from LFADS rates and factors and from spike baselines."""
+    input:
+        posterior=posterior_file,
+        data="results/{dataset}/lfads_input.h5",
+    output:
+        scores="results/{dataset}/decoding/scores.tsv",
+        summary=report(
+            "results/{dataset}/decoding/summary.tsv",
+            caption="../report/decoding_summary.rst",
+            category="Tables",
+            subcategory="{dataset}",
+        ),
+        predictions="results/{dataset}/decoding/predictions.h5",
+    params:
+        decoding=config["evaluation"]["decoding"],
+        smoothing_sigma_ms=config["evaluation"]["smoothing_sigma_ms"],
+    log:
+        "logs/{dataset}/decode_behavior.log",
+    conda:
+        "../envs/lfads_core.yaml"
+    script:
+        "../scripts/decode_behavior.py"
+
+
+rule evaluate:
+    """NLB metrics of LFADS and of the spike-smoothing baseline (and ground truth R^2)."""
+    input:
+        posterior=posterior_file,
+        data="results/{dataset}/lfads_input.h5",
+    output:
+        metrics=report(
+            "results/{dataset}/metrics.tsv",
+            caption="../report/metrics.rst",
+            category="Tables",
+            subcategory="{dataset}",
+        ),
+    params:
+        evaluation=config["evaluation"],
+    log:
+        "logs/{dataset}/evaluate.log",
+    conda:
+        "../envs/lfads_core.yaml"
+    script:
+        "../scripts/evaluate.py"

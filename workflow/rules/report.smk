@@ -1,0 +1,17 @@
+rule workflow_config:
+    """The configuration and dataset settings this run used, for the report."""
+    output:
+        report(
+            "results/config.yaml",
+            caption="../report/config.rst",
+            category="Configuration",
+        ),
+    params:
+        config=config,
+        datasets=DATASETS,
+    log:
+        "logs/workflow_config.log",
+    conda:
+        "../envs/lfads_core.yaml"
+    script:
+        "../scripts/workflow_config.py"

@@ -1,0 +1,19 @@
+import h5py
+
+from lfads_core.evaluation import decode_dataset, load_arrays
+from lfads_core.scripting import rule_logging
+
+with rule_logging(snakemake.log[0]) as log:
+    data = load_arrays(snakemake.input.data)
+    scores, summary, predictions, behavior, columns = decode_dataset(
+        data, load_arrays(snakemake.input.posterior), snakemake.params.smoothing_sigma_ms,
+        snakemake.params.decoding)
+    for table, path in ((scores, snakemake.output.scores), (summary, snakemake.output.summary)):
+        table.insert(0, "dataset", snakemake.wildcards.dataset)
+        table.to_csv(path, sep="\t", index=False)
+    with h5py.File(snakemake.output.predictions, "w") as f:
+        f["true"] = behavior
+        f["decoded"] = predictions["lfads_rates"]
+        f.attrs.update(columns=columns, bin_width_s=data["attrs"]["bin_width_s"],
+                       window_start_s=data["attrs"]["window_start_s"], method="lfads_rates")
+    log.info("decoding R^2:\n%s", summary.to_string(index=False))

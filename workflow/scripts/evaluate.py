@@ -1,0 +1,11 @@
+from lfads_core.evaluation import evaluate, load_arrays
+from lfads_core.scripting import rule_logging
+
+with rule_logging(snakemake.log[0]) as log:
+    settings = snakemake.params.evaluation
+    table = evaluate(load_arrays(snakemake.input.data), load_arrays(snakemake.input.posterior),
+                     settings["smoothing_sigma_ms"], settings["psth_sigma_ms"],
+                     settings["decoding"])
+    table.insert(0, "dataset", snakemake.wildcards.dataset)
+    table.to_csv(snakemake.output.metrics, sep="\t", index=False)
+    log.info("metrics:\n%s", table.to_string(index=False))
