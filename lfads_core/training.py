@@ -41,6 +41,8 @@ import logging
 import math
 import os
 import random
+import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +57,7 @@ from .model import LFADS, CoordinatedDropout, SampleValidation
 
 __all__ = [
     "train",
+    "TrainingPreempted",
     "TrainResult",
     "NonFiniteLossError",
     "PlateauScheduler",
@@ -75,6 +78,24 @@ LOG_COLUMNS = [
 
 class NonFiniteLossError(RuntimeError):
     """Raised when training keeps producing NaN/Inf after all allowed rollbacks."""
+
+
+class TrainingPreempted(RuntimeError):
+    """Training stopped on SIGTERM (what SLURM sends before a kill or requeue).
+
+    The checkpoint of the last finished epoch is on disk; calling :func:`train` again with
+    the same settings resumes from it.
+    """
+
+
+class _StopRequested:
+    """Set by a SIGTERM handler; checked between batches."""
+
+    def __init__(self):
+        self.signal: int | None = None
+
+    def __call__(self, signum, frame):
+        self.signal = signum
 
 
 class _NonFinite(Exception):
@@ -246,6 +267,7 @@ class _Trainer:
         self.cd = CoordinatedDropout(mcfg.cd_rate)
         self.sv = SampleValidation(mcfg.sv_rate, mcfg.sv_seed)
         self.loss_hook = loss_hook
+        self.stop = _StopRequested()
         self.train_split = data.train.to(device)
         self.valid_split = data.valid.to(device)
         self.batcher = EpochBatcher(len(data.train), tcfg.batch_size, shuffle=True, seed=tcfg.seed)
@@ -309,6 +331,8 @@ class _Trainer:
         sums = {"loss": 0.0, "recon": 0.0, "kl_ic": 0.0, "kl_co": 0.0, "l2": 0.0}
         n_total = 0
         for b, idx in enumerate(self.batcher.batches(epoch)):
+            if self.stop.signal is not None:
+                raise TrainingPreempted(f"signal {self.stop.signal} during epoch {epoch}")
             x, recon, svm, ext = self._inputs(self.train_split, idx)
             x, keep = self.cd.mask_input(x) if self.cd.rate > 0 else (x, None)
             with self._autocast():
@@ -367,6 +391,88 @@ class _Trainer:
 
 
 # ---------------------------------------------------------------- main entry
+@contextlib.contextmanager
+def _stop_on_sigterm(stop: _StopRequested, ckpt_path: Path):
+    """While training, SIGTERM (what SLURM sends before a kill or requeue) ends the current
+    batch and raises :class:`TrainingPreempted`; the checkpoint of the last finished epoch,
+    written atomically after every epoch, is where a rerun resumes (at most one epoch of work
+    is lost, and the resumed run stays exact)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    except TrainingPreempted as exc:
+        log.warning("%s: stopped; rerun to resume from %s", exc, ckpt_path)
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run_epochs(tr: "_Trainer", st: dict, tcfg: TrainConfig, save_ckpt, load_ckpt,
+                log_path: Path, ckpt_path: Path, progress) -> None:
+    """The epoch loop of :func:`train`: train, validate, schedule, checkpoint, log."""
+    while st["epoch"] < tcfg.max_epochs and not st["stop_reason"]:
+        epoch = st["epoch"]
+        t0 = time.perf_counter()
+        try:
+            trm = tr.train_epoch(epoch)
+            vam = tr.valid_epoch(epoch)
+        except _NonFinite as e:
+            lr_failed = tr.scheduler.lr
+            n_rb = st["rollbacks"] + 1
+            if n_rb > tcfg.max_nonfinite_rollbacks:
+                raise NonFiniteLossError(
+                    f"non-finite {e.where} (lr={lr_failed:.3g}); gave up after "
+                    f"{tcfg.max_nonfinite_rollbacks} rollback(s) with the learning rate halved each time. "
+                    f"The last good checkpoint (epoch {epoch}) is in {ckpt_path}. Check the input data "
+                    f"for NaN/Inf, lower TrainConfig.lr or grad_clip, or raise max_nonfinite_rollbacks."
+                ) from None
+            load_ckpt()
+            st["rollbacks"] = n_rb
+            tr.scheduler.set_lr(lr_failed * 0.5)
+            log.warning("non-finite %s: rolled back to epoch %d, lr halved to %.3g (rollback %d/%d)",
+                        e.where, st["epoch"], tr.scheduler.lr, n_rb, tcfg.max_nonfinite_rollbacks)
+            continue
+
+        lr_used = tr.scheduler.lr
+        s = tcfg.loss_smoothing
+        st["ema"] = vam["metric"] if st["ema"] is None else s * st["ema"] + (1 - s) * vam["metric"]
+        tr.scheduler.step(st["ema"])
+        if epoch >= tcfg.early_stop_burn_in:
+            if st["ema"] < st["best_metric"]:
+                st["best_metric"], st["best_epoch"], st["bad_epochs"] = st["ema"], epoch, 0
+                st["best_state"] = {k: v.detach().cpu().clone() for k, v in tr.model.state_dict().items()}
+            else:
+                st["bad_epochs"] += 1
+                if st["bad_epochs"] >= tcfg.early_stop_patience:
+                    st["stop_reason"] = f"early stopping: no improvement for {st['bad_epochs']} epochs"
+        if tcfg.stop_at_lr_min and tr.scheduler.lr <= tcfg.lr_min and not st["stop_reason"]:
+            st["stop_reason"] = f"learning rate reached lr_min={tcfg.lr_min:g}"
+        w = tr.weights(epoch)
+        row = {
+            "epoch": epoch, "train_loss": trm["loss"], "train_recon": trm["recon"], "train_kl_ic": trm["kl_ic"],
+            "train_kl_co": trm["kl_co"], "train_l2": trm["l2"], "valid_loss": vam["loss"],
+            "valid_recon": vam["recon"], "valid_recon_sv": vam["recon_sv"], "valid_kl_ic": vam["kl_ic"],
+            "valid_kl_co": vam["kl_co"], "valid_metric_smooth": st["ema"], "lr": lr_used,
+            "kl_ic_weight": w["kl_ic"], "kl_co_weight": w["kl_co"], "time_s": time.perf_counter() - t0,
+        }
+        st["rows"].append(row)
+        st["epoch"] = epoch + 1
+        save_ckpt()
+        _write_log(log_path, st["rows"])
+        log.info(
+            "epoch %4d | train loss %.3f recon %.3f kl_ic %.3f kl_co %.3f l2 %.3f | valid recon %.3f "
+            "(smooth %.3f) | lr %.2e | %.1fs",
+            epoch, trm["loss"], trm["recon"], trm["kl_ic"], trm["kl_co"], trm["l2"], vam["recon"], st["ema"],
+            lr_used, row["time_s"],
+        )
+        if progress is not None:
+            progress(dict(row))
+
+
+
 def train(
     input_h5: str | Path,
     out_dir: str | Path,
@@ -454,63 +560,8 @@ def train(
         save_ckpt()  # epoch-0 state: the rollback target for a failure in the first epoch
 
     tcfg = train_cfg
-    while st["epoch"] < tcfg.max_epochs and not st["stop_reason"]:
-        epoch = st["epoch"]
-        t0 = time.perf_counter()
-        try:
-            trm = tr.train_epoch(epoch)
-            vam = tr.valid_epoch(epoch)
-        except _NonFinite as e:
-            lr_failed = tr.scheduler.lr
-            n_rb = st["rollbacks"] + 1
-            if n_rb > tcfg.max_nonfinite_rollbacks:
-                raise NonFiniteLossError(
-                    f"non-finite {e.where} (lr={lr_failed:.3g}); gave up after "
-                    f"{tcfg.max_nonfinite_rollbacks} rollback(s) with the learning rate halved each time. "
-                    f"The last good checkpoint (epoch {epoch}) is in {ckpt_path}. Check the input data "
-                    f"for NaN/Inf, lower TrainConfig.lr or grad_clip, or raise max_nonfinite_rollbacks."
-                ) from None
-            load_ckpt()
-            st["rollbacks"] = n_rb
-            tr.scheduler.set_lr(lr_failed * 0.5)
-            log.warning("non-finite %s: rolled back to epoch %d, lr halved to %.3g (rollback %d/%d)",
-                        e.where, st["epoch"], tr.scheduler.lr, n_rb, tcfg.max_nonfinite_rollbacks)
-            continue
-
-        lr_used = tr.scheduler.lr
-        s = tcfg.loss_smoothing
-        st["ema"] = vam["metric"] if st["ema"] is None else s * st["ema"] + (1 - s) * vam["metric"]
-        tr.scheduler.step(st["ema"])
-        if epoch >= tcfg.early_stop_burn_in:
-            if st["ema"] < st["best_metric"]:
-                st["best_metric"], st["best_epoch"], st["bad_epochs"] = st["ema"], epoch, 0
-                st["best_state"] = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-            else:
-                st["bad_epochs"] += 1
-                if st["bad_epochs"] >= tcfg.early_stop_patience:
-                    st["stop_reason"] = f"early stopping: no improvement for {st['bad_epochs']} epochs"
-        if tcfg.stop_at_lr_min and tr.scheduler.lr <= tcfg.lr_min and not st["stop_reason"]:
-            st["stop_reason"] = f"learning rate reached lr_min={tcfg.lr_min:g}"
-        w = tr.weights(epoch)
-        row = {
-            "epoch": epoch, "train_loss": trm["loss"], "train_recon": trm["recon"], "train_kl_ic": trm["kl_ic"],
-            "train_kl_co": trm["kl_co"], "train_l2": trm["l2"], "valid_loss": vam["loss"],
-            "valid_recon": vam["recon"], "valid_recon_sv": vam["recon_sv"], "valid_kl_ic": vam["kl_ic"],
-            "valid_kl_co": vam["kl_co"], "valid_metric_smooth": st["ema"], "lr": lr_used,
-            "kl_ic_weight": w["kl_ic"], "kl_co_weight": w["kl_co"], "time_s": time.perf_counter() - t0,
-        }
-        st["rows"].append(row)
-        st["epoch"] = epoch + 1
-        save_ckpt()
-        _write_log(log_path, st["rows"])
-        log.info(
-            "epoch %4d | train loss %.3f recon %.3f kl_ic %.3f kl_co %.3f l2 %.3f | valid recon %.3f "
-            "(smooth %.3f) | lr %.2e | %.1fs",
-            epoch, trm["loss"], trm["recon"], trm["kl_ic"], trm["kl_co"], trm["l2"], vam["recon"], st["ema"],
-            lr_used, row["time_s"],
-        )
-        if progress is not None:
-            progress(dict(row))
+    with _stop_on_sigterm(tr.stop, ckpt_path):
+        _run_epochs(tr, st, tcfg, save_ckpt, load_ckpt, log_path, ckpt_path, progress)
 
     _write_log(log_path, st["rows"])
     if st["best_state"] is not None:

@@ -220,3 +220,48 @@ def test_nan_guard_gives_up_with_clear_error(dataset, tmp_path):
         train(path, tmp_path / "run", tiny_model(con_dim=0), tc, device="cpu", loss_hook=hook)
     ck = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
     assert ck["state"]["epoch"] == 1  # the last good checkpoint is kept
+
+
+# ------------------------------------------------------------------ preemption
+def test_sigterm_stops_with_a_checkpoint_and_the_rerun_resumes(dataset, tmp_path):
+    """Kill a real training process with SIGTERM mid-run (as SLURM does), rerun, and check
+    that it resumed where it stopped and ended with the weights of an uninterrupted run."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    path = dataset[0]
+    script = (
+        "import logging, sys, torch; torch.set_num_threads(1)\n"
+        "logging.basicConfig(level=logging.INFO)\n"
+        "from lfads_core.config import ModelConfig, TrainConfig\n"
+        "from lfads_core.training import train\n"
+        f"mc = ModelConfig(**{dict(ic_enc_dim=16, ci_enc_dim=6, con_dim=6, co_dim=1, ic_dim=8, gen_dim=24, fac_dim=6)!r})\n"
+        f"tc = TrainConfig(**{dict(lr=1e-2, batch_size=8, max_epochs=12, early_stop_burn_in=10)!r})\n"
+        "r = train(sys.argv[1], sys.argv[2], mc, tc, device='cpu')\n"
+        "print('epochs_run', r.epochs_run)\n")
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-c", script, str(path), str(run_dir)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log_csv = run_dir / "train_log.csv"
+    deadline = time.time() + 120
+    while time.time() < deadline and (not log_csv.exists() or len(read_log(log_csv)) < 2):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    output = proc.communicate(timeout=120)[0]
+    assert proc.returncode != 0 and "TrainingPreempted" in output
+    stopped_at = torch.load(run_dir / "checkpoint.pt", weights_only=False)["state"]["epoch"]
+    assert 2 <= stopped_at < 12 and not (run_dir / "model.pt").exists()
+
+    rerun = subprocess.run([sys.executable, "-c", script, str(path), str(run_dir)],
+                           capture_output=True, text=True, check=True)
+    assert f"resuming from {run_dir / 'checkpoint.pt'} at epoch {stopped_at}" in rerun.stderr
+    whole = subprocess.run([sys.executable, "-c", script, str(path), str(tmp_path / "whole")],
+                           capture_output=True, text=True, check=True)
+    assert "epochs_run 12" in rerun.stdout and "epochs_run 12" in whole.stdout
+    a = torch.load(run_dir / "model.pt", weights_only=False)["state_dict"]
+    b = torch.load(tmp_path / "whole" / "model.pt", weights_only=False)["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert os.path.exists(run_dir / "train_log.csv") and len(read_log(run_dir / "train_log.csv")) == 12
