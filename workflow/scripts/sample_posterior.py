@@ -1,11 +1,12 @@
 import torch
 
+from lfads_core.devices import claim_device
 from lfads_core.posterior import run_posterior
 from lfads_core.scripting import rule_logging
 
-with rule_logging(snakemake.log[0]) as log:
+with rule_logging(snakemake.log[0]) as log, claim_device(snakemake.params.lfads["device"]) as device:
     torch.set_num_threads(snakemake.threads)
     settings = snakemake.params.lfads
     run_posterior(snakemake.input.model, snakemake.input.data, snakemake.output.posterior,
-                  batch_size=settings["posterior_batch_size"], device=settings["device"],
+                  batch_size=settings["posterior_batch_size"], device=str(device),
                   seed=settings["training"]["seed"])

@@ -4,15 +4,15 @@ import torch
 import yaml
 
 from lfads_core.config import ModelConfig, TrainConfig
+from lfads_core.devices import claim_device
 from lfads_core.scripting import rule_logging
-from lfads_core.training import select_device, train
+from lfads_core.training import train
 
-with rule_logging(snakemake.log[0]) as log:
+with rule_logging(snakemake.log[0]) as log, claim_device(snakemake.params.lfads["device"]) as device:
     torch.set_num_threads(snakemake.threads)
     settings = snakemake.params.lfads
     model_cfg = ModelConfig.from_dict(settings["model"])
     train_cfg = TrainConfig.from_dict(settings["training"])
-    device = select_device(settings["device"])
     log.info("training on %s with %d CPU threads", device, snakemake.threads)
     result = train(snakemake.input.data, Path(snakemake.output.model).parent, model_cfg,
                    train_cfg, device=device, resume="if_compatible")
