@@ -26,6 +26,24 @@ include: "workflow/rules/figures.smk"
 include: "workflow/rules/report.smk"
 
 
+# Light rules run in the main Snakemake process, not as cluster jobs.
+localrules:
+    all,
+    simulate,
+    ingest,
+    bin_spikes,
+    align_trials,
+    extract_factors,
+    decode_behavior,
+    evaluate,
+    plot_training,
+    plot_metrics,
+    plot_decoding,
+    plot_latents,
+    figures,
+    workflow_config,
+
+
 rule all:
     input:
         all_outputs(),

@@ -1,0 +1,90 @@
+"""The simulated workflow through the SLURM profile on a real one-node SLURM cluster.
+
+`tests/slurm/cluster.sh` brings the cluster up (Debian's slurm-wlm and munge; partitions cpu
+and gpu, a node with one GPU backed by /dev/null). The test checks from SLURM's own records
+that train_lfads and sample_posterior ran as batch jobs on the gpu partition with a GPU
+allocated, that no light rule went through sbatch, and that the results match a local run.
+"""
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import yaml
+
+from conftest import ROOT, run_snakemake, workflow_dir
+from test_workflow import TINY_SHEET, tiny_config
+
+CLUSTER = ROOT / "tests" / "slurm" / "cluster.sh"
+
+
+def slurm_unavailable() -> str | None:
+    if os.geteuid() != 0:
+        return "bringing up a SLURM cluster needs root"
+    if not (shutil.which("slurmctld") or shutil.which("apt-get")):
+        return "SLURM is not installed and apt-get is not available to install it"
+    conf = Path("/etc/slurm/slurm.conf")
+    if conf.exists() and "ClusterName=lfadsci" not in conf.read_text():
+        return "this machine has a SLURM configuration of its own; not replacing it"
+    return None
+
+
+pytestmark = pytest.mark.skipif(slurm_unavailable() is not None,
+                                reason=str(slurm_unavailable()))
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    state = tmp_path_factory.mktemp("slurm")
+    subprocess.run(["bash", str(CLUSTER), "up", str(state)], check=True)
+    yield state
+    subprocess.run(["bash", str(CLUSTER), "down", str(state)], check=False)
+
+
+def small_node_profile(directory: Path) -> Path:
+    """The shipped SLURM profile, with requests that fit the test node (2 CPUs) and the
+    flags a cluster without accounting needs."""
+    profile = yaml.safe_load((ROOT / "workflow/profiles/slurm/config.yaml").read_text())
+    profile["default-resources"].update(mem_mb=1000, runtime=10)
+    for rule in ("train_lfads", "sample_posterior"):
+        profile["set-resources"][rule].update(cpus_per_gpu=1, mem_mb=2000)
+        profile["set-threads"][rule] = 1
+    profile.update({"slurm-status-command": "squeue", "slurm-no-account": True})
+    directory.mkdir(parents=True)
+    (directory / "config.yaml").write_text(yaml.safe_dump(profile))
+    return directory
+
+
+def test_training_runs_on_the_gpu_partition_and_matches_a_local_run(cluster, tmp_path):
+    on_slurm = workflow_dir(tmp_path / "slurm", TINY_SHEET, tiny_config())
+    run_snakemake(on_slurm, "--workflow-profile", str(small_node_profile(tmp_path / "profile")))
+    local = workflow_dir(tmp_path / "local", TINY_SHEET, tiny_config())
+    run_snakemake(local, "--set-threads", "train_lfads=1", "sample_posterior=1")
+
+    records = (cluster / "jobcomp.txt").read_text().strip().splitlines()
+    jobs = [dict(re.findall(r"(\w+)=(\S*)", line)) for line in records]
+    rules = {}
+    for job in jobs:
+        detail = subprocess.run(["scontrol", "-d", "show", "job", job["JobId"]],
+                                capture_output=True, text=True, check=True).stdout
+        rule = re.search(r"Comment=rule_(\w+?)_wildcards", detail).group(1)
+        rules[rule] = (job, detail)
+    assert set(rules) == {"train_lfads", "sample_posterior"}  # light rules ran locally
+    for rule, (job, detail) in rules.items():
+        assert job["JobState"] == "COMPLETED" and job["Partition"] == "gpu", rule
+        assert "BatchFlag=1" in detail and "JOB_GRES=gpu:1" in detail, rule
+
+    for name in ("lfads_input.h5", "lfads/default/posterior.h5"):
+        with h5py.File(on_slurm / "results/tiny" / name) as a, \
+                h5py.File(local / "results/tiny" / name) as b:
+            assert set(a) == set(b)
+            for key in a:
+                np.testing.assert_allclose(a[key][()], b[key][()], rtol=1e-5, atol=1e-7,
+                                           err_msg=f"{name}:{key}")
+    assert (on_slurm / "results/tiny/metrics.tsv").read_text() == \
+        (local / "results/tiny/metrics.tsv").read_text()
