@@ -15,7 +15,6 @@ Outputs per split (``{split}_`` prefix in the HDF5 file):
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import h5py
@@ -23,6 +22,7 @@ import numpy as np
 import torch
 
 from .data import LFADSData, SplitData, load_lfads_h5
+from .fileio import atomic_path
 from .model import LFADS
 
 __all__ = ["sample_posterior", "write_posterior_h5", "run_posterior"]
@@ -77,9 +77,7 @@ def sample_posterior(model: LFADS, data: LFADSData, n_samples: int = 50, batch_s
 
 def write_posterior_h5(path: str | Path, results: dict[str, np.ndarray], attrs: dict | None = None) -> None:
     """Write arrays to ``path`` (via a temporary file, then renamed)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with h5py.File(tmp, "w") as f:
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         for k, v in results.items():
             f.create_dataset(k, data=v, compression="gzip" if v.size > 4096 else None)
         f.attrs["rates_unit"] = "expected counts per bin"
@@ -88,7 +86,6 @@ def write_posterior_h5(path: str | Path, results: dict[str, np.ndarray], attrs: 
                 f.attrs[k] = v
             except (TypeError, ValueError):
                 f.attrs[k] = str(v)
-    os.replace(tmp, path)
 
 
 def run_posterior(model_path: str | Path, input_h5: str | Path, output_h5: str | Path,
@@ -118,8 +115,6 @@ def write_factors_h5(posterior_h5: str | Path, lfads_input_json: str | Path,
     (source trial ids) and ``{split}_window_start_s`` (s, recording clock); attrs give the bin
     width, channel unit ids and held-out flags and the source checksum."""
     import json
-
-    from .fileio import atomic_path
 
     meta = json.loads(Path(lfads_input_json).read_text())
     with h5py.File(posterior_h5, "r") as post, atomic_path(out_h5) as tmp, \
