@@ -34,11 +34,14 @@ def evaluate(data: dict, posterior: dict, smoothing_sigma_ms: float, psth_sigma_
     n_window = data["valid_encod_data"].shape[1]
     spikes = data["valid_recon_data"]
     rates = posterior["valid_rates"]
-    smooth_in, smooth_out = metrics.smoothing_baseline(
+    # NLB's smoothing baseline, fitted once on the training trials and applied to every trial
+    # (validation trials for the metrics, training trials for the velocity decoder's fit)
+    n_train = len(data["train_encod_data"])
+    smooth_all = np.concatenate(metrics.smoothing_baseline(
         data["train_encod_data"], data["train_recon_data"][:, :n_window, n_in:],
-        data["valid_encod_data"], smoothing_sigma_ms / width_ms)
-    smooth_rates = np.concatenate([smooth_in, smooth_out], axis=2)
-    methods = {"lfads": rates[:, :n_window], "smoothing": smooth_rates}
+        np.concatenate([data["train_encod_data"], data["valid_encod_data"]]),
+        smoothing_sigma_ms / width_ms), axis=2)
+    methods = {"lfads": rates[:, :n_window], "smoothing": smooth_all[n_train:]}
     if "valid_truth_rates" in data:  # simulated data: the true rates give each metric's ceiling
         methods["truth"] = data["valid_truth_rates"][:, :n_window]
     rows = []
@@ -62,9 +65,7 @@ def evaluate(data: dict, posterior: dict, smoothing_sigma_ms: float, psth_sigma_
     if "valid_behavior" in data:
         lag = int(round(decoding["lag_ms"] / width_ms))
         train_rates = {"lfads": posterior["train_rates"][:, :n_window],
-                       "smoothing": np.concatenate(metrics.smoothing_baseline(
-                           data["train_encod_data"], data["train_recon_data"][:, :n_window, n_in:],
-                           data["train_encod_data"], smoothing_sigma_ms / width_ms), axis=2)}
+                       "smoothing": smooth_all[:n_train]}
         for method, r in methods.items():
             if method == "truth":
                 continue
