@@ -24,6 +24,7 @@ include: "workflow/rules/lfads.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/figures.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/summary.smk"
 
 
 # Light rules run in the main Snakemake process, not as cluster jobs.
@@ -42,6 +43,8 @@ localrules:
     plot_latents,
     figures,
     workflow_config,
+    select_lfads_run,
+    summary,
 
 
 rule all:

@@ -113,3 +113,19 @@ def decode_dataset(data: dict, posterior: dict, smoothing_sigma_ms: float, decod
                                           decoding["alphas"], decoding["seed"],
                                           decoding["inner_folds"])
     return scores, summarize_scores(scores), predictions, behavior, columns
+
+
+def method_scores(metrics_table: pd.DataFrame,
+                  decoding_summary: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One tidy table (dataset, method, metric, value, err) of a ``metrics.tsv`` and, where
+    given, the all-targets rows of a decoding ``summary.tsv`` as metric "decoding R2" (value:
+    mean R^2 over folds, err: its standard error). Either table may hold several datasets."""
+    columns = ["dataset", "method", "metric", "value", "err"]
+    table = metrics_table[columns]
+    if decoding_summary is not None and len(decoding_summary):
+        decoding = decoding_summary[decoding_summary["target"] == "all"]
+        table = pd.concat([table, pd.DataFrame({
+            "dataset": decoding["dataset"], "method": decoding["method"],
+            "metric": "decoding R2", "value": decoding["r2_mean"],
+            "err": decoding["r2_sem"]})], ignore_index=True)
+    return table.reset_index(drop=True)

@@ -1,5 +1,6 @@
 """Paper figures of an LFADS run: training curves, rasters with inferred rates, factor
-trajectories, decoded behaviour, method comparison and latents against a simulation's truth.
+trajectories, decoded behaviour, method comparison, latents against a simulation's truth, and
+the summary of every dataset.
 
 Every function draws one figure sized for a journal column (3.5 or 7 inches wide, fonts of
 7-8 pt, no top/right spines), saves it as ``out_stem + ".png"`` (300 dpi) and
@@ -42,7 +43,7 @@ STYLE = {
 
 __all__ = ["SavedFigure", "plot_training_curves", "plot_raster_with_rates",
            "plot_factor_trajectories", "plot_decoded_behavior", "plot_method_comparison",
-           "plot_latents_vs_truth"]
+           "plot_dataset_summary", "plot_latents_vs_truth"]
 
 
 @dataclass
@@ -351,6 +352,58 @@ def plot_method_comparison(table: pd.DataFrame, out_stem: str | Path,
         ax.set_ylabel(metric)
         ax.set_xlabel("Method")
         ax.axhline(0, color="k", lw=0.5)
+    return _save(fig, out_stem, return_figure)
+
+
+@_styled
+def plot_dataset_summary(table: pd.DataFrame, out_stem: str | Path,
+                         return_figure: bool = False) -> SavedFigure:
+    """Every dataset's scores side by side: one panel per metric, one group of bars per
+    dataset, one bar (same colour in every panel) per method, standard errors where ``err``
+    is finite. ``table``: tidy, columns dataset, method, metric, value, err (as
+    :func:`lfads_core.evaluation.method_scores` returns); order of first appearance kept."""
+    missing = {"dataset", "method", "metric", "value", "err"} - set(table.columns)
+    if missing:
+        raise ValueError(f"summary table lacks column(s) {sorted(missing)}")
+    if table.empty:
+        raise ValueError("summary table has no rows")
+    datasets = list(dict.fromkeys(table["dataset"]))
+    methods = list(dict.fromkeys(table["method"]))
+    metrics = list(dict.fromkeys(table["metric"]))
+    n_cols = min(len(metrics), 3)
+    n_rows = -(-len(metrics) // n_cols)
+    fig = _new_figure(DOUBLE_COLUMN_IN, 0.4 + 2.0 * n_rows)
+    axes = fig.subplots(n_rows, n_cols, squeeze=False).ravel()
+    width = 0.8 / len(methods)
+    x = np.arange(len(datasets))
+    for ax, metric in zip(axes, metrics):
+        rows = table[table["metric"] == metric]
+        for i, method in enumerate(methods):
+            by_dataset = rows[rows["method"] == method].set_index("dataset")
+            if by_dataset.empty:
+                continue
+            shown = np.array([d in by_dataset.index for d in datasets])
+            values = by_dataset.reindex(datasets)["value"].to_numpy(dtype=float)
+            errs = by_dataset.reindex(datasets)["err"].to_numpy(dtype=float)
+            pos = x + (i - (len(methods) - 1) / 2) * width
+            ax.bar(pos[shown], np.nan_to_num(values[shown]), width, color=f"C{i % 10}",
+                   label=method)
+            has_err = shown & np.isfinite(errs) & np.isfinite(values)
+            if has_err.any():
+                ax.errorbar(pos[has_err], values[has_err], yerr=errs[has_err], fmt="none",
+                            ecolor="k", elinewidth=0.7, capsize=1.5)
+        ax.set_xticks(x, datasets, rotation=30 if len(datasets) > 3 else 0,
+                      ha="right" if len(datasets) > 3 else "center")
+        ax.set_ylabel(metric)
+        ax.axhline(0, color="k", lw=0.5)
+    for ax in axes[len(metrics):]:
+        ax.set_visible(False)
+    handles = {}
+    for ax in axes[:len(metrics)]:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(label, handle)
+    fig.legend(handles.values(), handles.keys(), loc="outside lower center",
+               ncol=min(len(handles), 6))
     return _save(fig, out_stem, return_figure)
 
 

@@ -90,15 +90,17 @@ def write_posterior_h5(path: str | Path, results: dict[str, np.ndarray], attrs: 
 
 def run_posterior(model_path: str | Path, input_h5: str | Path, output_h5: str | Path,
                   n_samples: int | None = None, batch_size: int = 128, device: str = "auto",
-                  seed: int = 0) -> dict[str, np.ndarray]:
+                  seed: int | None = None) -> dict[str, np.ndarray]:
     """Load ``model.pt``, sample posteriors for all trials of ``input_h5``, write ``output_h5``.
-    ``n_samples`` defaults to the model's ``TrainConfig.posterior_samples``."""
+    ``n_samples`` and ``seed`` default to the model's ``TrainConfig.posterior_samples`` and
+    ``seed``."""
     from .training import load_model, select_device
 
     dev = select_device(device)
     model, mcfg, tcfg, meta = load_model(model_path, dev)
     data = load_lfads_h5(input_h5)
     n = n_samples or tcfg.posterior_samples
+    seed = tcfg.seed if seed is None else seed
     res = sample_posterior(model, data, n, batch_size, dev, seed)
     attrs = {"n_samples": n, "seed": seed, "best_epoch": meta.get("best_epoch", -1)}
     for k in ("bin_width_s", "n_heldin", "n_heldout", "fp_bins"):

@@ -101,8 +101,10 @@ def split_list(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
 
-def lfads_settings_for(lfads: dict, dataset: str) -> dict:
-    """The LFADS settings of one dataset: config ``lfads`` with ``overrides[dataset]`` applied.
+def lfads_settings_for(lfads: dict, dataset: str, run: str = "default",
+                       point: dict | None = None) -> dict:
+    """The LFADS settings of one dataset and run: config ``lfads``, then ``overrides[dataset]``,
+    then the sweep ``point`` (``{"model": {...}, "training": {...}}``) of ``run``.
 
     Returns plain dicts (``model``, ``training``, ``device``, ``posterior_batch_size``) after
     checking them with :class:`lfads_core.config.ModelConfig` / ``TrainConfig``; errors name
@@ -111,13 +113,15 @@ def lfads_settings_for(lfads: dict, dataset: str) -> dict:
     from .config import ModelConfig, TrainConfig
 
     override = lfads.get("overrides", {}).get(dataset, {})
+    point = point or {}
     merged = {"device": lfads["device"], "posterior_batch_size": lfads["posterior_batch_size"]}
     for section, cls in (("model", ModelConfig), ("training", TrainConfig)):
-        values = {**lfads[section], **override.get(section, {})}
+        values = {**lfads[section], **override.get(section, {}), **point.get(section, {})}
         try:
             cls.from_dict(values)
         except (KeyError, ValueError, TypeError) as exc:
-            raise InputDataError("config", f"lfads.{section}",
-                                 f"dataset '{dataset}': {str(exc).strip(chr(34))}")
+            where = f"dataset '{dataset}'" + (f", sweep run '{run}'" if point else "")
+            field = "lfads.sweep.parameters" if point.get(section) else f"lfads.{section}"
+            raise InputDataError("config", field, f"{where}: {str(exc).strip(chr(34))}")
         merged[section] = values
     return merged

@@ -1,6 +1,7 @@
 """Ridge decoding: planted maps are recovered, shuffles are not, folds never leak."""
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from lfads_core.decoding import decode_behavior, fit_ridge, summarize_scores, trial_folds
@@ -65,3 +66,19 @@ def test_lag_pairs_behaviour_with_earlier_features():
 def test_too_few_trials_for_the_folds():
     with pytest.raises(ValueError, match="folds"):
         trial_folds(3, 5, 0)
+
+
+def test_method_scores_adds_decoding_r2_of_all_targets():
+    from lfads_core.evaluation import method_scores
+
+    metrics = pd.DataFrame({"dataset": ["a", "a"], "method": ["lfads", "smoothing"],
+                            "metric": ["co-bps", "co-bps"], "value": [0.3, 0.2],
+                            "err": [np.nan, np.nan]})
+    decoding = pd.DataFrame({"dataset": ["a"] * 3, "method": ["lfads_rates"] * 3,
+                             "target": ["all", "x", "y"], "r2_mean": [0.9, 0.8, 0.95],
+                             "r2_std": [0.1] * 3, "n_folds": [5] * 3, "r2_sem": [0.04] * 3})
+    table = method_scores(metrics, decoding)
+    assert table.columns.tolist() == ["dataset", "method", "metric", "value", "err"]
+    assert table.iloc[-1].tolist() == ["a", "lfads_rates", "decoding R2", 0.9, 0.04]
+    assert len(table) == 3
+    assert method_scores(metrics).equals(metrics)

@@ -156,6 +156,30 @@ def test_method_comparison(tmp_path):
         plotting.plot_method_comparison(table.drop(columns="err"), tmp_path / "bad")
 
 
+def test_dataset_summary(tmp_path):
+    table = pd.DataFrame({
+        "dataset": ["a", "a", "b", "b", "a", "b", "c"],
+        "method": ["lfads", "smoothing", "lfads", "smoothing", "lfads", "lfads", "lfads"],
+        "metric": ["co-bps", "co-bps", "co-bps", "co-bps", "vel R2", "vel R2", "co-bps"],
+        "value": [0.3, 0.2, 0.25, 0.1, 0.9, 0.8, 0.4],
+        "err": [np.nan] * 4 + [0.01, 0.02, np.nan]})
+    stem = tmp_path / "summary"
+    fig = check_saved(plotting.plot_dataset_summary(table, stem, return_figure=True), stem)
+    check_style(fig)
+    left, right = visible_axes(fig)
+    assert left.get_ylabel() == "co-bps" and right.get_ylabel() == "vel R2"
+    assert [t.get_text() for t in left.get_xticklabels()] == ["a", "b", "c"]
+    # one bar per (dataset, method) present: lfads in a, b, c, smoothing in a and b
+    assert sorted(p.get_height() for p in left.patches) == pytest.approx(
+        [0.1, 0.2, 0.25, 0.3, 0.4])
+    assert [p.get_height() for p in right.patches] == pytest.approx([0.9, 0.8])
+    lfads_colour = left.patches[0].get_facecolor()
+    assert right.patches[0].get_facecolor() == lfads_colour  # one colour per method
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["lfads", "smoothing"]
+    with pytest.raises(ValueError, match="lacks column"):
+        plotting.plot_dataset_summary(table.drop(columns="dataset"), tmp_path / "bad")
+
+
 def test_latents_vs_truth(tmp_path):
     rng = np.random.default_rng(3)
     latents = rng.normal(size=(12, 30, 3)).cumsum(axis=1)

@@ -1,9 +1,10 @@
 """The simulated workflow through the SLURM profile on a real one-node SLURM cluster.
 
 `tests/slurm/cluster.sh` brings the cluster up (Debian's slurm-wlm and munge; partitions cpu
-and gpu, a node with one GPU backed by /dev/null). The test checks from SLURM's own records
-that train_lfads and sample_posterior ran as batch jobs on the gpu partition with a GPU
-allocated, that no light rule went through sbatch, and that the results match a local run.
+and gpu, a node with one GPU backed by /dev/null). The test runs a 2-point
+hyperparameter sweep and checks from SLURM's own records that train_lfads (once per point) and
+sample_posterior ran as batch jobs on the gpu partition with a GPU allocated, that no light rule
+went through sbatch, and that the results match a local run.
 """
 
 import os
@@ -60,31 +61,40 @@ def small_node_profile(directory: Path) -> Path:
     return directory
 
 
+def sweep_config() -> str:
+    """The tiny workflow with a 2-point sweep: two training jobs, one selection."""
+    config = yaml.safe_load(tiny_config())
+    config["lfads"]["sweep"] = {"method": "grid", "parameters": {"training.lr": [0.004, 0.02]}}
+    return yaml.safe_dump(config)
+
+
 def test_training_runs_on_the_gpu_partition_and_matches_a_local_run(cluster, tmp_path):
-    on_slurm = workflow_dir(tmp_path / "slurm", TINY_SHEET, tiny_config())
+    on_slurm = workflow_dir(tmp_path / "slurm", TINY_SHEET, sweep_config())
     run_snakemake(on_slurm, "--workflow-profile", str(small_node_profile(tmp_path / "profile")))
-    local = workflow_dir(tmp_path / "local", TINY_SHEET, tiny_config())
+    local = workflow_dir(tmp_path / "local", TINY_SHEET, sweep_config())
     run_snakemake(local, "--set-threads", "train_lfads=1", "sample_posterior=1")
 
     records = (cluster / "jobcomp.txt").read_text().strip().splitlines()
     jobs = [dict(re.findall(r"(\w+)=(\S*)", line)) for line in records]
-    rules = {}
+    rules = []
     for job in jobs:
         detail = subprocess.run(["scontrol", "-d", "show", "job", job["JobId"]],
                                 capture_output=True, text=True, check=True).stdout
         rule = re.search(r"Comment=rule_(\w+?)_wildcards", detail).group(1)
-        rules[rule] = (job, detail)
-    assert set(rules) == {"train_lfads", "sample_posterior"}  # light rules ran locally
-    for rule, (job, detail) in rules.items():
+        rules.append(rule)
         assert job["JobState"] == "COMPLETED" and job["Partition"] == "gpu", rule
         assert "BatchFlag=1" in detail and "JOB_GRES=gpu:1" in detail, rule
+    # one training job per sweep point, one posterior job for the selected run; the light
+    # rules (the selection among them) ran locally
+    assert sorted(rules) == ["sample_posterior", "train_lfads", "train_lfads"]
 
-    for name in ("lfads_input.h5", "lfads/default/posterior.h5"):
+    for name in ("lfads_input.h5", "lfads/selected/posterior.h5"):
         with h5py.File(on_slurm / "results/tiny" / name) as a, \
                 h5py.File(local / "results/tiny" / name) as b:
             assert set(a) == set(b)
             for key in a:
                 np.testing.assert_allclose(a[key][()], b[key][()], rtol=1e-5, atol=1e-7,
                                            err_msg=f"{name}:{key}")
-    assert (on_slurm / "results/tiny/metrics.tsv").read_text() == \
-        (local / "results/tiny/metrics.tsv").read_text()
+    for name in ("metrics.tsv", "lfads/selection.tsv"):
+        assert (on_slurm / "results/tiny" / name).read_text() == \
+            (local / "results/tiny" / name).read_text(), name

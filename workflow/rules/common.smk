@@ -3,15 +3,19 @@
 from pathlib import Path
 
 from lfads_core.settings import load_dataset_sheet, lfads_settings_for
+from lfads_core.sweep import DEFAULT_RUN, SELECTED_RUN, sweep_points
 
 DATASETS = load_dataset_sheet(config["datasets"], config["defaults"])
 SIMULATED_DIR = "resources/simulated"
+# Training runs per dataset: `default`, or one per point of the sweep (config lfads.sweep).
+SWEEP = sweep_points(config["lfads"].get("sweep"))
+SWEEPING = list(SWEEP) != [DEFAULT_RUN]
 
 
 wildcard_constraints:
     dataset="|".join(DATASETS),
     name="[A-Za-z0-9_.-]+",
-    run="[A-Za-z0-9_.-]+",
+    run="|".join([*SWEEP, SELECTED_RUN]),
 
 
 def _check_nwb_paths():
@@ -33,12 +37,17 @@ def _check_nwb_paths():
 _check_nwb_paths()
 
 
-# LFADS settings of every dataset (config `lfads`, with the dataset's overrides), checked now.
-LFADS_SETTINGS = {name: lfads_settings_for(config["lfads"], name) for name in DATASETS}
+# LFADS settings of every dataset and run (config `lfads`, the dataset's overrides, the run's
+# sweep point), checked now.
+LFADS_SETTINGS = {
+    (name, run): lfads_settings_for(config["lfads"], name, run, point)
+    for name in DATASETS
+    for run, point in SWEEP.items()
+}
 
 
 def lfads_settings(wildcards):
-    return LFADS_SETTINGS[wildcards.dataset]
+    return LFADS_SETTINGS[(wildcards.dataset, wildcards.run)]
 
 
 def dataset_settings(wildcards):
@@ -58,13 +67,27 @@ def is_simulated(dataset):
     return Path(DATASETS[dataset]["nwb"]).parent == Path(SIMULATED_DIR)
 
 
+def used_run():
+    """The LFADS run the downstream stages use: the sweep's selected run, or `default`."""
+    return SELECTED_RUN if SWEEPING else DEFAULT_RUN
+
+
 def posterior_file(wildcards):
-    """The LFADS run whose posterior the downstream stages use."""
-    return f"results/{wildcards.dataset}/lfads/default/posterior.h5"
+    return f"results/{wildcards.dataset}/lfads/{used_run()}/posterior.h5"
 
 
 def train_log_file(wildcards):
-    return f"results/{wildcards.dataset}/lfads/default/train_log.csv"
+    return f"results/{wildcards.dataset}/lfads/{used_run()}/train_log.csv"
+
+
+def sweep_run_files(wildcards):
+    """Every sweep run's model, training log and resolved config (for the selection)."""
+    runs = [f"results/{wildcards.dataset}/lfads/{run}" for run in SWEEP]
+    return {
+        "models": [f"{run}/model.pt" for run in runs],
+        "train_logs": [f"{run}/train_log.csv" for run in runs],
+        "configs": [f"{run}/config.yaml" for run in runs],
+    }
 
 
 def metric_tables(wildcards):
@@ -87,9 +110,24 @@ def figure_files():
     return files
 
 
+def summary_inputs(wildcards):
+    """Every dataset's metrics and decoding summary, and the sweep selections."""
+    tables = {
+        "metrics": [f"results/{dataset}/metrics.tsv" for dataset in DATASETS],
+        "decoding": [
+            f"results/{dataset}/decoding/summary.tsv"
+            for dataset in DATASETS
+            if has_behavior(dataset)
+        ],
+    }
+    if SWEEPING:
+        tables["selections"] = [f"results/{dataset}/lfads/selection.tsv" for dataset in DATASETS]
+    return tables
+
+
 def all_outputs():
-    """Final targets: every stage's result for every dataset of the sheet."""
-    files = ["results/config.yaml"] + figure_files()
+    """Final targets: every stage's result for every dataset of the sheet, and the summary."""
+    files = ["results/config.yaml"] + figure_files() + list(rules.summary.output)
     for dataset in DATASETS:
         files += [f"results/{dataset}/align/summary.json", f"results/{dataset}/factors.nwb",
                   f"results/{dataset}/metrics.tsv"]

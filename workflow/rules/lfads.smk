@@ -13,6 +13,8 @@ rule train_lfads:
         gpu=1,
         mem_mb=8000,
         runtime=240,
+    wildcard_constraints:
+        run="|".join(SWEEP),  # the configured runs; `selected` is a copy of one of them
     log:
         "logs/{dataset}/train_lfads_{run}.log",
     conda:
@@ -29,7 +31,8 @@ rule sample_posterior:
     output:
         posterior="results/{dataset}/lfads/{run}/posterior.h5",
     params:
-        lfads=lfads_settings,
+        device=config["lfads"]["device"],
+        batch_size=config["lfads"]["posterior_batch_size"],
     threads: 2
     resources:
         gpu=1,
@@ -41,3 +44,27 @@ rule sample_posterior:
         "../envs/lfads_core.yaml"
     script:
         "../scripts/sample_posterior.py"
+
+
+rule select_lfads_run:
+    """Sweep: keep the run with the lowest smoothed validation loss for downstream stages."""
+    input:
+        unpack(sweep_run_files),
+    output:
+        model="results/{dataset}/lfads/selected/model.pt",
+        train_log="results/{dataset}/lfads/selected/train_log.csv",
+        config="results/{dataset}/lfads/selected/config.yaml",
+        table=report(
+            "results/{dataset}/lfads/selection.tsv",
+            caption="../report/selection.rst",
+            category="Tables",
+            subcategory="{dataset}",
+        ),
+    params:
+        points=SWEEP,
+    log:
+        "logs/{dataset}/select_lfads_run.log",
+    conda:
+        "../envs/lfads_core.yaml"
+    script:
+        "../scripts/select_lfads_run.py"

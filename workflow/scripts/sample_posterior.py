@@ -4,9 +4,8 @@ from lfads_core.devices import claim_device
 from lfads_core.posterior import run_posterior
 from lfads_core.scripting import rule_logging
 
-with rule_logging(snakemake.log[0]) as log, claim_device(snakemake.params.lfads["device"]) as device:
+with rule_logging(snakemake.log[0]) as log, claim_device(snakemake.params.device) as device:
     torch.set_num_threads(snakemake.threads)
-    settings = snakemake.params.lfads
+    log.info("sampling on %s with %d CPU threads", device, snakemake.threads)
     run_posterior(snakemake.input.model, snakemake.input.data, snakemake.output.posterior,
-                  batch_size=settings["posterior_batch_size"], device=str(device),
-                  seed=settings["training"]["seed"])
+                  batch_size=snakemake.params.batch_size, device=str(device))

@@ -21,5 +21,7 @@ with rule_logging(snakemake.log[0]) as log, claim_device(snakemake.params.lfads[
     with open(snakemake.output.config, "w") as f:
         yaml.safe_dump({"model": model_cfg.to_dict(), "training": train_cfg.to_dict(),
                         "device": str(device), "input": snakemake.input.data,
-                        "stop_reason": result.stop_reason, "best_epoch": result.best_epoch,
+                        "run": snakemake.wildcards.run, "stop_reason": result.stop_reason,
+                        "best_epoch": result.best_epoch,
+                        "best_valid_metric_smooth": float(result.best_metric),
                         "epochs_run": result.epochs_run}, f, sort_keys=False)

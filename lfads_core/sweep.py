@@ -1,0 +1,143 @@
+"""Hyperparameter sweeps over LFADS settings, and the choice of the best run.
+
+A sweep (config ``lfads.sweep``) names one training run per point::
+
+    method: grid            # none | grid | random
+    n_runs: 8               # random only: number of points drawn
+    seed: 0                 # random only
+    parameters:             # "model.<key>" or "training.<key>" -> values
+      training.lr: [0.002, 0.004]                     # grid and random: a list of choices
+      model.dropout_rate: {low: 0.0, high: 0.3}       # random only: a range,
+      training.l2_gen_scale: {low: 10, high: 3000, log: true}   # log-uniform if ``log``
+
+Grid points are the Cartesian product of the lists, in the order the parameters are written
+(the last varies fastest). Random points draw every parameter independently from a
+``numpy.random.default_rng(seed)``; ranges with integer ends draw integers (ends included).
+Runs are named ``sweep_000``, ``sweep_001``, ...; without a sweep the single run is
+``default``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import numbers
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from .errors import InputDataError
+
+DEFAULT_RUN = "default"
+SELECTED_RUN = "selected"
+METHODS = ("none", "grid", "random")
+_WHERE = "lfads.sweep"
+
+
+def _bad(field: str, why: str):
+    raise InputDataError("config", f"{_WHERE}.{field}", why)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) \
+        and math.isfinite(value)
+
+
+def _check_parameters(parameters: dict, method: str) -> None:
+    if not parameters:
+        _bad("parameters", f"method '{method}' needs at least one parameter")
+    for name, values in parameters.items():
+        section, _, key = str(name).partition(".")
+        if section not in ("model", "training") or not key:
+            _bad("parameters", f"'{name}' must be 'model.<key>' or 'training.<key>'")
+        if isinstance(values, list):
+            if not values:
+                _bad(f"parameters.{name}", "the list of values is empty")
+        elif isinstance(values, dict) and method == "random":
+            unknown = set(values) - {"low", "high", "log"}
+            if unknown or not {"low", "high"} <= set(values):
+                _bad(f"parameters.{name}", "a range is {low: ..., high: ..., log: true|false}")
+            low, high = values["low"], values["high"]
+            if not (_is_number(low) and _is_number(high) and low <= high):
+                _bad(f"parameters.{name}", f"range needs numbers low <= high, got {low}, {high}")
+            if values.get("log", False) and low <= 0:
+                _bad(f"parameters.{name}", "a log range needs low > 0")
+        else:
+            kind = "a list of values" + (" or a {low, high} range" if method == "random" else "")
+            _bad(f"parameters.{name}", f"must be {kind} for method '{method}', got {values!r}")
+
+
+def _draw(values, rng: np.random.Generator):
+    """One random value of a parameter: a choice from a list, or a draw from a range."""
+    if isinstance(values, list):
+        return values[int(rng.integers(len(values)))]
+    low, high, log = values["low"], values["high"], values.get("log", False)
+    integer = isinstance(low, numbers.Integral) and isinstance(high, numbers.Integral)
+    if log:
+        value = float(np.exp(rng.uniform(np.log(low), np.log(high))))
+        return int(round(value)) if integer else value
+    return int(rng.integers(low, high + 1)) if integer else float(rng.uniform(low, high))
+
+
+def sweep_points(sweep: dict | None) -> dict[str, dict[str, dict]]:
+    """Run name -> ``{"model": {...}, "training": {...}}`` settings of that point.
+
+    ``sweep`` is config ``lfads.sweep`` (None or method ``none``: one run ``default`` with no
+    changes). Raises :class:`InputDataError` naming the field of a malformed sweep; the values
+    themselves are checked later with the rest of the LFADS settings."""
+    sweep = sweep or {}
+    method = sweep.get("method", "none")
+    if method not in METHODS:
+        _bad("method", f"must be one of {METHODS}, got {method!r}")
+    if method == "none":
+        return {DEFAULT_RUN: {"model": {}, "training": {}}}
+    parameters = sweep.get("parameters") or {}
+    _check_parameters(parameters, method)
+    names = list(parameters)
+    if method == "grid":
+        points = [dict(zip(names, combo))
+                  for combo in itertools.product(*(parameters[n] for n in names))]
+    else:
+        n_runs = sweep.get("n_runs", 0)
+        if not isinstance(n_runs, int) or isinstance(n_runs, bool) or n_runs < 1:
+            _bad("n_runs", f"must be an integer >= 1 for method 'random', got {n_runs!r}")
+        rng = np.random.default_rng(sweep.get("seed", 0))
+        points = [{n: _draw(parameters[n], rng) for n in names} for _ in range(n_runs)]
+    width = max(3, len(str(len(points) - 1)))
+    runs = {}
+    for i, point in enumerate(points):
+        settings = {"model": {}, "training": {}}
+        for name, value in point.items():
+            section, _, key = name.partition(".")
+            settings[section][key] = value
+        runs[f"sweep_{i:0{width}d}"] = settings
+    return runs
+
+
+def selection_table(run_configs: dict[str, str | Path], points: dict[str, dict]) -> pd.DataFrame:
+    """One row per run: its swept values, best epoch and smoothed validation loss.
+
+    ``run_configs``: run name -> the run's resolved ``config.yaml`` (written by the
+    ``train_lfads`` rule; holds ``best_epoch`` and ``best_valid_metric_smooth``, the
+    exponential moving average of the validation reconstruction loss at the kept epoch).
+    The run with the lowest finite loss is marked ``selected`` (ties: the first run by name).
+    Raises ValueError when no run has a finite loss."""
+    rows = []
+    for run in sorted(run_configs):
+        resolved = yaml.safe_load(Path(run_configs[run]).read_text())
+        row = {"run": run}
+        for section, values in points.get(run, {}).items():
+            row.update({f"{section}.{key}": value for key, value in values.items()})
+        loss = resolved.get("best_valid_metric_smooth")
+        row.update(best_epoch=resolved.get("best_epoch"), epochs_run=resolved.get("epochs_run"),
+                   valid_loss_smooth=float("nan") if loss is None else float(loss))
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    finite = np.isfinite(table["valid_loss_smooth"].to_numpy(dtype=float))
+    if not finite.any():
+        raise ValueError(f"no run has a finite smoothed validation loss: {sorted(run_configs)}")
+    best = table["valid_loss_smooth"].where(finite).idxmin()
+    table["selected"] = table.index == best
+    return table

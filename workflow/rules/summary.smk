@@ -1,0 +1,25 @@
+rule summary:
+    """Every dataset's metrics and decoding scores in one table and one figure."""
+    input:
+        unpack(summary_inputs),
+    output:
+        metrics=report(
+            "results/summary/metrics.tsv",
+            caption="../report/summary_metrics.rst",
+            category="Summary",
+        ),
+        decoding="results/summary/decoding.tsv",
+        png=report(
+            "results/summary/metrics.png",
+            caption="../report/summary_figure.rst",
+            category="Summary",
+        ),
+        pdf="results/summary/metrics.pdf",
+        # the run each dataset's sweep chose, with every run's validation loss
+        **({"selection": "results/summary/selection.tsv"} if SWEEPING else {}),
+    log:
+        "logs/summary.log",
+    conda:
+        "../envs/lfads_core.yaml"
+    script:
+        "../scripts/summary.py"

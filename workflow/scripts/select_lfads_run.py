@@ -1,0 +1,14 @@
+import shutil
+
+from lfads_core.scripting import rule_logging
+from lfads_core.sweep import selection_table
+
+with rule_logging(snakemake.log[0]) as log:
+    runs = list(snakemake.params.points)
+    table = selection_table(dict(zip(runs, snakemake.input.configs)), snakemake.params.points)
+    table.insert(0, "dataset", snakemake.wildcards.dataset)
+    best = runs.index(table.loc[table["selected"], "run"].item())
+    for name in ("model", "train_log", "config"):
+        shutil.copyfile(snakemake.input[f"{name}s"][best], snakemake.output[name])
+    table.to_csv(snakemake.output.table, sep="\t", index=False)
+    log.info("runs:\n%s\nselected: %s", table.to_string(index=False), runs[best])
