@@ -374,19 +374,19 @@ def plot_dataset_summary(table: pd.DataFrame, out_stem: str | Path,
     n_rows = -(-len(metrics) // n_cols)
     fig = _new_figure(DOUBLE_COLUMN_IN, 0.4 + 2.0 * n_rows)
     axes = fig.subplots(n_rows, n_cols, squeeze=False).ravel()
-    width = 0.8 / len(methods)
+    colors = {m: f"C{i % 10}" for i, m in enumerate(methods)}
     x = np.arange(len(datasets))
     for ax, metric in zip(axes, metrics):
         rows = table[table["metric"] == metric]
-        for i, method in enumerate(methods):
-            by_dataset = rows[rows["method"] == method].set_index("dataset")
-            if by_dataset.empty:
-                continue
-            shown = np.array([d in by_dataset.index for d in datasets])
-            values = by_dataset.reindex(datasets)["value"].to_numpy(dtype=float)
-            errs = by_dataset.reindex(datasets)["err"].to_numpy(dtype=float)
-            pos = x + (i - (len(methods) - 1) / 2) * width
-            ax.bar(pos[shown], np.nan_to_num(values[shown]), width, color=f"C{i % 10}",
+        present = [m for m in methods if (rows["method"] == m).any()]
+        width = 0.8 / len(present)
+        for i, method in enumerate(present):
+            by_dataset = rows[rows["method"] == method].set_index("dataset").reindex(datasets)
+            shown = by_dataset["method"].notna().to_numpy()
+            values = by_dataset["value"].to_numpy(dtype=float)
+            errs = by_dataset["err"].to_numpy(dtype=float)
+            pos = x + (i - (len(present) - 1) / 2) * width
+            ax.bar(pos[shown], np.nan_to_num(values[shown]), width, color=colors[method],
                    label=method)
             has_err = shown & np.isfinite(errs) & np.isfinite(values)
             if has_err.any():
