@@ -1,4 +1,5 @@
-"""How well inferred quantities recover a simulation's ground truth (rates and latents).
+"""How well inferred quantities recover a simulation's ground truth (rates, latents, and the
+timing of input pulses).
 
 Shapes: trials x time bins x channels. Rates are expected counts per bin.
 """
@@ -60,3 +61,35 @@ def smoothing_baseline_r2(train_counts, train_rates, test_counts, test_rates,
     trials, and the rate R^2 it reaches on the test trials. Returns ``(r2, sigma_bins)``."""
     best = max(sigmas_bins, key=lambda s: rate_r2(smooth_spikes(train_counts, s), train_rates))
     return rate_r2(smooth_spikes(test_counts, best), test_rates), float(best)
+
+
+def pulse_bins(pulse_times_s: np.ndarray, window_start_s: np.ndarray,
+               bin_width_s: float) -> np.ndarray:
+    """Bin (within each trial's window) holding each input pulse's onset, as int64.
+
+    ``pulse_times_s`` and ``window_start_s`` (trials,) on the recording's clock (s)."""
+    offset = (np.asarray(pulse_times_s, float) - np.asarray(window_start_s, float)) / bin_width_s
+    return np.floor(offset + 1e-9).astype(np.int64)
+
+
+def input_peak_bins(inputs: np.ndarray) -> np.ndarray:
+    """Bin of each trial's inferred-input peak, as int64 (trials,).
+
+    Inferred inputs (trials x bins x dims) have an arbitrary sign and scale per dimension and
+    may sit on a constant offset, so the peak is taken of their magnitude about the trial's
+    baseline: the Euclidean norm over dimensions of the inputs minus their median over the
+    trial's bins."""
+    x = np.asarray(inputs, dtype=float)
+    deviation = x - np.median(x, axis=1, keepdims=True)
+    return np.argmax(np.linalg.norm(deviation, axis=2), axis=1).astype(np.int64)
+
+
+def input_peak_error_bins(inputs: np.ndarray, true_bins: np.ndarray) -> np.ndarray:
+    """Signed error (bins, int64, trials,) of each trial's inferred-input peak
+    (:func:`input_peak_bins`) against the true input's bin ``true_bins`` (trials,)."""
+    return input_peak_bins(inputs) - np.asarray(true_bins, dtype=np.int64)
+
+
+def fraction_within(errors: np.ndarray, tolerance: int) -> float:
+    """Fraction of ``errors`` whose absolute value is at most ``tolerance``."""
+    return float(np.mean(np.abs(np.asarray(errors)) <= tolerance))

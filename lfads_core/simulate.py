@@ -5,6 +5,14 @@ condition's initial state. Units fire as inhomogeneous Poisson processes whose l
 linear readouts of the z-scored latents; a 2-D "hand velocity" is another linear readout plus
 noise. The ground truth (latents, rates) is stored next to the data for evaluation.
 
+Chaotic RNN options (the classic LFADS demo): ``input_pulse`` kicks the RNN on each trial with
+one brief pulse ``u(t)`` (``pulse_amplitude`` for ``pulse_width_ms``, onset uniform on the 1 ms
+grid within ``pulse_window_s`` of the trial start) along a fixed random input direction ``b``
+(``tau dx/dt = -x + gain J tanh(x) + b u(t)``). Trials of a condition then differ after their
+pulse, so latents and rates are simulated per trial; the pulse onset is the trials column
+``pulse_time`` and ``u(t)`` the ground-truth series ``inputs``. ``readout: tanh`` makes each
+unit the rate of one RNN unit (a random subset): ``max_rate_hz * (tanh(x_i) + 1) / 2``.
+
 Time layout (one session clock from 0 s): trial ``k`` occupies ``[start_k, start_k + duration)``,
 the first starting at 0.1 s, with random gaps (``iti_s``, 1 ms resolution) between trials.
 Dynamics and spikes exist only within trials. Behaviour and ground truth are regular series
@@ -24,6 +32,7 @@ from __future__ import annotations
 
 import copy
 import datetime
+import functools
 import json
 import math
 import numbers
@@ -49,7 +58,18 @@ DEFAULT_PARAMS: dict = {
     "lorenz_speed": 2.5,
     # chaotic RNN: units, gain of the recurrent weights, time constant (s)
     "rnn_units": 50, "rnn_gain": 1.5, "rnn_tau_s": 0.025,
+    # rate readout: "loglinear" (above) or "tanh" (chaotic_rnn: rate of one RNN unit, Hz)
+    "readout": "loglinear", "max_rate_hz": 30.0,
+    # chaotic_rnn input pulses: one per trial, onset uniform in pulse_window_s (s from the
+    # trial start), amplitude in units of the RNN state (x jumps by ~ amplitude * width / tau)
+    "input_pulse": False, "pulse_amplitude": 10.0, "pulse_window_s": [0.25, 0.75],
+    "pulse_width_ms": 10,
 }
+# Keys added after the first files were written: left out of a file's description while at
+# their defaults, so that the same params still give the same file.
+_OMIT_IF_DEFAULT = ("readout", "max_rate_hz", "input_pulse", "pulse_amplitude",
+                    "pulse_window_s", "pulse_width_ms")
+READOUTS = ("loglinear", "tanh")
 SYSTEMS = ("lorenz", "chaotic_rnn")
 FIRST_TRIAL_S = 0.1
 LOG_RATE_STD = 0.7  # std of each neuron's log-rate modulation
@@ -57,7 +77,7 @@ HAND_SPEED_STD = 0.1  # std of each hand-velocity component (m/s), before noise
 SPIKE_TICKS_PER_STEP = 30  # spike-time grid: dt / 30
 SESSION_START = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
 _STREAMS = ("init", "system", "readout", "rates", "behavior", "spikes", "heldout", "trials",
-            "split")
+            "split", "pulses")  # new streams go last: spawned children keep their seeds
 
 
 @dataclass
@@ -67,6 +87,7 @@ class SimulatedSession:
     spike_times: list[np.ndarray]  # one sorted array per unit
     heldout: np.ndarray  # (units,) bool
     trials: pd.DataFrame  # start_time, stop_time, move_onset_time, condition, split
+    #                       (+ pulse_time with input pulses)
     behavior_rate_hz: float
     hand_vel: np.ndarray  # (samples, 2) m/s from t=0, NaN outside trials
     truth_rate_hz: float
@@ -74,6 +95,7 @@ class SimulatedSession:
     truth_rates_hz: np.ndarray  # (samples, units) Hz, at T/2 + j*T
     obs_intervals: np.ndarray  # (trials, 2) where every unit was observed
     params: dict
+    truth_inputs: np.ndarray | None = None  # (samples, 1) input u(t) at T/2 + j*T, if pulses
 
 
 def _check_params(params: dict) -> dict:
@@ -112,7 +134,7 @@ def _check_params(params: dict) -> dict:
     for key in ("heldout_fraction", "valid_fraction"):
         if p[key] >= 1:
             bad(key, "must be < 1")
-    for key, low in (("iti_s", 0.0), ("mean_rate_hz", 1e-9)):
+    for key, low in (("iti_s", 0.0), ("mean_rate_hz", 1e-9), ("pulse_window_s", 0.0)):
         pair = p[key]
         if not isinstance(pair, (list, tuple)) or len(pair) != 2 or \
                 not all(map(is_real, pair)) or not low <= pair[0] <= pair[1]:
@@ -128,24 +150,49 @@ def _check_params(params: dict) -> dict:
     truth_ms = 1e3 / p["truth_rate_hz"]
     if abs(truth_ms - round(truth_ms)) > 1e-9:
         bad("truth_rate_hz", "its step (1000 / rate ms) must be a whole number of ms")
+
+    if p["readout"] not in READOUTS:
+        bad("readout", f"must be one of {READOUTS}")
+    number("max_rate_hz", 0, low_ok=False)
+    number("pulse_amplitude", 0)
+    number("pulse_width_ms", 1, integer=True)
+    if not isinstance(p["input_pulse"], bool):
+        bad("input_pulse", "must be true or false")
+    if p["readout"] == "tanh":
+        if p["system"] != "chaotic_rnn":
+            bad("readout", "'tanh' needs system 'chaotic_rnn'")
+        if p["n_neurons"] > p["rnn_units"]:
+            bad("n_neurons", f"must be <= rnn_units ({p['rnn_units']}) with readout 'tanh' "
+                             "(one unit per RNN unit)")
+    if p["input_pulse"]:
+        if p["system"] != "chaotic_rnn":
+            bad("input_pulse", "input pulses need system 'chaotic_rnn'")
+        if p["pulse_window_s"][1] + p["pulse_width_ms"] / 1e3 > p["trial_duration_s"] + 1e-9:
+            bad("pulse_window_s", "the latest pulse (window end + pulse_width_ms) must end "
+                                  "within trial_duration_s")
     return p
 
 
-# --- latent systems: each returns latents of shape (conditions, steps, n_latents) -----------
+# --- latent systems: latents (conditions, steps, n_latents); (trials, ...) with input pulses
 
 def _rk4(deriv, x: np.ndarray, h: float) -> np.ndarray:
+    """One classic Runge-Kutta step of size ``h`` of ``dx/dt = deriv(x)``."""
     k1 = deriv(x)
     k2 = deriv(x + 0.5 * h * k1)
     k3 = deriv(x + 0.5 * h * k2)
     return x + h / 6.0 * (k1 + 2 * k2 + 2 * k3 + deriv(x + h * k3))
 
 
-def _trajectories(deriv, x: np.ndarray, h: float, n_steps: int) -> np.ndarray:
-    """States (batch, n_steps, dims) at the start of each RK4 step of size ``h``."""
+def _trajectories(deriv, x: np.ndarray, h: float, n_steps: int, drive=None) -> np.ndarray:
+    """States (batch, n_steps, dims) at the start of each RK4 step of size ``h``.
+
+    ``drive(i)``, if given, is the external input during step ``i`` (held constant over the
+    step), passed to ``deriv`` as ``inputs``."""
     out = np.empty((len(x), n_steps, x.shape[-1]))
     for i in range(n_steps):
         out[:, i] = x
-        x = _rk4(deriv, x, h)
+        step = deriv if drive is None else functools.partial(deriv, inputs=drive(i))
+        x = _rk4(step, x, h)
     return out
 
 
@@ -155,7 +202,7 @@ def _lorenz_deriv(x: np.ndarray, sigma=10.0, rho=28.0, beta=8.0 / 3.0) -> np.nda
                      x[..., 0] * x[..., 1] - beta * x[..., 2]], axis=-1)
 
 
-def _lorenz(p: dict, n_steps: int, rng: dict) -> np.ndarray:
+def _lorenz(p: dict, n_steps: int, rng: dict, pulses=None) -> np.ndarray:
     """Lorenz states (one run per condition); initial states lie on the attractor (burn-in)."""
     x = rng["init"].normal(0.0, 5.0, (p["n_conditions"], 3)) + [0.0, 0.0, 25.0]
     for _ in range(3000):  # 30 Lorenz time units of burn-in
@@ -163,18 +210,27 @@ def _lorenz(p: dict, n_steps: int, rng: dict) -> np.ndarray:
     return _trajectories(_lorenz_deriv, x, p["dt_ms"] * 1e-3 * p["lorenz_speed"], n_steps)
 
 
-def _chaotic_rnn(p: dict, n_steps: int, rng: dict) -> np.ndarray:
-    """tanh of the states of tau dx/dt = -x + gain J tanh(x) + u(t), J ~ N(0, 1/N)."""
+def _chaotic_rnn(p: dict, n_steps: int, rng: dict, pulses=None) -> np.ndarray:
+    """tanh of the states of tau dx/dt = -x + gain J tanh(x) + b u(t), J ~ N(0, 1/N).
+
+    Without ``pulses``, one run per condition and u = 0. With ``pulses = (conds, u)`` (trials,
+    and trials x steps input u in state units), one run per trial from its condition's initial
+    state, driven along the input direction b ~ N(0, 1) per unit."""
     n = p["rnn_units"]
     weights = p["rnn_gain"] * rng["system"].normal(0.0, 1.0 / np.sqrt(n), (n, n))
     tau = p["rnn_tau_s"]
 
     def deriv(x: np.ndarray, inputs: float | np.ndarray = 0.0) -> np.ndarray:
-        # External input pulses u(t) will enter here as ``inputs`` (conditions x units).
         return (-x + np.tanh(x) @ weights.T + inputs) / tau
 
     x = rng["init"].normal(0.0, 1.0, (p["n_conditions"], n))
-    return np.tanh(_trajectories(deriv, x, p["dt_ms"] * 1e-3, n_steps))
+    drive = None
+    if pulses is not None:
+        conds, u = pulses
+        direction = rng["pulses"].normal(0.0, 1.0, n)
+        x = x[conds]
+        drive = lambda i: u[:, i, None] * direction  # noqa: E731  (trials x units)
+    return np.tanh(_trajectories(deriv, x, p["dt_ms"] * 1e-3, n_steps, drive))
 
 
 _SYSTEMS = {"lorenz": _lorenz, "chaotic_rnn": _chaotic_rnn}
@@ -196,19 +252,6 @@ def simulate_session(params: dict) -> SimulatedSession:
     n_steps = round(p["trial_duration_s"] * 1e3) * steps_per_ms  # per trial
     n_neurons, n_trials = p["n_neurons"], p["n_conditions"] * p["trials_per_condition"]
 
-    # Latents per condition, z-scored per dimension over all trial samples.
-    latents = _SYSTEMS[p["system"]](p, n_steps, rng)
-    flat = latents.reshape(-1, latents.shape[-1])
-    z = (latents - flat.mean(0)) / np.maximum(flat.std(0), 1e-12)
-    z_flat = z.reshape(-1, z.shape[-1])
-
-    # Readout: log-rate = b + w.z, modulation std LOG_RATE_STD, mean rate exactly the target.
-    target = np.exp(rng["rates"].uniform(*np.log(p["mean_rate_hz"]), n_neurons))
-    w = rng["readout"].normal(size=(z.shape[-1], n_neurons))
-    w *= LOG_RATE_STD / np.maximum((z_flat @ w).std(0), 1e-12)
-    b = np.log(target) - np.log(np.exp(z_flat @ w).mean(0))
-    rates = np.exp(b + z @ w)  # (conditions, steps, neurons) Hz
-
     # Trials: shuffled conditions, random gaps on a 1 ms grid; times in integer steps.
     conds = rng["trials"].permutation(np.repeat(np.arange(p["n_conditions"]),
                                                 p["trials_per_condition"]))
@@ -226,12 +269,42 @@ def simulate_session(params: dict) -> SimulatedSession:
                            "move_onset_time": start_step / steps_per_s + p["event_offset_s"],
                            "condition": conds.astype(np.int64), "split": split.astype(str)})
 
+    # Input pulses: onset on the 1 ms grid within pulse_window_s; u (trials x steps).
+    pulses, u = None, None
+    if p["input_pulse"]:
+        lo_ms, hi_ms = (round(t * 1e3) for t in p["pulse_window_s"])
+        onset_step = rng["pulses"].integers(lo_ms, hi_ms + 1, n_trials) * steps_per_ms
+        width = p["pulse_width_ms"] * steps_per_ms
+        step = np.arange(n_steps)
+        u = p["pulse_amplitude"] * ((step >= onset_step[:, None]) &
+                                    (step < onset_step[:, None] + width))
+        trials["pulse_time"] = (start_step + onset_step) / steps_per_s
+        pulses = (conds, u)
+    # Row of the latents (and rates) of each trial: its condition, or itself with pulses.
+    row = conds if pulses is None else np.arange(n_trials)
+
+    # Latents, z-scored per dimension over all trial samples.
+    latents = _SYSTEMS[p["system"]](p, n_steps, rng, pulses)
+    flat = latents.reshape(-1, latents.shape[-1])
+    z = (latents - flat.mean(0)) / np.maximum(flat.std(0), 1e-12)
+    z_flat = z.reshape(-1, z.shape[-1])
+
+    if p["readout"] == "tanh":  # each neuron reads one RNN unit (tanh state in [-1, 1])
+        units = rng["readout"].choice(latents.shape[-1], n_neurons, replace=False)
+        rates = p["max_rate_hz"] * (latents[..., units] + 1.0) / 2.0
+    else:  # log-rate = b + w.z, modulation std LOG_RATE_STD, mean rate exactly the target
+        target = np.exp(rng["rates"].uniform(*np.log(p["mean_rate_hz"]), n_neurons))
+        w = rng["readout"].normal(size=(z.shape[-1], n_neurons))
+        w *= LOG_RATE_STD / np.maximum((z_flat @ w).std(0), 1e-12)
+        b = np.log(target) - np.log(np.exp(z_flat @ w).mean(0))
+        rates = np.exp(b + z @ w)  # (rows, steps, neurons) Hz
+
     # Spikes: Poisson counts per step and neuron, times uniform within the step (on a grid of
     # SPIKE_TICKS_PER_STEP ticks per step, the Units resolution: 30 kHz for 1 ms steps).
     ticks_per_s = SPIKE_TICKS_PER_STEP * steps_per_ms * 1000
     per_unit, per_time = [], []
     for k in range(n_trials):
-        counts = rng["spikes"].poisson(rates[conds[k]] * dt)
+        counts = rng["spikes"].poisson(rates[row[k]] * dt)
         step, unit = np.nonzero(counts)
         reps = counts[step, unit]
         step, unit = np.repeat(step, reps), np.repeat(unit, reps)
@@ -255,7 +328,7 @@ def simulate_session(params: dict) -> SimulatedSession:
     k = np.searchsorted(start_step, global_step, side="right") - 1
     inside = (k >= 0) & (global_step < start_step[np.maximum(k, 0)] + n_steps)
     hand_vel = np.full((n_beh, 2), np.nan)
-    signal = z[conds[k[inside]], global_step[inside] - start_step[k[inside]]] @ mix
+    signal = z[row[k[inside]], global_step[inside] - start_step[k[inside]]] @ mix
     hand_vel[inside] = signal + rng["behavior"].normal(
         0.0, p["behavior_noise"] * HAND_SPEED_STD, signal.shape)
 
@@ -264,18 +337,23 @@ def simulate_session(params: dict) -> SimulatedSession:
     first = np.arange(math.ceil(end_step / width)) * width
     k = np.searchsorted(start_step, first, side="right") - 1
     inside = (k >= 0) & (first + width <= start_step[np.maximum(k, 0)] + n_steps)
-    offsets, c = first[inside] - start_step[k[inside]], conds[k[inside]]
+    offsets, c = first[inside] - start_step[k[inside]], row[k[inside]]
     truth_latents = np.full((len(first), z.shape[-1]), np.nan, dtype=np.float32)
     truth_latents[inside] = _block_means(z, offsets, c, width)
     truth_rates = np.full((len(first), n_neurons), np.nan, dtype=np.float32)
     truth_rates[inside] = _block_means(rates, offsets, c, width)
+    truth_inputs = None
+    if u is not None:
+        truth_inputs = np.full((len(first), 1), np.nan, dtype=np.float32)
+        truth_inputs[inside] = _block_means(u[..., None].astype(float), offsets, c, width)
 
     return SimulatedSession(
         spike_times=spike_times, heldout=heldout, trials=trials,
         behavior_rate_hz=float(p["behavior_rate_hz"]), hand_vel=hand_vel,
         truth_rate_hz=float(p["truth_rate_hz"]), truth_latents=truth_latents,
         truth_rates_hz=truth_rates,
-        obs_intervals=trials[["start_time", "stop_time"]].to_numpy(), params=p)
+        obs_intervals=trials[["start_time", "stop_time"]].to_numpy(), params=p,
+        truth_inputs=truth_inputs)
 
 
 def write_nwb(session: SimulatedSession, path: str | Path) -> None:
@@ -286,7 +364,8 @@ def write_nwb(session: SimulatedSession, path: str | Path) -> None:
     from pynwb.misc import Units
 
     p = session.params
-    text = json.dumps(p, sort_keys=True)
+    text = json.dumps({k: v for k, v in p.items()
+                       if k not in _OMIT_IF_DEFAULT or v != DEFAULT_PARAMS[k]}, sort_keys=True)
     nwb = NWBFile(
         session_description=f"Simulated spiking recording ({p['system']} latent dynamics, "
                             f"Poisson spikes); parameters: {text}",
@@ -305,12 +384,16 @@ def write_nwb(session: SimulatedSession, path: str | Path) -> None:
                "condition": "condition index: the latent system's initial state",
                "trial_type": "same as condition (as in the Neural Latents Benchmark)",
                "split": "NLB data split: 'train' or 'val'"}
+    pulsed = "pulse_time" in session.trials
+    if pulsed:
+        columns["pulse_time"] = "onset of the trial's input pulse to the latent RNN (s)"
     for name, description in columns.items():
         nwb.add_trial_column(name, description)
     for row in session.trials.itertuples(index=False):
+        extra = {"pulse_time": row.pulse_time} if pulsed else {}
         nwb.add_trial(start_time=row.start_time, stop_time=row.stop_time,
                       move_onset_time=row.move_onset_time, condition=int(row.condition),
-                      trial_type=int(row.condition), split=str(row.split))
+                      trial_type=int(row.condition), split=str(row.split), **extra)
 
     nwb.units = Units(name="units", description="Simulated Poisson units",
                       resolution=p["dt_ms"] * 1e-3 / SPIKE_TICKS_PER_STEP)
@@ -339,6 +422,10 @@ def write_nwb(session: SimulatedSession, path: str | Path) -> None:
                      "Latent states, z-scored per dimension (inputs of the rate readout)"))
     truth.add(series("rates", session.truth_rates_hz, "Hz", session.truth_rate_hz, half,
                      "Firing rate of every unit (units in the order of the Units table)"))
+    if session.truth_inputs is not None:
+        truth.add(series("inputs", session.truth_inputs, "a.u.", session.truth_rate_hz, half,
+                         "External input u(t) to the latent RNN: the input pulses (amplitude "
+                         "in units of the RNN state)"))
     with NWBHDF5IO(str(path), "w") as io:
         io.write(nwb)
 

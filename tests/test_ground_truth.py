@@ -33,3 +33,29 @@ def test_smoothing_keeps_levels_and_baseline_picks_a_kernel():
     np.testing.assert_allclose(smooth_spikes(np.full((2, 50, 3), 4), 3), 4.0)  # keeps levels
     r2, sigma = smoothing_baseline_r2(counts[:40], rates[:40], counts[40:], rates[40:])
     assert 0.3 < r2 < 1.0 and sigma > 1
+
+
+def test_pulse_bins_floor_onsets_into_window_bins():
+    from lfads_core.ground_truth import pulse_bins
+
+    starts = np.array([10.0, 20.0, 30.0])
+    # onsets 5 ms, 10 ms (exactly on an edge: bin 1) and 999 ms into 10 ms-binned windows
+    np.testing.assert_array_equal(pulse_bins(starts + [0.005, 0.010, 0.999], starts, 0.01),
+                                  [0, 1, 99])
+
+
+def test_input_peak_ignores_sign_scale_and_offset():
+    from lfads_core.ground_truth import fraction_within, input_peak_bins, input_peak_error_bins
+
+    rng = np.random.default_rng(0)
+    inputs = rng.normal(0.0, 0.1, (4, 50, 2))
+    true = np.array([5, 20, 33, 49])
+    inputs[0, 5, 0] += 3.0  # positive pulse in dim 0
+    inputs[1, 20, 1] -= 0.9  # negative pulse in dim 1, small scale
+    inputs[2] += 7.0  # large constant offset on every bin
+    inputs[2, 33, :] -= 2.0
+    inputs[3, 49] += [1.0, -1.0]  # peak in the last bin, both dims
+    np.testing.assert_array_equal(input_peak_bins(inputs), true)
+    errors = input_peak_error_bins(inputs, true - [0, 2, -4, 3])
+    np.testing.assert_array_equal(errors, [0, 2, -4, 3])
+    assert fraction_within(errors, 3) == 0.75 and fraction_within(errors, 1) == 0.25

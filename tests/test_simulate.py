@@ -235,3 +235,125 @@ def test_write_nwb_overwrites(small, tmp_path):
     write_nwb(session, tmp_path / "x.nwb")
     write_nwb(session, tmp_path / "x.nwb")
     assert h5py.is_hdf5(tmp_path / "x.nwb")
+
+
+PULSED = {**SMALL, "system": "chaotic_rnn", "rnn_units": 20, "readout": "tanh",
+          "input_pulse": True, "pulse_window_s": [0.2, 0.6], "pulse_width_ms": 10,
+          "truth_rate_hz": 100, "iti_s": [0.1, 0.1]}  # trials start on the 10 ms truth grid
+
+
+@pytest.fixture(scope="module")
+def pulsed(tmp_path_factory):
+    """A small chaotic-RNN session with one input pulse per trial, and its NWB file."""
+    path = tmp_path_factory.mktemp("sim") / "pulsed.nwb"
+    return simulate_to_nwb(PULSED, path), path
+
+
+def trial_rows(session, values):
+    """Ground-truth samples of each trial: trials x samples x dims (truth step grid)."""
+    step = 1.0 / session.truth_rate_hz
+    first = np.round(session.trials.start_time.to_numpy() / step).astype(int)
+    n = int(round((session.trials.stop_time.iat[0] - session.trials.start_time.iat[0]) / step))
+    return np.stack([values[i:i + n] for i in first])
+
+
+def test_pulses_one_per_trial_in_the_window(pulsed):
+    session, _ = pulsed
+    trials = session.trials
+    offset = (trials.pulse_time - trials.start_time).to_numpy()
+    assert np.all((offset >= 0.2 - 1e-9) & (offset <= 0.6 + 1e-9))
+    np.testing.assert_allclose(offset * 1e3, np.round(offset * 1e3), atol=1e-6)  # 1 ms grid
+    assert len(np.unique(offset)) > 1
+    inputs = trial_rows(session, session.truth_inputs)[..., 0]  # trials x 100 (10 ms steps)
+    assert session.truth_inputs.shape[1] == 1 and np.all(np.isfinite(inputs))
+    # 10 ms of amplitude 10 per trial, within the two 10 ms samples from the onset on
+    np.testing.assert_allclose(inputs.sum(axis=1) * 10, 10 * 10, rtol=1e-5)
+    onset = np.floor(offset * 100 + 1e-9).astype(int)
+    for k in range(len(trials)):
+        assert set(np.flatnonzero(inputs[k])) <= {onset[k], onset[k] + 1}
+
+
+def test_pulse_changes_only_what_follows_it(pulsed):
+    session, _ = pulsed
+    rates = trial_rows(session, session.truth_rates_hz)
+    trials = session.trials
+    onset = np.floor((trials.pulse_time - trials.start_time).to_numpy() * 100 + 1e-9).astype(int)
+    a, b = np.flatnonzero(trials.condition == 0)[:2]
+    first, last = sorted((onset[a], onset[b]))
+    np.testing.assert_array_equal(rates[a, :first], rates[b, :first])  # same initial state
+    after = slice(last + 1, last + 11)  # the 100 ms after the later pulse
+    assert np.abs(rates[a, after] - rates[b, after]).mean() > 0.5  # Hz
+
+
+def test_tanh_readout_rates_bounded_by_max_rate(pulsed):
+    session, _ = pulsed
+    rates = session.truth_rates_hz[np.isfinite(session.truth_rates_hz[:, 0])]
+    assert rates.min() >= 0 and rates.max() <= 30.0 and 5 < rates.mean() < 25
+
+
+def test_pulses_in_nwb_and_trials(pulsed):
+    session, path = pulsed
+    io, nwb = read_nwb(path)
+    try:
+        trials = nwb.trials.to_dataframe()
+        np.testing.assert_allclose(trials.pulse_time, session.trials.pulse_time)
+        assert "pulse" in nwb.trials["pulse_time"].description
+        inputs = nwb.processing["ground_truth"]["inputs"]
+        np.testing.assert_array_equal(inputs.data[:], session.truth_inputs)
+        assert inputs.rate == 100 and '"input_pulse": true' in nwb.session_description
+    finally:
+        io.close()
+
+
+def test_pulsed_same_seed_same_file(pulsed, tmp_path):
+    _, path = pulsed
+    simulate_to_nwb(dict(PULSED), tmp_path / "again.nwb")
+    assert_same_content(h5_content(path), h5_content(tmp_path / "again.nwb"))
+
+
+def test_without_pulses_files_keep_their_description(small):
+    _, path = small
+    io, nwb = read_nwb(path)
+    try:
+        assert "input_pulse" not in nwb.session_description
+        assert "pulse_time" not in nwb.trials.colnames
+        assert "inputs" not in nwb.processing["ground_truth"].data_interfaces
+    finally:
+        io.close()
+
+
+def test_pulsed_nwbinspector_finds_no_violations(pulsed):
+    nwbinspector = pytest.importorskip("nwbinspector")
+    _, path = pulsed
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        messages = list(nwbinspector.inspect_nwbfile(nwbfile_path=str(path)))
+    serious = {nwbinspector.Importance.CRITICAL, nwbinspector.Importance.BEST_PRACTICE_VIOLATION}
+    assert [(m.check_function_name, m.message) for m in messages if m.importance in serious] == []
+
+
+@pytest.mark.parametrize("params, key", [
+    ({"readout": "sigmoid"}, "readout"),
+    ({"readout": "tanh"}, "readout"),  # Lorenz
+    ({"system": "chaotic_rnn", "readout": "tanh", "n_neurons": 60}, "n_neurons"),
+    ({"max_rate_hz": 0}, "max_rate_hz"),
+    ({"input_pulse": 1}, "input_pulse"),
+    ({"input_pulse": True}, "input_pulse"),  # Lorenz
+    ({"system": "chaotic_rnn", "input_pulse": True, "pulse_window_s": [0.5, 0.995]},
+     "pulse_window_s"),
+    ({"pulse_window_s": [0.5, 0.2]}, "pulse_window_s"),
+    ({"pulse_width_ms": 0.5}, "pulse_width_ms"),
+    ({"pulse_amplitude": -1.0}, "pulse_amplitude"),
+])
+def test_bad_pulse_and_readout_params_raise_naming_the_key(params, key):
+    with pytest.raises(ValueError, match=f"'{key}'"):
+        simulate_session(params)
+
+
+def test_config_readme_documents_every_simulation_key():
+    from conftest import ROOT
+
+    readme = (ROOT / "config" / "README.md").read_text()
+    section = readme[readme.index("## `simulations`"):]
+    missing = sorted(k for k in DEFAULT_PARAMS if f"| `{k}` |" not in section)
+    assert not missing, f"config/README.md does not document simulation keys {missing}"
