@@ -180,9 +180,10 @@ def test_nwb_round_trip(small):
         io.close()
 
 
-def test_nwbinspector_finds_no_violations(small):
+@pytest.mark.parametrize("recording", ["small", "pulsed"])
+def test_nwbinspector_finds_no_violations(recording, request):
     nwbinspector = pytest.importorskip("nwbinspector")
-    _, path = small
+    _, path = request.getfixturevalue(recording)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         messages = list(nwbinspector.inspect_nwbfile(nwbfile_path=str(path)))
@@ -320,16 +321,6 @@ def test_without_pulses_files_keep_their_description(small):
         assert "inputs" not in nwb.processing["ground_truth"].data_interfaces
     finally:
         io.close()
-
-
-def test_pulsed_nwbinspector_finds_no_violations(pulsed):
-    nwbinspector = pytest.importorskip("nwbinspector")
-    _, path = pulsed
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        messages = list(nwbinspector.inspect_nwbfile(nwbfile_path=str(path)))
-    serious = {nwbinspector.Importance.CRITICAL, nwbinspector.Importance.BEST_PRACTICE_VIOLATION}
-    assert [(m.check_function_name, m.message) for m in messages if m.importance in serious] == []
 
 
 @pytest.mark.parametrize("params, key", [
