@@ -7,18 +7,21 @@ import logging
 import sys
 
 from .errors import InputDataError
+from .provenance import write_rule_record
 
 
 @contextlib.contextmanager
-def rule_logging(log_file: str):
-    """Send log records and warnings to ``log_file`` and stderr for the duration of a rule.
+def rule_logging(snakemake):
+    """Run a rule's ``script:`` body: send log records and warnings to the rule's log file and
+    stderr, and on success write the rule's provenance record (output ``provenance``, see
+    :mod:`lfads_core.provenance`).
 
     Bad input (:class:`InputDataError`, whose message names the file and field at fault) is
     logged and ends the script with exit status 1, without a traceback; any other exception is
     logged and re-raised. Either way the rule fails and Snakemake removes its outputs.
     """
     root = logging.getLogger()
-    handlers = [logging.FileHandler(log_file, mode="w"), logging.StreamHandler(sys.stderr)]
+    handlers = [logging.FileHandler(snakemake.log[0], mode="w"), logging.StreamHandler(sys.stderr)]
     formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     for handler in handlers:
         handler.setFormatter(formatter)
@@ -27,6 +30,8 @@ def rule_logging(log_file: str):
     logging.captureWarnings(True)
     try:
         yield logging.getLogger("workflow")
+        if "provenance" in snakemake.output.keys():
+            write_rule_record(snakemake, snakemake.output.provenance)
     except InputDataError as exc:
         logging.getLogger("workflow").error("bad input: %s", exc)
         raise SystemExit(1)

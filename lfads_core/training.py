@@ -4,8 +4,9 @@
 
 * ``checkpoint.pt`` -- rewritten atomically (tmp file + ``os.replace``) after every
   epoch: model, optimiser, LR scheduler, grad scaler, RNG states (torch CPU/CUDA,
-  numpy, python), batch-order state, loss smoothing, best model so far, log rows.
-  Calling ``train`` again with the same configs resumes from it: a run killed after
+  numpy, python), batch-order state, loss smoothing, best model so far, log rows, and
+  what it belongs to: the sha256 of the input file and the resolved settings.
+  Calling ``train`` again with the same input and configs resumes from it: a run killed after
   epoch k continues with epoch k+1 and (CPU, same seed) ends with bit-identical
   weights to an uninterrupted run.
 * ``train_log.csv`` -- one row per epoch (rewritten atomically from the checkpoint).
@@ -39,7 +40,6 @@ import csv
 import io
 import logging
 import math
-import os
 import random
 import signal
 import threading
@@ -53,6 +53,7 @@ import torch
 
 from .config import ModelConfig, TrainConfig
 from .data import EpochBatcher, LFADSData, SplitData, load_lfads_h5
+from .fileio import atomic_path, sha256sum
 from .model import LFADS, CoordinatedDropout, SampleValidation
 
 __all__ = [
@@ -65,6 +66,7 @@ __all__ = [
     "ramp_weight",
     "load_model",
     "model_config_for_data",
+    "checkpoint_mismatch",
 ]
 
 log = logging.getLogger(__name__)
@@ -141,13 +143,18 @@ def ramp_weight(epoch: int, start: int, length: int) -> float:
 
 class PlateauScheduler:
     """Multiply the LR by ``factor`` after more than ``patience`` epochs without a
-    relative improvement of ``threshold`` in the monitored value; floor ``min_lr``."""
+    relative improvement of ``threshold`` in the monitored value; floor ``min_lr``.
+
+    The first value stepped sets the reference (``best``); a later value counts as an
+    improvement when it is below ``best * (1 - threshold)`` (for a positive ``best``) and
+    then becomes the reference.
+    """
 
     def __init__(self, optimizer: torch.optim.Optimizer, factor: float, patience: int, min_lr: float,
                  threshold: float = 1e-4):
         self.optimizer = optimizer
         self.factor, self.patience, self.min_lr, self.threshold = factor, patience, min_lr, threshold
-        self.best = math.inf
+        self.best: float | None = None
         self.bad_epochs = 0
 
     @property
@@ -159,7 +166,7 @@ class PlateauScheduler:
             g["lr"] = max(lr, self.min_lr)
 
     def step(self, value: float) -> None:
-        if value < self.best - self.threshold * abs(self.best):
+        if self.best is None or value < self.best - self.threshold * abs(self.best):
             self.best = value
             self.bad_epochs = 0
         else:
@@ -191,19 +198,31 @@ def model_config_for_data(model_cfg: ModelConfig, data: LFADSData) -> ModelConfi
     return model_cfg.replace(**dims)
 
 
-def _atomic_write_bytes(path: Path, payload: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(payload)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def _atomic_torch_save(obj: Any, path: Path) -> None:
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    _atomic_write_bytes(path, buf.getvalue())
+    with atomic_path(path, fsync=True) as tmp:
+        torch.save(obj, tmp)
+
+
+def checkpoint_mismatch(blob: dict[str, Any], input_sha256: str, settings: dict[str, dict]) -> str:
+    """Why the checkpoint ``blob`` cannot be resumed for this input and these settings
+    ("" when it can): the input file's checksum or the first differing setting."""
+    if blob.get("input_sha256") != input_sha256:
+        return (f"the input file changed (sha256 {str(blob.get('input_sha256'))[:12]} in the "
+                f"checkpoint, {input_sha256[:12]} now)")
+    old = blob.get("settings", {})
+    for section, values in settings.items():
+        before = old.get(section, {})
+        for key in sorted(set(values) | set(before)):
+            if before.get(key, "<unset>") != values.get(key, "<unset>"):
+                return (f"setting {section}.{key} differs ({before.get(key, '<unset>')!r} in the "
+                        f"checkpoint, {values.get(key, '<unset>')!r} now)")
+    return ""
+
+
+def _clock(seconds: float) -> str:
+    """Seconds as ``h:mm:ss``."""
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
 def _write_log(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -212,7 +231,8 @@ def _write_log(path: Path, rows: list[dict[str, Any]]) -> None:
     w.writeheader()
     for r in rows:
         w.writerow(r)
-    _atomic_write_bytes(path, out.getvalue().encode())
+    with atomic_path(path, fsync=True) as tmp:
+        tmp.write_text(out.getvalue())
 
 
 def _rng_state() -> dict[str, Any]:
@@ -413,6 +433,7 @@ def _stop_on_sigterm(stop: _StopRequested, ckpt_path: Path):
 def _run_epochs(tr: "_Trainer", st: dict, tcfg: TrainConfig, save_ckpt, load_ckpt,
                 log_path: Path, ckpt_path: Path, progress) -> None:
     """The epoch loop of :func:`train`: train, validate, schedule, checkpoint, log."""
+    started, first_epoch = time.perf_counter(), st["epoch"]
     while st["epoch"] < tcfg.max_epochs and not st["stop_reason"]:
         epoch = st["epoch"]
         t0 = time.perf_counter()
@@ -462,11 +483,13 @@ def _run_epochs(tr: "_Trainer", st: dict, tcfg: TrainConfig, save_ckpt, load_ckp
         st["epoch"] = epoch + 1
         save_ckpt()
         _write_log(log_path, st["rows"])
+        elapsed = time.perf_counter() - started
+        left = elapsed / (st["epoch"] - first_epoch) * (tcfg.max_epochs - st["epoch"])
         log.info(
-            "epoch %4d | train loss %.3f recon %.3f kl_ic %.3f kl_co %.3f l2 %.3f | valid recon %.3f "
-            "(smooth %.3f) | lr %.2e | %.1fs",
-            epoch, trm["loss"], trm["recon"], trm["kl_ic"], trm["kl_co"], trm["l2"], vam["recon"], st["ema"],
-            lr_used, row["time_s"],
+            "epoch %d/%d | train loss %.3f recon %.3f kl_ic %.3f kl_co %.3f l2 %.3f | valid recon %.3f "
+            "(smooth %.3f) | lr %.2e | %.1fs | elapsed %s, left at most %s",
+            epoch + 1, tcfg.max_epochs, trm["loss"], trm["recon"], trm["kl_ic"], trm["kl_co"], trm["l2"],
+            vam["recon"], st["ema"], lr_used, row["time_s"], _clock(elapsed), _clock(left),
         )
         if progress is not None:
             progress(dict(row))
@@ -515,9 +538,16 @@ def train(
         "bad_epochs": 0, "rollbacks": 0, "rows": [], "stop_reason": "",
     }
 
+    # A checkpoint belongs to its data and its settings: it records both, and only a
+    # checkpoint whose input checksum and resolved settings both match is resumed.
+    input_sha256 = sha256sum(input_h5)
+    settings = {"model": mcfg.to_dict(), "training": train_cfg.to_dict()}
+
     def save_ckpt() -> None:
         _atomic_torch_save(
             {
+                "input_sha256": input_sha256,
+                "settings": settings,
                 "model": model.state_dict(),
                 "optimizer": tr.optimizer.state_dict(),
                 "scheduler": tr.scheduler.state_dict(),
@@ -525,22 +555,16 @@ def train(
                 "batcher": tr.batcher.state_dict(),
                 "rng": _rng_state(),
                 "state": st,
-                "model_cfg": mcfg.to_dict(),
-                "train_cfg": train_cfg.to_dict(),
             },
             ckpt_path,
         )
 
-    def ckpt_matches() -> bool:
-        blob = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        return blob["model_cfg"] == mcfg.to_dict() and blob["train_cfg"] == train_cfg.to_dict()
-
     def load_ckpt() -> None:
         blob = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        if blob["model_cfg"] != mcfg.to_dict() or blob["train_cfg"] != train_cfg.to_dict():
-            raise ValueError(
-                f"{ckpt_path} was written with different configs; use a new out_dir or resume=False"
-            )
+        mismatch = checkpoint_mismatch(blob, input_sha256, settings)
+        if mismatch:
+            raise ValueError(f"{ckpt_path} cannot be resumed: {mismatch}; use a new out_dir or "
+                             f"resume='if_compatible' (start afresh)")
         model.load_state_dict(blob["model"])
         tr.optimizer.load_state_dict(blob["optimizer"])
         tr.scheduler.load_state_dict(blob["scheduler"])
@@ -550,9 +574,12 @@ def train(
         st.clear()
         st.update(blob["state"])
 
-    if resume == "if_compatible" and ckpt_path.exists() and not ckpt_matches():
-        log.warning("%s was written with other settings; starting afresh", ckpt_path)
-        ckpt_path.unlink()
+    if resume == "if_compatible" and ckpt_path.exists():
+        mismatch = checkpoint_mismatch(torch.load(ckpt_path, map_location="cpu", weights_only=False),
+                                       input_sha256, settings)
+        if mismatch:
+            log.warning("not resuming %s: %s; starting afresh", ckpt_path, mismatch)
+            ckpt_path.unlink()
     if resume and ckpt_path.exists():
         load_ckpt()
         log.info("resuming from %s at epoch %d", ckpt_path, st["epoch"])
@@ -579,7 +606,7 @@ def train(
             "meta": {
                 "best_epoch": best_epoch, "best_metric": best_metric, "epochs_run": st["epoch"],
                 "stop_reason": st["stop_reason"] or "max_epochs reached", "data_attrs": data.attrs,
-                "input_h5": str(input_h5),
+                "input_h5": str(input_h5), "input_sha256": input_sha256,
             },
         },
         model_path,

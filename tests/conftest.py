@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import os
 import shutil
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 MC_MAZE_SMALL = ROOT.parent / "shared" / "data" / "mc_maze_small" / \
@@ -111,3 +113,32 @@ def workflow_dir(tmp_path: Path, sheet: str, config_text: str | None = None) -> 
         (work / "config" / "config.yaml").write_text(config_text)
     (work / "config" / "datasets.tsv").write_text(sheet)
     return work
+
+
+# The tiny workflow configuration: a 30-neuron simulated recording and a small, quick model.
+TINY_SHEET = "dataset\tnwb\tbehavior\tcondition_columns\tfp_bins\n" \
+             "tiny\tresources/simulated/tiny.nwb\thand_vel\tcondition\t10\n"
+
+
+def tiny_config(**changes) -> str:
+    config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    config["simulations"] = {"tiny": {**config["simulations"]["lorenz"], "n_neurons": 30,
+                                      "n_conditions": 4, "trials_per_condition": 5}}
+    config["lfads"]["overrides"] = {"tiny": {  # a small, quick model
+        "model": {"ic_enc_dim": 16, "ci_enc_dim": 8, "con_dim": 8, "co_dim": 2, "ic_dim": 8,
+                  "gen_dim": 16, "fac_dim": 4},
+        "training": {"max_epochs": 3, "batch_size": 8, "posterior_samples": 4}}}
+    config.update(changes)
+    return yaml.safe_dump(config)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """One complete run of the tiny workflow, under umask 022 (as most users have)."""
+    work = workflow_dir(tmp_path_factory.mktemp("tiny"), TINY_SHEET, tiny_config())
+    umask = os.umask(0o022)
+    try:
+        result = run_snakemake(work)
+    finally:
+        os.umask(umask)
+    return work, result

@@ -11,8 +11,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import run_snakemake, workflow_dir
-from test_workflow import TINY_SHEET, tiny_config
+from conftest import TINY_SHEET, run_snakemake, tiny_config, workflow_dir
 
 pytestmark = pytest.mark.workflow
 

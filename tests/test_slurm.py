@@ -18,8 +18,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import ROOT, run_snakemake, workflow_dir
-from test_workflow import TINY_SHEET, tiny_config
+from conftest import ROOT, TINY_SHEET, run_snakemake, tiny_config, workflow_dir
 
 CLUSTER = ROOT / "tests" / "slurm" / "cluster.sh"
 

@@ -14,7 +14,8 @@ from scipy.ndimage import gaussian_filter1d
 from lfads_core.config import ModelConfig, TrainConfig
 from lfads_core.data import EpochBatcher, load_lfads_h5
 from lfads_core.posterior import run_posterior
-from lfads_core.training import NonFiniteLossError, ramp_weight, select_device, train
+from lfads_core.training import (NonFiniteLossError, PlateauScheduler, ramp_weight, select_device,
+                                 train)
 
 torch.set_num_threads(1)
 
@@ -92,6 +93,39 @@ def test_load_and_batches(dataset):
     assert ramp_weight(0, 0, 10) == 0 and ramp_weight(5, 0, 10) == 0.5 and ramp_weight(20, 0, 10) == 1
     assert ramp_weight(3, 5, 10) == 0 and ramp_weight(0, 0, 0) == 1
     assert select_device("cpu").type == "cpu"
+
+
+# ------------------------------------------------------------------ schedule
+def lr_after_each_step(values, patience=2, factor=0.5, min_lr=1e-3):
+    """Step a PlateauScheduler (lr 1.0) through ``values``; the lr after each step."""
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = PlateauScheduler(opt, factor=factor, patience=patience, min_lr=min_lr)
+    lrs = []
+    for v in values:
+        sched.step(v)
+        lrs.append(sched.lr)
+    return lrs
+
+
+def test_plateau_schedule_follows_the_loss():
+    # a falling loss never lowers the rate: the first epoch sets the reference
+    assert lr_after_each_step([10.0 - i for i in range(20)]) == [1.0] * 20
+    # a flat loss: the first value is the reference, then a drop after every 3 (patience + 1)
+    # epochs without improvement
+    assert lr_after_each_step([5.0] * 10) == [1, 1, 1, .5, .5, .5, .25, .25, .25, .125]
+    # noisy: improvements reset the count, a relative change below 1e-4 is no improvement
+    noisy = [10, 9, 9.5, 9.2, 9.1, 8.0, 8.5, 8.6, 7.9996, 8.9]
+    assert lr_after_each_step(noisy) == [1, 1, 1, 1, .5, .5, .5, .5, .25, .25]
+    # the floor
+    assert lr_after_each_step([1.0] * 40, patience=0)[-1] == 1e-3
+    # the state round-trips (resume)
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    a = PlateauScheduler(opt, 0.5, 2, 1e-3)
+    for v in (3.0, 2.0, 2.5):
+        a.step(v)
+    b = PlateauScheduler(opt, 0.5, 2, 1e-3)
+    b.load_state_dict(a.state_dict())
+    assert (b.best, b.bad_epochs) == (2.0, 1)
 
 
 # ------------------------------------------------------------------ learning
@@ -179,13 +213,38 @@ def test_resume_is_bit_identical(dataset, tmp_path):
     strip = lambda rows: [{k: v for k, v in r.items() if k != "time_s"} for r in rows]  # noqa: E731
     assert strip(la) == strip(lb) and len(la) == 4
     # a different config cannot silently resume another run
-    with pytest.raises(ValueError, match="different configs"):
+    with pytest.raises(ValueError, match=r"cannot be resumed: setting training.lr differs \(0.01 in the "
+                                         r"checkpoint, 0.005 now\)"):
         train(path, tmp_path / "resumed", mc, tiny_train(max_epochs=4, lr=5e-3), device="cpu")
     # ... unless asked to start afresh, as the workflow does after a user changes a setting
     seen.clear()
     fresh = train(path, tmp_path / "resumed", mc, tiny_train(max_epochs=2, lr=5e-3), device="cpu",
                   resume="if_compatible", progress=lambda r: seen.append(r["epoch"]))
     assert seen == [0, 1] and fresh.epochs_run == 2
+
+
+def test_a_checkpoint_of_other_data_is_not_resumed(tmp_path, caplog):
+    """Train, rewrite the input with other data of the same shapes, train again into the same
+    folder: the weights are a fresh run's on the new data, not the first run's."""
+    mc, tc = tiny_model(), tiny_train(max_epochs=2)
+    data = tmp_path / "lfads_input.h5"
+    write_lfads_h5(data, seed=0)
+    first = torch.load(train(data, tmp_path / "run", mc, tc, device="cpu").model_path,
+                       weights_only=False)
+    write_lfads_h5(data, seed=1)  # same shapes, other spikes
+    with caplog.at_level("WARNING", logger="lfads_core.training"):
+        again = train(data, tmp_path / "run", mc, tc, device="cpu", resume="if_compatible")
+    assert "not resuming" in caplog.text and "the input file changed" in caplog.text
+    fresh = torch.load(train(data, tmp_path / "fresh", mc, tc, device="cpu").model_path,
+                       weights_only=False)
+    again = torch.load(again.model_path, weights_only=False)
+    assert again["meta"]["input_sha256"] == fresh["meta"]["input_sha256"] != first["meta"]["input_sha256"]
+    assert all(torch.equal(again["state_dict"][k], fresh["state_dict"][k]) for k in fresh["state_dict"])
+    assert not all(torch.equal(again["state_dict"][k], first["state_dict"][k]) for k in first["state_dict"])
+    # resume=True refuses, naming what differs
+    write_lfads_h5(data, seed=2)
+    with pytest.raises(ValueError, match="cannot be resumed: the input file changed"):
+        train(data, tmp_path / "run", mc, tc, device="cpu")
 
 
 # ------------------------------------------------------------------ NaN guard

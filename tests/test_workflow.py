@@ -1,37 +1,16 @@
 """Real Snakemake runs of the data stages (CLI), on a tiny simulated recording."""
 
 import json
+import re
 
 import h5py
 import numpy as np
 import pytest
 import yaml
 
-from conftest import ROOT, run_snakemake, workflow_dir
+from conftest import ROOT, TINY_SHEET, run_snakemake, tiny_config, workflow_dir
 
 pytestmark = pytest.mark.workflow
-
-TINY_SHEET = "dataset\tnwb\tbehavior\tcondition_columns\tfp_bins\n" \
-             "tiny\tresources/simulated/tiny.nwb\thand_vel\tcondition\t10\n"
-
-
-def tiny_config(**changes) -> str:
-    config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
-    config["simulations"] = {"tiny": {**config["simulations"]["lorenz"], "n_neurons": 30,
-                                      "n_conditions": 4, "trials_per_condition": 5}}
-    config["lfads"]["overrides"] = {"tiny": {  # a small, quick model
-        "model": {"ic_enc_dim": 16, "ci_enc_dim": 8, "con_dim": 8, "co_dim": 2, "ic_dim": 8,
-                  "gen_dim": 16, "fac_dim": 4},
-        "training": {"max_epochs": 3, "batch_size": 8, "posterior_samples": 4}}}
-    config.update(changes)
-    return yaml.safe_dump(config)
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    work = workflow_dir(tmp_path_factory.mktemp("tiny"), TINY_SHEET, tiny_config())
-    result = run_snakemake(work)
-    return work, result
 
 
 def test_dry_run_lists_the_stages():
@@ -84,7 +63,9 @@ def test_lfads_stages_train_and_sample(tiny_run):
             assert np.all(post[f"{split}_rates"][()] > 0)
             np.testing.assert_array_equal(post[f"{split}_inds"][()], data[f"{split}_inds"][()])
     train_log = (work / "logs" / "tiny" / "train_lfads_default.log").read_text()
-    assert "epoch    2" in train_log  # one progress line per epoch
+    # one progress line per epoch: epoch N/max, elapsed and left
+    assert [f"epoch {n}/3 |" in train_log for n in (1, 2, 3)] == [True] * 3
+    assert re.search(r"epoch 3/3 \|.*\| elapsed \d:\d\d:\d\d, left at most 0:00:00", train_log)
 
 
 def test_rerun_has_nothing_to_do(tiny_run):

@@ -6,8 +6,9 @@ rule align_trials:
         lfads_input="results/{dataset}/lfads_input.h5",
         metadata="results/{dataset}/lfads_input.json",
         summary="results/{dataset}/align/summary.json",
+        provenance="results/{dataset}/provenance/align_trials.json",
     params:
-        settings=dataset_settings,
+        settings=sheet_settings(AlignSettings),
     log:
         "logs/{dataset}/align_trials.log",
     conda:

@@ -5,8 +5,9 @@ rule bin_spikes:
     output:
         binned="results/{dataset}/binned.h5",
         summary="results/{dataset}/bin/summary.json",
+        provenance="results/{dataset}/provenance/bin_spikes.json",
     params:
-        settings=dataset_settings,
+        bin_width_ms=bin_width_ms,
     log:
         "logs/{dataset}/bin_spikes.log",
     conda:

@@ -1,7 +1,10 @@
 # Sample sheet loading and input functions shared by the rules.
 
+import dataclasses
 from pathlib import Path
 
+from lfads_core.alignment import AlignSettings
+from lfads_core.ingest import IngestSettings
 from lfads_core.settings import load_dataset_sheet, lfads_settings_for
 from lfads_core.sweep import DEFAULT_RUN, SELECTED_RUN, sweep_points
 
@@ -46,13 +49,38 @@ LFADS_SETTINGS = {
 }
 
 
-def lfads_settings(wildcards):
-    return LFADS_SETTINGS[(wildcards.dataset, wildcards.run)]
+# Each rule's params are exactly the settings its stage reads, so that changing a setting
+# reruns that stage and what depends on it, and nothing else.
+def sheet_settings(stage):
+    """Input function: the dataset settings (sheet row over config defaults) read by a stage
+    whose settings are the dataclass `stage`."""
+    names = [field.name for field in dataclasses.fields(stage)]
+
+    def of_dataset(wildcards):
+        return {name: DATASETS[wildcards.dataset][name] for name in names}
+
+    return of_dataset
 
 
-def dataset_settings(wildcards):
-    """Merged settings of one dataset (sheet row over config defaults)."""
-    return DATASETS[wildcards.dataset]
+def bin_width_ms(wildcards):
+    return DATASETS[wildcards.dataset]["bin_width_ms"]
+
+
+def lfads_training_settings(wildcards):
+    """The model and training settings of one dataset and run: what training reads (the
+    device and the posterior batch size change no weights, so they are not among them)."""
+    settings = LFADS_SETTINGS[(wildcards.dataset, wildcards.run)]
+    return {"model": settings["model"], "training": settings["training"]}
+
+
+def evaluation_settings():
+    """What `evaluate` reads of config `evaluation` (the vel R^2 ridge uses the decoding
+    penalties, inner folds, lag and seed; the number of outer folds is decoding's alone)."""
+    evaluation = config["evaluation"]
+    decoding = {key: evaluation["decoding"][key] for key in ("lag_ms", "alphas", "inner_folds",
+                                                               "seed")}
+    return {"smoothing_sigma_ms": evaluation["smoothing_sigma_ms"],
+            "psth_sigma_ms": evaluation["psth_sigma_ms"], "decoding": decoding}
 
 
 def nwb_file(wildcards):

@@ -7,8 +7,9 @@ rule extract_factors:
     output:
         h5="results/{dataset}/factors.h5",
         nwb="results/{dataset}/factors.nwb",
+        provenance="results/{dataset}/provenance/extract_factors.json",
     params:
-        settings=dataset_settings,
+        bin_width_ms=bin_width_ms,
     log:
         "logs/{dataset}/extract_factors.log",
     conda:
@@ -31,6 +32,7 @@ rule decode_behavior:
             subcategory="{dataset}",
         ),
         predictions="results/{dataset}/decoding/predictions.h5",
+        provenance="results/{dataset}/provenance/decode_behavior.json",
     params:
         decoding=config["evaluation"]["decoding"],
         smoothing_sigma_ms=config["evaluation"]["smoothing_sigma_ms"],
@@ -54,8 +56,9 @@ rule evaluate:
             category="Tables",
             subcategory="{dataset}",
         ),
+        provenance="results/{dataset}/provenance/evaluate.json",
     params:
-        evaluation=config["evaluation"],
+        evaluation=evaluation_settings(),
     log:
         "logs/{dataset}/evaluate.log",
     conda:

@@ -30,6 +30,7 @@ rule plot_training:
         curves_pdf="results/{dataset}/figures/training_curves.pdf",
         raster_pdf="results/{dataset}/figures/raster_rates.pdf",
         factors_pdf="results/{dataset}/figures/factor_trajectories.pdf",
+        provenance="results/{dataset}/provenance/plot_training.json",
     log:
         "logs/{dataset}/plot_training.log",
     conda:
@@ -50,6 +51,7 @@ rule plot_metrics:
             subcategory="{dataset}",
         ),
         pdf="results/{dataset}/figures/method_comparison.pdf",
+        provenance="results/{dataset}/provenance/plot_metrics.json",
     log:
         "logs/{dataset}/plot_metrics.log",
     conda:
@@ -70,6 +72,7 @@ rule plot_decoding:
             subcategory="{dataset}",
         ),
         pdf="results/{dataset}/figures/decoded_behavior.pdf",
+        provenance="results/{dataset}/provenance/plot_decoding.json",
     log:
         "logs/{dataset}/plot_decoding.log",
     conda:
@@ -91,6 +94,7 @@ rule plot_latents:
             subcategory="{dataset}",
         ),
         pdf="results/{dataset}/figures/latents_vs_truth.pdf",
+        provenance="results/{dataset}/provenance/plot_latents.json",
     log:
         "logs/{dataset}/plot_latents.log",
     conda:

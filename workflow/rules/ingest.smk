@@ -5,8 +5,9 @@ rule ingest:
     output:
         session="results/{dataset}/ingest/session.h5",
         summary="results/{dataset}/ingest/summary.json",
+        provenance="results/{dataset}/provenance/ingest.json",
     params:
-        settings=dataset_settings,
+        settings=sheet_settings(IngestSettings),
     log:
         "logs/{dataset}/ingest.log",
     conda:

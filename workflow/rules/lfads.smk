@@ -6,8 +6,9 @@ rule train_lfads:
         model="results/{dataset}/lfads/{run}/model.pt",
         train_log="results/{dataset}/lfads/{run}/train_log.csv",
         config="results/{dataset}/lfads/{run}/config.yaml",
+        provenance="results/{dataset}/provenance/train_lfads_{run}.json",
     params:
-        lfads=lfads_settings,
+        lfads=lfads_training_settings,
     threads: 2
     resources:
         gpu=1,
@@ -30,9 +31,9 @@ rule sample_posterior:
         data="results/{dataset}/lfads_input.h5",
     output:
         posterior="results/{dataset}/lfads/{run}/posterior.h5",
+        provenance="results/{dataset}/provenance/sample_posterior_{run}.json",
     params:
-        device=config["lfads"]["device"],
-        batch_size=config["lfads"]["posterior_batch_size"],
+        batch_size=config["lfads"]["posterior_batch_size"],  # the order of the random draws
     threads: 2
     resources:
         gpu=1,
@@ -60,6 +61,7 @@ rule select_lfads_run:
             category="Tables",
             subcategory="{dataset}",
         ),
+        provenance="results/{dataset}/provenance/select_lfads_run.json",
     params:
         points=SWEEP,
     log:

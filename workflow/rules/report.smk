@@ -1,11 +1,12 @@
 rule workflow_config:
     """The configuration and dataset settings this run used, for the report."""
     output:
-        report(
+        config=report(
             "results/config.yaml",
             caption="../report/config.rst",
             category="Configuration",
         ),
+        provenance="results/provenance/workflow_config.json",
     params:
         config=config,
         datasets=DATASETS,

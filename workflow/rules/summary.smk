@@ -15,6 +15,7 @@ rule summary:
             category="Summary",
         ),
         pdf="results/summary/metrics.pdf",
+        provenance="results/summary/provenance/summary.json",
         # the run each dataset's sweep chose, with every run's validation loss
         **({"selection": "results/summary/selection.tsv"} if SWEEPING else {}),
     log:

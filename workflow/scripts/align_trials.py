@@ -2,7 +2,7 @@ from lfads_core.alignment import AlignSettings, align_trials
 from lfads_core.fileio import write_json
 from lfads_core.scripting import rule_logging
 
-with rule_logging(snakemake.log[0]) as log:
+with rule_logging(snakemake) as log:
     settings = AlignSettings.from_settings(snakemake.params.settings)
     summary = align_trials(snakemake.input.binned, snakemake.output.lfads_input, settings,
                            metadata_json=snakemake.output.metadata)

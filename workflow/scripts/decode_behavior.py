@@ -3,7 +3,7 @@ import h5py
 from lfads_core.evaluation import decode_dataset, load_arrays
 from lfads_core.scripting import rule_logging
 
-with rule_logging(snakemake.log[0]) as log:
+with rule_logging(snakemake) as log:
     data = load_arrays(snakemake.input.data)
     scores, summary, predictions, behavior, columns = decode_dataset(
         data, load_arrays(snakemake.input.posterior), snakemake.params.smoothing_sigma_ms,

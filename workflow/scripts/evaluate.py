@@ -1,7 +1,7 @@
 from lfads_core.evaluation import evaluate, load_arrays
 from lfads_core.scripting import rule_logging
 
-with rule_logging(snakemake.log[0]) as log:
+with rule_logging(snakemake) as log:
     settings = snakemake.params.evaluation
     table = evaluate(load_arrays(snakemake.input.data), load_arrays(snakemake.input.posterior),
                      settings["smoothing_sigma_ms"], settings["psth_sigma_ms"],

@@ -2,8 +2,8 @@ from lfads_core.nwb_export import write_factors_nwb
 from lfads_core.posterior import write_factors_h5
 from lfads_core.scripting import rule_logging
 
-with rule_logging(snakemake.log[0]) as log:
-    bin_width_s = snakemake.params.settings["bin_width_ms"] / 1e3
+with rule_logging(snakemake) as log:
+    bin_width_s = snakemake.params.bin_width_ms / 1e3
     write_factors_h5(snakemake.input.posterior, snakemake.input.metadata, snakemake.output.h5)
     write_factors_nwb(snakemake.input.nwb, snakemake.input.metadata, snakemake.input.posterior,
                       snakemake.output.nwb, bin_width_s)

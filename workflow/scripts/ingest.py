@@ -2,7 +2,7 @@ from lfads_core.fileio import write_json
 from lfads_core.ingest import IngestSettings, ingest_nwb
 from lfads_core.scripting import rule_logging
 
-with rule_logging(snakemake.log[0]) as log:
+with rule_logging(snakemake) as log:
     settings = IngestSettings.from_settings(snakemake.params.settings)
     summary = ingest_nwb(snakemake.input.nwb, snakemake.output.session, settings,
                          progress_every=50)

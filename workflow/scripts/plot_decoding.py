@@ -3,7 +3,7 @@ import h5py
 from lfads_core.plotting import plot_decoded_behavior
 from lfads_core.scripting import rule_logging
 
-with rule_logging(snakemake.log[0]) as log:
+with rule_logging(snakemake) as log:
     with h5py.File(snakemake.input.predictions, "r") as f:
         plot_decoded_behavior(f["true"][()], f["decoded"][()], float(f.attrs["bin_width_s"]),
                               list(f.attrs["columns"]), snakemake.output.png.removesuffix(".png"),

@@ -3,7 +3,7 @@ import h5py
 from lfads_core.plotting import plot_latents_vs_truth
 from lfads_core.scripting import rule_logging
 
-with rule_logging(snakemake.log[0]) as log:
+with rule_logging(snakemake) as log:
     with h5py.File(snakemake.input.posterior, "r") as post, \
             h5py.File(snakemake.input.data, "r") as data:
         plot_latents_vs_truth(post["train_factors"][()], data["train_truth_latents"][()],

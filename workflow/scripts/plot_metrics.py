@@ -4,7 +4,7 @@ from lfads_core.evaluation import method_scores
 from lfads_core.plotting import plot_method_comparison
 from lfads_core.scripting import rule_logging
 
-with rule_logging(snakemake.log[0]) as log:
+with rule_logging(snakemake) as log:
     metrics = pd.read_csv(snakemake.input.metrics, sep="\t")
     decoding = None
     if "decoding" in snakemake.input.keys():

@@ -5,7 +5,7 @@ from lfads_core.plotting import (plot_factor_trajectories, plot_raster_with_rate
                                  plot_training_curves)
 from lfads_core.scripting import rule_logging
 
-with rule_logging(snakemake.log[0]) as log:
+with rule_logging(snakemake) as log:
     out = snakemake.output
     plot_training_curves(snakemake.input.train_log, out.curves.removesuffix(".png"))
     with h5py.File(snakemake.input.posterior, "r") as post, \

@@ -4,7 +4,7 @@ from lfads_core.devices import claim_device
 from lfads_core.posterior import run_posterior
 from lfads_core.scripting import rule_logging
 
-with rule_logging(snakemake.log[0]) as log, claim_device(snakemake.params.device) as device:
+with rule_logging(snakemake) as log, claim_device(snakemake.config["lfads"]["device"]) as device:
     torch.set_num_threads(snakemake.threads)
     log.info("sampling on %s with %d CPU threads", device, snakemake.threads)
     run_posterior(snakemake.input.model, snakemake.input.data, snakemake.output.posterior,

@@ -3,7 +3,7 @@ import shutil
 from lfads_core.scripting import rule_logging
 from lfads_core.sweep import selection_table
 
-with rule_logging(snakemake.log[0]) as log:
+with rule_logging(snakemake) as log:
     runs = list(snakemake.params.points)
     table = selection_table(dict(zip(runs, snakemake.input.configs)), snakemake.params.points)
     table.insert(0, "dataset", snakemake.wildcards.dataset)

@@ -2,7 +2,7 @@ from lfads_core.errors import InputDataError
 from lfads_core.scripting import rule_logging
 from lfads_core.simulate import simulate_to_nwb
 
-with rule_logging(snakemake.log[0]) as log:
+with rule_logging(snakemake) as log:
     try:
         session = simulate_to_nwb(dict(snakemake.params.simulation), snakemake.output.nwb)
     except ValueError as exc:

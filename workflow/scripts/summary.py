@@ -14,7 +14,7 @@ def gather(paths, columns=None):
     return pd.concat([pd.read_csv(path, sep="\t") for path in paths], ignore_index=True)
 
 
-with rule_logging(snakemake.log[0]) as log:
+with rule_logging(snakemake) as log:
     metrics = gather(snakemake.input.metrics)
     decoding = gather(snakemake.input.decoding, DECODING_COLUMNS)
     metrics.to_csv(snakemake.output.metrics, sep="\t", index=False)

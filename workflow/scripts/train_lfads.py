@@ -8,7 +8,8 @@ from lfads_core.devices import claim_device
 from lfads_core.scripting import rule_logging
 from lfads_core.training import train
 
-with rule_logging(snakemake.log[0]) as log, claim_device(snakemake.params.lfads["device"]) as device:
+# The device is read from the config, not from params: moving to another device retrains nothing.
+with rule_logging(snakemake) as log, claim_device(snakemake.config["lfads"]["device"]) as device:
     torch.set_num_threads(snakemake.threads)
     settings = snakemake.params.lfads
     model_cfg = ModelConfig.from_dict(settings["model"])
