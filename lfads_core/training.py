@@ -206,9 +206,12 @@ def _atomic_torch_save(obj: Any, path: Path) -> None:
 def checkpoint_mismatch(blob: dict[str, Any], input_sha256: str, settings: dict[str, dict]) -> str:
     """Why the checkpoint ``blob`` cannot be resumed for this input and these settings
     ("" when it can): the input file's checksum or the first differing setting."""
-    if blob.get("input_sha256") != input_sha256:
-        return (f"the input file changed (sha256 {str(blob.get('input_sha256'))[:12]} in the "
-                f"checkpoint, {input_sha256[:12]} now)")
+    recorded = blob.get("input_sha256")
+    if recorded is None:
+        return "the checkpoint records no input checksum (written by an older version)"
+    if recorded != input_sha256:
+        return (f"the input file changed (sha256 {recorded[:12]} in the checkpoint, "
+                f"{input_sha256[:12]} now)")
     old = blob.get("settings", {})
     for section, values in settings.items():
         before = old.get(section, {})
