@@ -1,4 +1,4 @@
-"""Binning throughput: lfads_core.binning.bin_spikes vs a plain np.histogram loop per unit.
+"""Binning throughput: lfads_core.nwb.binning.bin_spikes vs a plain np.histogram loop per unit.
 
     python benchmarks/bench_binning.py [--spikes 100000000] [--repeats 3]
 
@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from lfads_core.binning import bin_edges, bin_spikes, make_grid
+from lfads_core.nwb.binning import bin_edges, bin_spikes, make_grid
 
 
 def histogram_loop(times, offsets, t_start, bin_width, n_bins):

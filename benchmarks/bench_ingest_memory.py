@@ -26,7 +26,7 @@ PEAK = "int(next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).
 
 INGEST = f"""
 import json, sys, time
-from lfads_core.ingest import IngestSettings, ingest_nwb
+from lfads_core.nwb.ingest import IngestSettings, ingest_nwb
 start = time.perf_counter()
 summary = ingest_nwb(sys.argv[1], sys.argv[2], IngestSettings())
 seconds = time.perf_counter() - start
@@ -34,7 +34,7 @@ print(json.dumps({{"seconds": seconds, "peak_rss_mb": {PEAK}, "spikes": summary[
 """
 
 BASELINE = f"""
-import lfads_core.ingest, pynwb, h5py, pandas
+import lfads_core.nwb.ingest, pynwb, h5py, pandas
 print({PEAK})
 """
 

@@ -22,8 +22,8 @@ import time
 
 import torch
 
-from lfads_core.config import ModelConfig
-from lfads_core.model import LFADS, CoordinatedDropout
+from lfads_core.lfads.config import ModelConfig
+from lfads_core.lfads.model import LFADS, CoordinatedDropout
 
 
 def make_model(impl: str) -> LFADS:

@@ -10,7 +10,7 @@ with the same package functions as the workflow, and reports on the validation t
 - rate R^2: inferred against true rates, per neuron pooling trials and bins, mean over neurons
   (bar: >= 0.85);
 - input timing: the share of trials whose inferred-input peak (largest deviation from the
-  trial's median, `lfads_core.ground_truth.input_peak_bins`) is within 3 bins of the bin
+  trial's median, `lfads_core.analysis.ground_truth.input_peak_bins`) is within 3 bins of the bin
   holding the true pulse onset (bar: >= 80%);
 - wall times of the data stages, training and posterior sampling.
 """
@@ -29,17 +29,17 @@ import torch
 import yaml
 from snakemake.utils import update_config
 
-from lfads_core.alignment import AlignSettings, align_trials
-from lfads_core.binning import bin_session
-from lfads_core.config import ModelConfig, TrainConfig
+from lfads_core.nwb.alignment import AlignSettings, align_trials
+from lfads_core.nwb.binning import bin_session
+from lfads_core.lfads.config import ModelConfig, TrainConfig
 from lfads_core.fileio import read_table
-from lfads_core.ground_truth import (fraction_within, input_peak_error_bins, pulse_bins,
+from lfads_core.analysis.ground_truth import (fraction_within, input_peak_error_bins, pulse_bins,
                                      rate_r2, smoothing_baseline_r2)
-from lfads_core.ingest import IngestSettings, ingest_nwb
-from lfads_core.posterior import run_posterior
-from lfads_core.settings import lfads_settings_for, load_dataset_sheet
-from lfads_core.simulate import simulate_to_nwb
-from lfads_core.training import train
+from lfads_core.nwb.ingest import IngestSettings, ingest_nwb
+from lfads_core.lfads.posterior import run_posterior
+from lfads_core.workflow.settings import lfads_settings_for, load_dataset_sheet, read_schema
+from lfads_core.nwb.simulate import simulate_to_nwb
+from lfads_core.lfads.training import train
 
 ROOT = Path(__file__).resolve().parent.parent
 NAME = "chaotic_rnn_pulses"
@@ -56,7 +56,8 @@ def main():
 
     config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
     update_config(config, yaml.safe_load((ROOT / "config" / "tutorial_chaotic_rnn.yaml").read_text()))
-    dataset = load_dataset_sheet(ROOT / config["datasets"], config["defaults"])[NAME]
+    schema = read_schema(ROOT / "workflow" / "schemas" / "datasets.schema.yaml")
+    dataset = load_dataset_sheet(ROOT / config["datasets"], config["defaults"], schema)[NAME]
     lfads = lfads_settings_for(config["lfads"], NAME)
 
     start = time.perf_counter()

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import h5py
 
-from lfads_core.ground_truth import latent_r2, rate_r2, smoothing_baseline_r2
+from lfads_core.analysis.ground_truth import latent_r2, rate_r2, smoothing_baseline_r2
 
 ROOT = Path(__file__).resolve().parent.parent
 

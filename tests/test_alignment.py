@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from conftest import regular_trials
-from lfads_core.alignment import AlignSettings, align_trials, inside_intervals
-from lfads_core.binning import bin_session
+from lfads_core.nwb.alignment import AlignSettings, align_trials, inside_intervals
+from lfads_core.nwb.binning import bin_session
 from lfads_core.errors import InputDataError
-from lfads_core.ingest import IngestSettings, ingest_nwb
+from lfads_core.nwb.ingest import IngestSettings, ingest_nwb
 
 
 def prepare(nwb, tmp_path, bin_width=0.005, **ingest_settings):

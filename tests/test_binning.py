@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lfads_core.binning import bin_edges, bin_index, bin_spikes, make_grid, resample_series
+from lfads_core.nwb.binning import bin_edges, bin_index, bin_spikes, make_grid, resample_series
 from lfads_core.errors import InputDataError
 
 

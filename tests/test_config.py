@@ -5,7 +5,7 @@ import dataclasses
 import yaml
 
 from conftest import ROOT
-from lfads_core.config import ModelConfig, TrainConfig
+from lfads_core.lfads.config import ModelConfig, TrainConfig
 
 # Set from the data by the training code, not by the user.
 DATA_FIELDS = {"encod_data_dims", "recon_data_dims", "encod_seq_len", "recon_seq_len",

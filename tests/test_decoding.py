@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lfads_core.decoding import decode_behavior, fit_ridge, summarize_scores, trial_folds
+from lfads_core.analysis.decoding import decode_behavior, fit_ridge, summarize_scores, trial_folds
 
 
 def planted(n_trials=60, n_bins=30, n_features=8, noise=0.05, seed=0):
@@ -69,7 +69,7 @@ def test_too_few_trials_for_the_folds():
 
 
 def test_method_scores_adds_decoding_r2_of_all_targets():
-    from lfads_core.evaluation import method_scores
+    from lfads_core.analysis.evaluation import method_scores
 
     metrics = pd.DataFrame({"dataset": ["a", "a"], "method": ["lfads", "smoothing"],
                             "metric": ["co-bps", "co-bps"], "value": [0.3, 0.2],

@@ -5,11 +5,11 @@ import sys
 
 import pytest
 
-from lfads_core.devices import claim_device, claim_slot
+from lfads_core.lfads.devices import claim_device, claim_slot
 
 HOLD = """
 import sys, time
-from lfads_core.devices import claim_slot
+from lfads_core.lfads.devices import claim_slot
 with claim_slot(int(sys.argv[2]), sys.argv[1]) as slot:
     print(slot, flush=True)
     time.sleep(float(sys.argv[3]))

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from lfads_core.ground_truth import (latent_r2, r2_per_channel, rate_r2, smooth_spikes,
+from lfads_core.analysis.ground_truth import (latent_r2, r2_per_channel, rate_r2, smooth_spikes,
                                      smoothing_baseline_r2)
 
 
@@ -36,7 +36,7 @@ def test_smoothing_keeps_levels_and_baseline_picks_a_kernel():
 
 
 def test_pulse_bins_floor_onsets_into_window_bins():
-    from lfads_core.ground_truth import pulse_bins
+    from lfads_core.analysis.ground_truth import pulse_bins
 
     starts = np.array([10.0, 20.0, 30.0])
     # onsets 5 ms, 10 ms (exactly on an edge: bin 1) and 999 ms into 10 ms-binned windows
@@ -45,7 +45,7 @@ def test_pulse_bins_floor_onsets_into_window_bins():
 
 
 def test_input_peak_ignores_sign_scale_and_offset():
-    from lfads_core.ground_truth import fraction_within, input_peak_bins, input_peak_error_bins
+    from lfads_core.analysis.ground_truth import fraction_within, input_peak_bins, input_peak_error_bins
 
     rng = np.random.default_rng(0)
     inputs = rng.normal(0.0, 0.1, (4, 50, 2))

@@ -7,7 +7,7 @@ import pytest
 from conftest import regular_trials
 from lfads_core.errors import InputDataError
 from lfads_core.fileio import read_table
-from lfads_core.ingest import IngestSettings, ingest_nwb
+from lfads_core.nwb.ingest import IngestSettings, ingest_nwb
 
 
 def ingest(nwb, tmp_path, **settings):

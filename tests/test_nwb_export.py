@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from lfads_core.fileio import sha256sum
-from lfads_core.nwb_export import read_factors_nwb, write_factors_nwb
-from lfads_core.simulate import simulate_to_nwb
+from lfads_core.nwb.export import read_factors_nwb, write_factors_nwb
+from lfads_core.nwb.simulate import simulate_to_nwb
 
 BIN_S = 0.01
 N_BINS = 72  # 70 window bins + 2 forward-prediction bins

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from lfads_core import plotting
-from lfads_core.ground_truth import latent_r2
+from lfads_core.analysis.ground_truth import latent_r2
 
 
 def check_saved(saved, stem):

@@ -5,9 +5,10 @@ import yaml
 
 from conftest import ROOT
 from lfads_core.errors import InputDataError
-from lfads_core.settings import load_dataset_sheet
+from lfads_core.workflow.settings import load_dataset_sheet, read_schema
 
 DEFAULTS = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())["defaults"]
+SCHEMA = read_schema(ROOT / "workflow" / "schemas" / "datasets.schema.yaml")
 
 
 def sheet(tmp_path, text):
@@ -20,7 +21,7 @@ def test_rows_override_defaults_and_cells_are_typed(tmp_path):
     path = sheet(tmp_path, "dataset\tnwb\tbin_width_ms\tfp_bins\theldout\tsplit\n"
                            "a\ta.nwb\t10\t4\t0.25\t\n"
                            "b\tb.nwb\t\t\tnone\trandom\n")
-    datasets = load_dataset_sheet(path, DEFAULTS)
+    datasets = load_dataset_sheet(path, DEFAULTS, SCHEMA)
     assert datasets["a"]["bin_width_ms"] == 10.0 and datasets["a"]["fp_bins"] == 4
     assert datasets["a"]["heldout"] == 0.25 and datasets["a"]["split"] == "file"
     assert datasets["b"]["bin_width_ms"] == 5 and datasets["b"]["heldout"] == "none"
@@ -41,26 +42,26 @@ def test_rows_override_defaults_and_cells_are_typed(tmp_path):
 def test_bad_cells_name_the_sheet_and_column(tmp_path, header, row, field):
     path = sheet(tmp_path, f"{header}\n{row}\n")
     with pytest.raises(InputDataError) as err:
-        load_dataset_sheet(path, DEFAULTS)
+        load_dataset_sheet(path, DEFAULTS, SCHEMA)
     assert err.value.field == field and str(path) in str(err.value)
 
 
 def test_bad_default_is_named(tmp_path):
     path = sheet(tmp_path, "dataset\tnwb\na\ta.nwb\n")
     with pytest.raises(InputDataError) as err:
-        load_dataset_sheet(path, {**DEFAULTS, "bin_width_ms": 0})
+        load_dataset_sheet(path, {**DEFAULTS, "bin_width_ms": 0}, SCHEMA)
     assert err.value.field == "bin_width_ms"
     with pytest.raises(InputDataError) as err:
-        load_dataset_sheet(path, {**DEFAULTS, "binwidth": 5})
+        load_dataset_sheet(path, {**DEFAULTS, "binwidth": 5}, SCHEMA)
     assert err.value.field == "binwidth"
 
 
 def test_duplicate_dataset_names(tmp_path):
     path = sheet(tmp_path, "dataset\tnwb\na\ta.nwb\na\tb.nwb\n")
     with pytest.raises(InputDataError, match="unique"):
-        load_dataset_sheet(path, DEFAULTS)
+        load_dataset_sheet(path, DEFAULTS, SCHEMA)
 
 
 def test_project_sheets_are_valid():
     for name in ("datasets.tsv", "datasets_mc_maze_small.tsv"):
-        assert load_dataset_sheet(ROOT / "config" / name, DEFAULTS)
+        assert load_dataset_sheet(ROOT / "config" / name, DEFAULTS, SCHEMA)

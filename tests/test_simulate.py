@@ -1,4 +1,4 @@
-"""Tests of the simulated recording (lfads_core.simulate) and the NWB file it writes."""
+"""Tests of the simulated recording (lfads_core.nwb.simulate) and the NWB file it writes."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from lfads_core import simulate
-from lfads_core.simulate import DEFAULT_PARAMS, simulate_session, simulate_to_nwb, write_nwb
+from lfads_core.nwb.simulate import DEFAULT_PARAMS, simulate_session, simulate_to_nwb, write_nwb
 
 SMALL = {"n_conditions": 3, "trials_per_condition": 4, "n_neurons": 20}
 

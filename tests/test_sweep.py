@@ -6,8 +6,8 @@ import pytest
 import yaml
 
 from lfads_core.errors import InputDataError
-from lfads_core.settings import lfads_settings_for
-from lfads_core.sweep import selection_table, sweep_points
+from lfads_core.workflow.settings import lfads_settings_for
+from lfads_core.workflow.sweep import selection_table, sweep_points
 
 from test_config import CONFIG
 

@@ -11,11 +11,12 @@ import pytest
 import torch
 from scipy.ndimage import gaussian_filter1d
 
-from lfads_core.config import ModelConfig, TrainConfig
-from lfads_core.data import EpochBatcher, load_lfads_h5
-from lfads_core.posterior import run_posterior
-from lfads_core.training import (NonFiniteLossError, PlateauScheduler, ramp_weight, select_device,
-                                 train)
+from lfads_core.lfads.config import ModelConfig, TrainConfig
+from lfads_core.lfads.data import EpochBatcher, load_lfads_h5
+from lfads_core.lfads.posterior import run_posterior
+from lfads_core.lfads.devices import select_device
+from lfads_core.lfads.schedules import PlateauScheduler, ramp_weight
+from lfads_core.lfads.training import NonFiniteLossError, train
 
 torch.set_num_threads(1)
 
@@ -232,7 +233,7 @@ def test_a_checkpoint_of_other_data_is_not_resumed(tmp_path, caplog):
     first = torch.load(train(data, tmp_path / "run", mc, tc, device="cpu").model_path,
                        weights_only=False)
     write_lfads_h5(data, seed=1)  # same shapes, other spikes
-    with caplog.at_level("WARNING", logger="lfads_core.training"):
+    with caplog.at_level("WARNING", logger="lfads_core.lfads.training"):
         again = train(data, tmp_path / "run", mc, tc, device="cpu", resume="if_compatible")
     assert "not resuming" in caplog.text and "the input file changed" in caplog.text
     fresh = torch.load(train(data, tmp_path / "fresh", mc, tc, device="cpu").model_path,
@@ -295,8 +296,8 @@ def test_sigterm_stops_with_a_checkpoint_and_the_rerun_resumes(dataset, tmp_path
     script = (
         "import logging, sys, torch; torch.set_num_threads(1)\n"
         "logging.basicConfig(level=logging.INFO)\n"
-        "from lfads_core.config import ModelConfig, TrainConfig\n"
-        "from lfads_core.training import train\n"
+        "from lfads_core.lfads.config import ModelConfig, TrainConfig\n"
+        "from lfads_core.lfads.training import train\n"
         f"mc = ModelConfig(**{dict(ic_enc_dim=16, ci_enc_dim=6, con_dim=6, co_dim=1, ic_dim=8, gen_dim=24, fac_dim=6)!r})\n"
         f"tc = TrainConfig(**{dict(lr=1e-2, batch_size=8, max_epochs=12, early_stop_burn_in=10)!r})\n"
         "r = train(sys.argv[1], sys.argv[2], mc, tc, device='cpu')\n"

@@ -152,7 +152,7 @@ def test_factors_metrics_decoding_and_figures(tiny_run):
     for name in FIGURES:
         for ext in ("png", "pdf"):
             assert (out / "figures" / f"{name}.{ext}").stat().st_size > 1000, name
-    from lfads_core.nwb_export import read_factors_nwb
+    from lfads_core.nwb.export import read_factors_nwb
 
     exported = read_factors_nwb(out / "factors.nwb")
     meta = json.loads((out / "lfads_input.json").read_text())

@@ -3,12 +3,16 @@
 import dataclasses
 from pathlib import Path
 
-from lfads_core.alignment import AlignSettings
-from lfads_core.ingest import IngestSettings
-from lfads_core.settings import load_dataset_sheet, lfads_settings_for
-from lfads_core.sweep import DEFAULT_RUN, SELECTED_RUN, sweep_points
+from lfads_core.nwb.alignment import AlignSettings
+from lfads_core.nwb.ingest import IngestSettings
+from lfads_core.workflow.settings import load_dataset_sheet, lfads_settings_for, read_schema
+from lfads_core.workflow.sweep import DEFAULT_RUN, SELECTED_RUN, sweep_points
 
-DATASETS = load_dataset_sheet(config["datasets"], config["defaults"])
+DATASETS = load_dataset_sheet(
+    config["datasets"],
+    config["defaults"],
+    read_schema(workflow.source_path("../schemas/datasets.schema.yaml")),
+)
 SIMULATED_DIR = "resources/simulated"
 # Training runs per dataset: `default`, or one per point of the sweep (config lfads.sweep).
 SWEEP = sweep_points(config["lfads"].get("sweep"))

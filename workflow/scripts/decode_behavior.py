@@ -1,7 +1,7 @@
 import h5py
 
-from lfads_core.evaluation import decode_dataset, load_arrays
-from lfads_core.scripting import rule_logging
+from lfads_core.analysis.evaluation import decode_dataset, load_arrays
+from lfads_core.workflow.scripting import rule_logging
 
 with rule_logging(snakemake) as log:
     data = load_arrays(snakemake.input.data)

@@ -1,5 +1,5 @@
-from lfads_core.evaluation import evaluate, load_arrays
-from lfads_core.scripting import rule_logging
+from lfads_core.analysis.evaluation import evaluate, load_arrays
+from lfads_core.workflow.scripting import rule_logging
 
 with rule_logging(snakemake) as log:
     settings = snakemake.params.evaluation

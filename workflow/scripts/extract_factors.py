@@ -1,6 +1,5 @@
-from lfads_core.nwb_export import write_factors_nwb
-from lfads_core.posterior import write_factors_h5
-from lfads_core.scripting import rule_logging
+from lfads_core.nwb.export import write_factors_h5, write_factors_nwb
+from lfads_core.workflow.scripting import rule_logging
 
 with rule_logging(snakemake) as log:
     bin_width_s = snakemake.params.bin_width_ms / 1e3

@@ -1,6 +1,6 @@
 from lfads_core.fileio import write_json
-from lfads_core.ingest import IngestSettings, ingest_nwb
-from lfads_core.scripting import rule_logging
+from lfads_core.nwb.ingest import IngestSettings, ingest_nwb
+from lfads_core.workflow.scripting import rule_logging
 
 with rule_logging(snakemake) as log:
     settings = IngestSettings.from_settings(snakemake.params.settings)

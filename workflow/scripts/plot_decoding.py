@@ -1,7 +1,7 @@
 import h5py
 
-from lfads_core.plotting import plot_decoded_behavior
-from lfads_core.scripting import rule_logging
+from lfads_core.analysis.plotting import plot_decoded_behavior
+from lfads_core.workflow.scripting import rule_logging
 
 with rule_logging(snakemake) as log:
     with h5py.File(snakemake.input.predictions, "r") as f:

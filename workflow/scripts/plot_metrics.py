@@ -1,8 +1,8 @@
 import pandas as pd
 
-from lfads_core.evaluation import method_scores
-from lfads_core.plotting import plot_method_comparison
-from lfads_core.scripting import rule_logging
+from lfads_core.analysis.evaluation import method_scores
+from lfads_core.analysis.plotting import plot_method_comparison
+from lfads_core.workflow.scripting import rule_logging
 
 with rule_logging(snakemake) as log:
     metrics = pd.read_csv(snakemake.input.metrics, sep="\t")

@@ -1,9 +1,9 @@
 import h5py
 import numpy as np
 
-from lfads_core.plotting import (plot_factor_trajectories, plot_raster_with_rates,
+from lfads_core.analysis.plotting import (plot_factor_trajectories, plot_raster_with_rates,
                                  plot_training_curves)
-from lfads_core.scripting import rule_logging
+from lfads_core.workflow.scripting import rule_logging
 
 with rule_logging(snakemake) as log:
     out = snakemake.output

@@ -1,8 +1,8 @@
 import torch
 
-from lfads_core.devices import claim_device
-from lfads_core.posterior import run_posterior
-from lfads_core.scripting import rule_logging
+from lfads_core.lfads.devices import claim_device
+from lfads_core.lfads.posterior import run_posterior
+from lfads_core.workflow.scripting import rule_logging
 
 with rule_logging(snakemake) as log, claim_device(snakemake.config["lfads"]["device"]) as device:
     torch.set_num_threads(snakemake.threads)

@@ -1,7 +1,7 @@
 import shutil
 
-from lfads_core.scripting import rule_logging
-from lfads_core.sweep import selection_table
+from lfads_core.workflow.scripting import rule_logging
+from lfads_core.workflow.sweep import selection_table
 
 with rule_logging(snakemake) as log:
     runs = list(snakemake.params.points)

@@ -1,6 +1,6 @@
 from lfads_core.errors import InputDataError
-from lfads_core.scripting import rule_logging
-from lfads_core.simulate import simulate_to_nwb
+from lfads_core.workflow.scripting import rule_logging
+from lfads_core.nwb.simulate import simulate_to_nwb
 
 with rule_logging(snakemake) as log:
     try:

@@ -3,10 +3,10 @@ from pathlib import Path
 import torch
 import yaml
 
-from lfads_core.config import ModelConfig, TrainConfig
-from lfads_core.devices import claim_device
-from lfads_core.scripting import rule_logging
-from lfads_core.training import train
+from lfads_core.lfads.config import ModelConfig, TrainConfig
+from lfads_core.lfads.devices import claim_device
+from lfads_core.workflow.scripting import rule_logging
+from lfads_core.lfads.training import train
 
 # The device is read from the config, not from params: moving to another device retrains nothing.
 with rule_logging(snakemake) as log, claim_device(snakemake.config["lfads"]["device"]) as device:

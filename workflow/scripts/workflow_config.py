@@ -1,7 +1,7 @@
 import yaml
 
 from lfads_core import __version__
-from lfads_core.scripting import rule_logging
+from lfads_core.workflow.scripting import rule_logging
 
 with rule_logging(snakemake) as log:
     resolved = {"lfads_core_version": __version__, "config": dict(snakemake.params.config),

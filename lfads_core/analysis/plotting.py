@@ -79,8 +79,8 @@ def _save(fig: Figure, out_stem: str | Path, return_figure: bool) -> SavedFigure
     stem = Path(out_stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
     png, pdf = Path(f"{stem}.png"), Path(f"{stem}.pdf")
-    metadata = {"Creator": "lfads_core.plotting"}
-    fig.savefig(png, dpi=DPI, metadata={"Software": "lfads_core.plotting"})
+    metadata = {"Creator": "lfads_core.analysis.plotting"}
+    fig.savefig(png, dpi=DPI, metadata={"Software": "lfads_core.analysis.plotting"})
     fig.savefig(pdf, metadata=metadata)
     return SavedFigure(png, pdf, fig if return_figure else None)
 
@@ -361,7 +361,7 @@ def plot_dataset_summary(table: pd.DataFrame, out_stem: str | Path,
     """Every dataset's scores side by side: one panel per metric, one group of bars per
     dataset, one bar (same colour in every panel) per method, standard errors where ``err``
     is finite. ``table``: tidy, columns dataset, method, metric, value, err (as
-    :func:`lfads_core.evaluation.method_scores` returns); order of first appearance kept."""
+    :func:`lfads_core.analysis.evaluation.method_scores` returns); order of first appearance kept."""
     missing = {"dataset", "method", "metric", "value", "err"} - set(table.columns)
     if missing:
         raise ValueError(f"summary table lacks column(s) {sorted(missing)}")

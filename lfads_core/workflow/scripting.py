@@ -6,8 +6,8 @@ import contextlib
 import logging
 import sys
 
-from .errors import InputDataError
-from .provenance import write_rule_record
+from ..errors import InputDataError
+from ..provenance import write_rule_record
 
 
 @contextlib.contextmanager

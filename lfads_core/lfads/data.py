@@ -24,7 +24,7 @@ import h5py
 import numpy as np
 import torch
 
-__all__ = ["SplitData", "LFADSData", "load_lfads_h5", "EpochBatcher", "TrialDataset", "make_loader"]
+__all__ = ["SplitData", "LFADSData", "load_lfads_h5", "EpochBatcher"]
 
 SPLITS = ("train", "valid")
 
@@ -142,28 +142,3 @@ class EpochBatcher:
     def load_state_dict(self, d: dict[str, Any]) -> None:
         self.n, self.batch_size, self.shuffle = d["n"], d["batch_size"], d["shuffle"]
         self.seed, self.epoch = d["seed"], d["epoch"]
-
-
-class TrialDataset(torch.utils.data.Dataset):
-    """Map-style dataset over one split: item i -> dict of tensors for trial i."""
-
-    def __init__(self, split: SplitData):
-        self.split = split
-
-    def __len__(self) -> int:
-        return len(self.split)
-
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        s = self.split
-        item = {"encod": s.encod[i], "recon": s.recon[i], "ind": s.inds[i]}
-        if s.ext_input is not None:
-            item["ext_input"] = s.ext_input[i]
-        if s.sv_mask is not None:
-            item["sv_mask"] = s.sv_mask[i]
-        return item
-
-
-def make_loader(split: SplitData, batch_size: int, shuffle: bool = False, seed: int = 0) -> torch.utils.data.DataLoader:
-    """A seeded ``DataLoader`` over a split (for users; training uses :class:`EpochBatcher`)."""
-    g = torch.Generator().manual_seed(seed)
-    return torch.utils.data.DataLoader(TrialDataset(split), batch_size=batch_size, shuffle=shuffle, generator=g)

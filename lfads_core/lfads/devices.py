@@ -1,4 +1,5 @@
-"""One GPU per concurrent job on a multi-GPU workstation.
+"""Which device a job uses: :func:`select_device`, and one GPU per concurrent job on a
+multi-GPU workstation (:func:`claim_device`).
 
 Snakemake caps how many jobs that declare ``gpu=1`` run at once (``resources: gpu=N``) but
 does not tell a job which GPU to use. :func:`claim_device` does: each job takes the first GPU
@@ -16,7 +17,23 @@ import time
 from pathlib import Path
 from typing import Iterator
 
+import torch
+
 log = logging.getLogger(__name__)
+
+
+def select_device(device: str | torch.device = "auto") -> torch.device:
+    """"auto": CUDA, then Apple MPS, then CPU; anything else is passed to ``torch.device``."""
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    return torch.device(device)
 
 
 @contextlib.contextmanager
@@ -53,10 +70,6 @@ def claim_device(device: str = "auto", lock_dir: str | Path = ".snakemake/gpu_lo
     ``cuda:K``, ``mps`` or ``cpu`` is used as given. Honours ``CUDA_VISIBLE_DEVICES`` (what a
     cluster scheduler sets for the GPUs it allocated).
     """
-    import torch
-
-    from .training import select_device
-
     chosen = select_device(device)
     if chosen.type != "cuda" or chosen.index is not None:
         yield chosen

@@ -32,9 +32,9 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from . import __version__
-from .errors import InputDataError
-from .fileio import atomic_path, sha256sum, write_table
+from .. import __version__
+from ..errors import InputDataError
+from ..fileio import atomic_path, sha256sum, write_table
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ class IngestSettings:
 
     @classmethod
     def from_settings(cls, settings: dict) -> "IngestSettings":
-        from .settings import split_list
+        from ..values import split_list
 
         return cls(
             align_event=settings["align_event"],

@@ -17,7 +17,7 @@ from scipy import signal
 log = logging.getLogger(__name__)
 
 def check_bin_width(bin_width: float, where: str = "settings") -> None:
-    from .errors import InputDataError
+    from ..errors import InputDataError
 
     if not (np.isfinite(bin_width) and bin_width > 0):
         raise InputDataError(where, "bin_width_ms", f"bin width must be > 0, got {bin_width}")
@@ -117,7 +117,7 @@ def _lowpass_finite_stretches(data: np.ndarray, cutoff: float, fs: float) -> np.
 
 
 def bin_session(session_h5, out_h5, bin_width: float) -> dict:
-    """Bin an ingested ``session.h5`` (see :mod:`lfads_core.ingest`) into ``binned.h5``.
+    """Bin an ingested ``session.h5`` (see :mod:`lfads_core.nwb.ingest`) into ``binned.h5``.
 
     Output: ``counts`` (time bins x kept units, int32), attrs ``t_start`` and ``bin_width``
     (s); ``behavior/{name}`` and ``truth/{name}`` (bins x dims, float32, NaN where unknown)
@@ -126,7 +126,7 @@ def bin_session(session_h5, out_h5, bin_width: float) -> dict:
     """
     import h5py
 
-    from .fileio import atomic_path, read_table, write_table
+    from ..fileio import atomic_path, read_table, write_table
 
     check_bin_width(bin_width, where=str(session_h5))
     with h5py.File(session_h5, "r") as src:

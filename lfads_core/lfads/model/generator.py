@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["gru_update", "gru_forward_into", "gru_backward_into", "ClippedGRUCell", "Generator"]
+__all__ = ["gru_update", "ClippedGRUCell", "Generator"]
 
 
 def gru_update(gi: torch.Tensor, gh: torch.Tensor, h: torch.Tensor, clip: float) -> torch.Tensor:
@@ -31,44 +31,6 @@ def gru_update(gi: torch.Tensor, gh: torch.Tensor, h: torch.Tensor, clip: float)
     if math.isfinite(clip):
         h_new = torch.clamp(h_new, -clip, clip)
     return h_new
-
-
-def gru_forward_into(xp, gh, h, clip: float, rz, n, h_out) -> None:
-    """No-autograd GRU update writing into buffers (used by the hand-written fast paths).
-
-    xp, gh: ... x 3H input- / hidden-side pre-activations (biases included);
-    h: ... x H previous state.  Writes rz (... x 2H: reset, update gates),
-    n (... x H candidate) and h_out (... x H new, clipped state).
-    """
-    H = h.shape[-1]
-    torch.add(xp[..., : 2 * H], gh[..., : 2 * H], out=rz)
-    rz.sigmoid_()
-    torch.addcmul(xp[..., 2 * H :], rz[..., :H], gh[..., 2 * H :], out=n)
-    n.tanh_()
-    torch.lerp(n, h, rz[..., H:], out=h_out)
-    if math.isfinite(clip):
-        h_out.clamp_(-clip, clip)
-
-
-def gru_backward_into(dh, h_prev, gh, rz, n, clip: float, dxp, dgh) -> torch.Tensor:
-    """Backward of :func:`gru_forward_into` for one step.
-
-    dh: gradient w.r.t. the new state (... x H).  Writes dxp (gradient of the
-    input-side pre-activation, ... x 3H) and dgh (of the hidden-side one), and
-    returns the direct part of the gradient w.r.t. h_prev (``dh * z``); the caller
-    adds ``dgh @ W_hh``.
-    """
-    H = h_prev.shape[-1]
-    r, z = rz[..., :H], rz[..., H:]
-    if math.isfinite(clip):
-        dh = dh * (torch.lerp(n, h_prev, z).abs() <= clip)
-    dpre_n = dh * (1.0 - z) * (1.0 - n * n)
-    dxp[..., 2 * H :] = dpre_n
-    torch.mul(dpre_n, r, out=dgh[..., 2 * H :])
-    torch.mul(dpre_n * gh[..., 2 * H :], r * (1.0 - r), out=dxp[..., :H])
-    torch.mul(dh * (h_prev - n), z * (1.0 - z), out=dxp[..., H : 2 * H])
-    dgh[..., : 2 * H] = dxp[..., : 2 * H]
-    return dh * z
 
 
 class ClippedGRUCell(nn.Module):

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from .errors import InputDataError
+from ..errors import InputDataError
 
 DEFAULT_RUN = "default"
 SELECTED_RUN = "selected"

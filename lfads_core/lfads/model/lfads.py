@@ -28,8 +28,9 @@ from torch import nn
 
 from ..config import ModelConfig
 from .controller import Controller
-from .encoders import CIEncoder, ICEncoder, gru_scan
-from .generator import Generator, gru_forward_into, gru_backward_into
+from .encoders import CIEncoder, ICEncoder
+from .generator import Generator
+from .kernels import DecoderScan, gru_scan
 from .likelihoods import get_likelihood
 from .priors import GaussianPrior, make_co_prior
 from .readout import ReadIn, ReadOut
@@ -47,114 +48,6 @@ class LFADSOutput:
     co_mean: torch.Tensor  # B x T_r x co_dim (empty last dim without controller)
     co_std: torch.Tensor  # B x T_r x co_dim
     inferred_inputs: torch.Tensor  # B x T_r x co_dim: sampled (or mean) generator inputs
-
-
-class _DecoderScan(torch.autograd.Function):
-    """Controller + generator recurrence over T_r bins with a hand-written backward.
-
-    Time-major inputs: g0 (B x G) initial generator state; hc0 (B x C) initial
-    controller state; cx (T_r x B x 3C) controller input projection of the
-    encodings (+ input bias); gx (T_r x B x 3G) generator input projection of
-    external inputs (+ input bias); w_gc (3C x G) = controller factor-input weights
-    @ factor matrix; w_hh_c, b_hh_c; w_co, b_co (controller -> inferred-input
-    mean/logvar); w_cg (3G x K) inferred input -> generator; w_hh_g, b_hh_g;
-    masks ((T_r+1) x B x G, pre-scaled dropout masks, or None); eps (T_r x B x K
-    posterior noise, or None for the posterior mean).
-    Returns gen states, dropped gen states (T_r x B x G), controller output
-    params (T_r x B x 2K) and inferred inputs (T_r x B x K).
-    """
-
-    @staticmethod
-    @torch.amp.custom_fwd(device_type="cuda", cast_inputs=torch.float32)  # recurrence in fp32 under autocast
-    def forward(ctx, g0, hc0, cx, gx, w_gc, w_hh_c, b_hh_c, w_co, b_co, w_cg, w_hh_g, b_hh_g, masks, eps,
-                clip: float):
-        Tr, B, C3 = cx.shape
-        C, G, K = C3 // 3, g0.shape[1], w_cg.shape[1]
-        new = cx.new_empty
-        gs, gds, rz_g, n_g, gh_g = new(Tr, B, G), new(Tr, B, G), new(Tr, B, 2 * G), new(Tr, B, G), new(Tr, B, 3 * G)
-        hcs, rz_c, n_c, gh_c = new(Tr, B, C), new(Tr, B, 2 * C), new(Tr, B, C), new(Tr, B, 3 * C)
-        cps, cos = new(Tr, B, 2 * K), new(Tr, B, K)
-        stds = new(Tr, B, K) if eps is not None else None
-        ac, ag = new(B, 3 * C), new(B, 3 * G)
-        w_gc_t, w_hh_c_t, w_co_t, w_cg_t, w_hh_g_t = w_gc.t(), w_hh_c.t(), w_co.t(), w_cg.t(), w_hh_g.t()
-        gd0 = g0 * masks[0] if masks is not None else g0
-        g, hc, gd = g0, hc0, gd0
-        for t in range(Tr):
-            torch.addmm(cx[t], gd, w_gc_t, out=ac)
-            torch.addmm(b_hh_c, hc, w_hh_c_t, out=gh_c[t])
-            gru_forward_into(ac, gh_c[t], hc, clip, rz_c[t], n_c[t], hcs[t])
-            hc = hcs[t]
-            cp = cps[t]
-            torch.addmm(b_co, hc, w_co_t, out=cp)
-            if eps is not None:
-                torch.exp(cp[:, K:] * 0.5, out=stds[t])
-                torch.addcmul(cp[:, :K], stds[t], eps[t], out=cos[t])
-            else:
-                cos[t].copy_(cp[:, :K])
-            torch.addmm(gx[t], cos[t], w_cg_t, out=ag)
-            torch.addmm(b_hh_g, g, w_hh_g_t, out=gh_g[t])
-            gru_forward_into(ag, gh_g[t], g, clip, rz_g[t], n_g[t], gs[t])
-            g = gs[t]
-            if masks is not None:
-                torch.mul(g, masks[t + 1], out=gds[t])
-            else:
-                gds[t].copy_(g)
-            gd = gds[t]
-        ctx.save_for_backward(g0, hc0, gd0, w_gc, w_hh_c, w_co, w_cg, w_hh_g, masks, eps, gs, gds, rz_g, n_g,
-                              gh_g, hcs, rz_c, n_c, gh_c, cos, stds)
-        ctx.clip = clip
-        return gs, gds, cps, cos
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    @torch.amp.custom_bwd(device_type="cuda")
-    def backward(ctx, d_gs, d_gds, d_cps, d_cos):
-        (g0, hc0, gd0, w_gc, w_hh_c, w_co, w_cg, w_hh_g, masks, eps, gs, gds, rz_g, n_g, gh_g, hcs, rz_c, n_c,
-         gh_c, cos, stds) = ctx.saved_tensors
-        clip = ctx.clip
-        Tr, B, G = gs.shape
-        C, K = hcs.shape[2], cos.shape[2]
-        new = gs.new_empty
-        dcx, dgh_c, dgx, dgh_g, dcp = new(Tr, B, 3 * C), new(Tr, B, 3 * C), new(Tr, B, 3 * G), new(Tr, B, 3 * G), \
-            new(Tr, B, 2 * K)
-        dg = torch.zeros_like(g0)
-        dhc = torch.zeros_like(hc0)
-        dgd_next = torch.zeros_like(g0)  # gradient reaching gd_t from the controller at t+1
-        for t in range(Tr - 1, -1, -1):
-            dgd = d_gds[t] + dgd_next
-            dg = dg + d_gs[t] + (dgd * masks[t + 1] if masks is not None else dgd)
-            g_prev = gs[t - 1] if t > 0 else g0
-            dgz = gru_backward_into(dg, g_prev, gh_g[t], rz_g[t], n_g[t], clip, dgx[t], dgh_g[t])
-            dg = torch.addmm(dgz, dgh_g[t], w_hh_g)
-            dco = torch.addmm(d_cos[t], dgx[t], w_cg)
-            torch.add(d_cps[t][:, :K], dco, out=dcp[t][:, :K])
-            if eps is not None:
-                torch.addcmul(d_cps[t][:, K:], dco * 0.5, eps[t] * stds[t], out=dcp[t][:, K:])
-            else:
-                dcp[t][:, K:] = d_cps[t][:, K:]
-            dhc = torch.addmm(dhc, dcp[t], w_co)
-            hc_prev = hcs[t - 1] if t > 0 else hc0
-            dhz = gru_backward_into(dhc, hc_prev, gh_c[t], rz_c[t], n_c[t], clip, dcx[t], dgh_c[t])
-            dhc = torch.addmm(dhz, dgh_c[t], w_hh_c)
-            dgd_next = torch.mm(dcx[t], w_gc)
-        dg0 = dg + (dgd_next * masks[0] if masks is not None else dgd_next)
-
-        def wgrad(dpre, xs, x0):
-            """sum_t dpre_t^T @ x_{t-1} with x_{-1} = x0."""
-            n_out, n_in = dpre.shape[2], xs.shape[2]
-            w = torch.mm(dpre[0].t(), x0)
-            if Tr > 1:
-                w.addmm_(dpre[1:].reshape(-1, n_out).t(), xs[:-1].reshape(-1, n_in))
-            return w
-
-        flat = lambda x: x.reshape(-1, x.shape[-1])  # noqa: E731
-        dw_gc = wgrad(dcx, gds, gd0)
-        dw_hh_c = wgrad(dgh_c, hcs, hc0)
-        dw_hh_g = wgrad(dgh_g, gs, g0)
-        dw_co = torch.mm(flat(dcp).t(), flat(hcs))
-        dw_cg = torch.mm(flat(dgx).t(), flat(cos))
-        return (dg0, dhc, dcx, dgx, dw_gc, dw_hh_c, flat(dgh_c).sum(0), dw_co, flat(dcp).sum(0), dw_cg, dw_hh_g,
-                flat(dgh_g).sum(0), None, None, None)
 
 
 class LFADS(nn.Module):
@@ -289,7 +182,7 @@ class LFADS(nn.Module):
         """Same computation as :meth:`_decode_reference`: everything that does not
         depend on the recurrence is computed for all bins at once, and the
         recurrence itself runs in :func:`gru_scan` (no controller) or
-        :class:`_DecoderScan` (hand-written backward)."""
+        :class:`DecoderScan` (hand-written backward)."""
         gen, con = self.generator, self.controller
         cell_g = gen.cell
         B, Tr = ic_sample.shape[0], self.cfg.recon_seq_len
@@ -311,7 +204,7 @@ class LFADS(nn.Module):
         cx = F.linear(ci.transpose(0, 1), cell_c.weight_ih[:, :ci_dim], cell_c.bias_ih)
         w_gc = cell_c.weight_ih[:, ci_dim:] @ gen.factor_matrix()  # dropped gen state -> controller input
         hc0 = con.initial_state(B)
-        gs, gds, cps, cos = _DecoderScan.apply(
+        gs, gds, cps, cos = DecoderScan.apply(
             g0, hc0, cx, gx, w_gc, cell_c.weight_hh, cell_c.bias_hh, con.to_co.weight, con.to_co.bias,
             w_ih_g[:, :co_dim], cell_g.weight_hh, cell_g.bias_hh, gen_masks, co_eps, cell_g.clip,
         )

@@ -8,14 +8,12 @@ import jsonschema
 import pandas as pd
 import yaml
 
-from .errors import InputDataError
-
-SCHEMA_DIR = Path(__file__).resolve().parent.parent / "workflow" / "schemas"
+from ..errors import InputDataError
 
 
-def load_schema(name: str) -> dict:
-    """Load ``workflow/schemas/{name}.schema.yaml``."""
-    with open(SCHEMA_DIR / f"{name}.schema.yaml") as f:
+def read_schema(path: str | Path) -> dict:
+    """Read a JSON schema written as YAML (the workflow's are in ``workflow/schemas/``)."""
+    with open(path) as f:
         return yaml.safe_load(f)
 
 
@@ -53,13 +51,13 @@ def _convert(value: str, spec: dict):
     return value
 
 
-def load_dataset_sheet(sheet: str | Path, defaults: dict) -> dict[str, dict]:
+def load_dataset_sheet(sheet: str | Path, defaults: dict, schema: dict) -> dict[str, dict]:
     """Read the dataset sheet and return ``{dataset: settings}``.
 
     Each row's non-empty cells override ``defaults``; the merged settings are validated against
-    ``workflow/schemas/datasets.schema.yaml``. Errors name the sheet, the dataset and the column.
+    ``schema`` (the workflow's is ``workflow/schemas/datasets.schema.yaml``). Errors name the
+    sheet, the dataset and the column.
     """
-    schema = load_schema("datasets")
     if not Path(sheet).is_file():
         raise InputDataError(sheet, "datasets", "dataset sheet not found")
     table = pd.read_csv(sheet, sep="\t", dtype=str, comment="#", keep_default_na=False)
@@ -96,21 +94,16 @@ def load_dataset_sheet(sheet: str | Path, defaults: dict) -> dict[str, dict]:
     return datasets
 
 
-def split_list(text: str) -> list[str]:
-    """``"a, b"`` -> ``["a", "b"]``; empty text -> ``[]``."""
-    return [part.strip() for part in text.split(",") if part.strip()]
-
-
 def lfads_settings_for(lfads: dict, dataset: str, run: str = "default",
                        point: dict | None = None) -> dict:
     """The LFADS settings of one dataset and run: config ``lfads``, then ``overrides[dataset]``,
     then the sweep ``point`` (``{"model": {...}, "training": {...}}``) of ``run``.
 
     Returns plain dicts (``model``, ``training``, ``device``, ``posterior_batch_size``) after
-    checking them with :class:`lfads_core.config.ModelConfig` / ``TrainConfig``; errors name
+    checking them with :class:`lfads_core.lfads.config.ModelConfig` / ``TrainConfig``; errors name
     the key.
     """
-    from .config import ModelConfig, TrainConfig
+    from ..lfads.config import ModelConfig, TrainConfig
 
     override = lfads.get("overrides", {}).get(dataset, {})
     point = point or {}

@@ -10,7 +10,10 @@
   epoch k continues with epoch k+1 and (CPU, same seed) ends with bit-identical
   weights to an uninterrupted run.
 * ``train_log.csv`` -- one row per epoch (rewritten atomically from the checkpoint).
-* ``model.pt`` -- at the end: best weights + configs (see :func:`load_model`).
+* ``model.pt`` -- at the end: best weights + configs (see :func:`.checkpoint.load_model`).
+
+The pieces live beside this module: the state and the files in :mod:`.checkpoint`, the
+ramps and the learning-rate rule in :mod:`.schedules`.
 
 Loss per trial: recon NLL (summed over bins and channels) + ramped KL(IC) + ramped
 KL(inferred inputs) + ramped L2 on the generator / controller recurrent weights.
@@ -36,8 +39,6 @@ then still holds the last good checkpoint.
 from __future__ import annotations
 
 import contextlib
-import csv
-import io
 import logging
 import math
 import random
@@ -51,31 +52,18 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from ..fileio import sha256sum
+from .checkpoint import (TrainingState, checkpoint_mismatch, load_checkpoint, save_checkpoint,
+                         save_model, write_train_log)
 from .config import ModelConfig, TrainConfig
 from .data import EpochBatcher, LFADSData, SplitData, load_lfads_h5
-from .fileio import atomic_path, sha256sum
+from .devices import select_device
 from .model import LFADS, CoordinatedDropout, SampleValidation
+from .schedules import PlateauScheduler, ramp_weight
 
-__all__ = [
-    "train",
-    "TrainingPreempted",
-    "TrainResult",
-    "NonFiniteLossError",
-    "PlateauScheduler",
-    "select_device",
-    "ramp_weight",
-    "load_model",
-    "model_config_for_data",
-    "checkpoint_mismatch",
-]
+__all__ = ["train", "TrainingPreempted", "TrainResult", "NonFiniteLossError", "model_config_for_data"]
 
 log = logging.getLogger(__name__)
-
-LOG_COLUMNS = [
-    "epoch", "train_loss", "train_recon", "train_kl_ic", "train_kl_co", "train_l2",
-    "valid_loss", "valid_recon", "valid_recon_sv", "valid_kl_ic", "valid_kl_co",
-    "valid_metric_smooth", "lr", "kl_ic_weight", "kl_co_weight", "time_s",
-]
 
 
 class NonFiniteLossError(RuntimeError):
@@ -118,70 +106,6 @@ class TrainResult:
 
 
 # ---------------------------------------------------------------- helpers
-def select_device(device: str | torch.device = "auto") -> torch.device:
-    """"auto": CUDA, then Apple MPS, then CPU; anything else is passed to ``torch.device``."""
-    if isinstance(device, torch.device):
-        return device
-    if device == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        mps = getattr(torch.backends, "mps", None)
-        if mps is not None and mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    return torch.device(device)
-
-
-def ramp_weight(epoch: int, start: int, length: int) -> float:
-    """Linear ramp: 0 before ``start``, then rising to 1 over ``length`` epochs."""
-    if epoch < start:
-        return 0.0
-    if length <= 0:
-        return 1.0
-    return min(1.0, (epoch - start) / length)
-
-
-class PlateauScheduler:
-    """Multiply the LR by ``factor`` after more than ``patience`` epochs without a
-    relative improvement of ``threshold`` in the monitored value; floor ``min_lr``.
-
-    The first value stepped sets the reference (``best``); a later value counts as an
-    improvement when it is below ``best * (1 - threshold)`` (for a positive ``best``) and
-    then becomes the reference.
-    """
-
-    def __init__(self, optimizer: torch.optim.Optimizer, factor: float, patience: int, min_lr: float,
-                 threshold: float = 1e-4):
-        self.optimizer = optimizer
-        self.factor, self.patience, self.min_lr, self.threshold = factor, patience, min_lr, threshold
-        self.best: float | None = None
-        self.bad_epochs = 0
-
-    @property
-    def lr(self) -> float:
-        return self.optimizer.param_groups[0]["lr"]
-
-    def set_lr(self, lr: float) -> None:
-        for g in self.optimizer.param_groups:
-            g["lr"] = max(lr, self.min_lr)
-
-    def step(self, value: float) -> None:
-        if self.best is None or value < self.best - self.threshold * abs(self.best):
-            self.best = value
-            self.bad_epochs = 0
-        else:
-            self.bad_epochs += 1
-            if self.bad_epochs > self.patience:
-                self.set_lr(self.lr * self.factor)
-                self.bad_epochs = 0
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"best": self.best, "bad_epochs": self.bad_epochs}
-
-    def load_state_dict(self, d: dict[str, Any]) -> None:
-        self.best, self.bad_epochs = d["best"], d["bad_epochs"]
-
-
 def model_config_for_data(model_cfg: ModelConfig, data: LFADSData) -> ModelConfig:
     """Fill the data dimensions of ``model_cfg`` from ``data`` (error if set and different)."""
     dims = {
@@ -198,59 +122,10 @@ def model_config_for_data(model_cfg: ModelConfig, data: LFADSData) -> ModelConfi
     return model_cfg.replace(**dims)
 
 
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    with atomic_path(path, fsync=True) as tmp:
-        torch.save(obj, tmp)
-
-
-def checkpoint_mismatch(blob: dict[str, Any], input_sha256: str, settings: dict[str, dict]) -> str:
-    """Why the checkpoint ``blob`` cannot be resumed for this input and these settings
-    ("" when it can): the input file's checksum or the first differing setting."""
-    recorded = blob.get("input_sha256")
-    if recorded is None:
-        return "the checkpoint records no input checksum (written by an older version)"
-    if recorded != input_sha256:
-        return (f"the input file changed (sha256 {recorded[:12]} in the checkpoint, "
-                f"{input_sha256[:12]} now)")
-    old = blob.get("settings", {})
-    for section, values in settings.items():
-        before = old.get(section, {})
-        for key in sorted(set(values) | set(before)):
-            if before.get(key, "<unset>") != values.get(key, "<unset>"):
-                return (f"setting {section}.{key} differs ({before.get(key, '<unset>')!r} in the "
-                        f"checkpoint, {values.get(key, '<unset>')!r} now)")
-    return ""
-
-
 def _clock(seconds: float) -> str:
     """Seconds as ``h:mm:ss``."""
     seconds = int(round(seconds))
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
-
-
-def _write_log(path: Path, rows: list[dict[str, Any]]) -> None:
-    out = io.StringIO()
-    w = csv.DictWriter(out, fieldnames=LOG_COLUMNS, extrasaction="ignore")
-    w.writeheader()
-    for r in rows:
-        w.writerow(r)
-    with atomic_path(path, fsync=True) as tmp:
-        tmp.write_text(out.getvalue())
-
-
-def _rng_state() -> dict[str, Any]:
-    st = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
-    if torch.cuda.is_available():
-        st["cuda"] = torch.cuda.get_rng_state_all()
-    return st
-
-
-def _set_rng_state(st: dict[str, Any]) -> None:
-    torch.set_rng_state(st["torch"])
-    np.random.set_state(st["numpy"])
-    random.setstate(st["python"])
-    if "cuda" in st and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(st["cuda"])
 
 
 def _seed_everything(seed: int) -> None:
@@ -268,17 +143,6 @@ def _channel_means(split: SplitData) -> torch.Tensor:
     T, N = split.sv_mask.shape[1:]
     keep[:, :T, :N] = ~split.sv_mask
     return (recon * keep).sum(dim=(0, 1)) / keep.sum(dim=(0, 1)).clamp_min(1)
-
-
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[LFADS, ModelConfig, TrainConfig, dict]:
-    """Load ``model.pt`` -> (model in eval mode, ModelConfig, TrainConfig, metadata)."""
-    blob = torch.load(path, map_location="cpu", weights_only=False)
-    mcfg = ModelConfig.from_dict(blob["model_cfg"])
-    tcfg = TrainConfig.from_dict(blob["train_cfg"])
-    model = LFADS(mcfg)
-    model.load_state_dict(blob["state_dict"])
-    model.to(select_device(device)).eval()
-    return model, mcfg, tcfg, blob.get("meta", {})
 
 
 # ---------------------------------------------------------------- epochs
@@ -313,6 +177,7 @@ class _Trainer:
                 self.forward = torch.compile(model)
             else:
                 log.warning("compile=True ignored: torch.compile is only used on CUDA")
+        self.state = TrainingState(model, self.optimizer, self.scheduler, self.scaler, self.batcher)
 
     def run_model(self, x, **kw):
         """Forward pass; if the torch.compile'd model fails, warn once and continue eagerly."""
@@ -433,19 +298,21 @@ def _stop_on_sigterm(stop: _StopRequested, ckpt_path: Path):
         signal.signal(signal.SIGTERM, previous)
 
 
-def _run_epochs(tr: "_Trainer", st: dict, tcfg: TrainConfig, save_ckpt, load_ckpt,
-                log_path: Path, ckpt_path: Path, progress) -> None:
-    """The epoch loop of :func:`train`: train, validate, schedule, checkpoint, log."""
-    started, first_epoch = time.perf_counter(), st["epoch"]
-    while st["epoch"] < tcfg.max_epochs and not st["stop_reason"]:
-        epoch = st["epoch"]
+def _run_epochs(tr: "_Trainer", tcfg: TrainConfig, save, rollback, ckpt_path: Path, log_path: Path,
+                progress) -> None:
+    """The epoch loop of :func:`train`: train, validate, schedule, checkpoint, log.
+    ``save()`` writes the checkpoint, ``rollback()`` restores the last one."""
+    st = tr.state
+    started, first_epoch = time.perf_counter(), st.epoch
+    while st.epoch < tcfg.max_epochs and not st.stop_reason:
+        epoch = st.epoch
         t0 = time.perf_counter()
         try:
             trm = tr.train_epoch(epoch)
             vam = tr.valid_epoch(epoch)
         except _NonFinite as e:
             lr_failed = tr.scheduler.lr
-            n_rb = st["rollbacks"] + 1
+            n_rb = st.rollbacks + 1
             if n_rb > tcfg.max_nonfinite_rollbacks:
                 raise NonFiniteLossError(
                     f"non-finite {e.where} (lr={lr_failed:.3g}); gave up after "
@@ -453,50 +320,49 @@ def _run_epochs(tr: "_Trainer", st: dict, tcfg: TrainConfig, save_ckpt, load_ckp
                     f"The last good checkpoint (epoch {epoch}) is in {ckpt_path}. Check the input data "
                     f"for NaN/Inf, lower TrainConfig.lr or grad_clip, or raise max_nonfinite_rollbacks."
                 ) from None
-            load_ckpt()
-            st["rollbacks"] = n_rb
+            rollback()
+            st.rollbacks = n_rb
             tr.scheduler.set_lr(lr_failed * 0.5)
             log.warning("non-finite %s: rolled back to epoch %d, lr halved to %.3g (rollback %d/%d)",
-                        e.where, st["epoch"], tr.scheduler.lr, n_rb, tcfg.max_nonfinite_rollbacks)
+                        e.where, st.epoch, tr.scheduler.lr, n_rb, tcfg.max_nonfinite_rollbacks)
             continue
 
         lr_used = tr.scheduler.lr
         s = tcfg.loss_smoothing
-        st["ema"] = vam["metric"] if st["ema"] is None else s * st["ema"] + (1 - s) * vam["metric"]
-        tr.scheduler.step(st["ema"])
+        st.ema = vam["metric"] if st.ema is None else s * st.ema + (1 - s) * vam["metric"]
+        tr.scheduler.step(st.ema)
         if epoch >= tcfg.early_stop_burn_in:
-            if st["ema"] < st["best_metric"]:
-                st["best_metric"], st["best_epoch"], st["bad_epochs"] = st["ema"], epoch, 0
-                st["best_state"] = {k: v.detach().cpu().clone() for k, v in tr.model.state_dict().items()}
+            if st.ema < st.best_metric:
+                st.best_metric, st.best_epoch, st.bad_epochs = st.ema, epoch, 0
+                st.best_state = {k: v.detach().cpu().clone() for k, v in tr.model.state_dict().items()}
             else:
-                st["bad_epochs"] += 1
-                if st["bad_epochs"] >= tcfg.early_stop_patience:
-                    st["stop_reason"] = f"early stopping: no improvement for {st['bad_epochs']} epochs"
-        if tcfg.stop_at_lr_min and tr.scheduler.lr <= tcfg.lr_min and not st["stop_reason"]:
-            st["stop_reason"] = f"learning rate reached lr_min={tcfg.lr_min:g}"
+                st.bad_epochs += 1
+                if st.bad_epochs >= tcfg.early_stop_patience:
+                    st.stop_reason = f"early stopping: no improvement for {st.bad_epochs} epochs"
+        if tcfg.stop_at_lr_min and tr.scheduler.lr <= tcfg.lr_min and not st.stop_reason:
+            st.stop_reason = f"learning rate reached lr_min={tcfg.lr_min:g}"
         w = tr.weights(epoch)
         row = {
             "epoch": epoch, "train_loss": trm["loss"], "train_recon": trm["recon"], "train_kl_ic": trm["kl_ic"],
             "train_kl_co": trm["kl_co"], "train_l2": trm["l2"], "valid_loss": vam["loss"],
             "valid_recon": vam["recon"], "valid_recon_sv": vam["recon_sv"], "valid_kl_ic": vam["kl_ic"],
-            "valid_kl_co": vam["kl_co"], "valid_metric_smooth": st["ema"], "lr": lr_used,
+            "valid_kl_co": vam["kl_co"], "valid_metric_smooth": st.ema, "lr": lr_used,
             "kl_ic_weight": w["kl_ic"], "kl_co_weight": w["kl_co"], "time_s": time.perf_counter() - t0,
         }
-        st["rows"].append(row)
-        st["epoch"] = epoch + 1
-        save_ckpt()
-        _write_log(log_path, st["rows"])
+        st.rows.append(row)
+        st.epoch = epoch + 1
+        save()
+        write_train_log(log_path, st.rows)
         elapsed = time.perf_counter() - started
-        left = elapsed / (st["epoch"] - first_epoch) * (tcfg.max_epochs - st["epoch"])
+        left = elapsed / (st.epoch - first_epoch) * (tcfg.max_epochs - st.epoch)
         log.info(
             "epoch %d/%d | train loss %.3f recon %.3f kl_ic %.3f kl_co %.3f l2 %.3f | valid recon %.3f "
             "(smooth %.3f) | lr %.2e | %.1fs | elapsed %s, left at most %s",
             epoch + 1, tcfg.max_epochs, trm["loss"], trm["recon"], trm["kl_ic"], trm["kl_co"], trm["l2"],
-            vam["recon"], st["ema"], lr_used, row["time_s"], _clock(elapsed), _clock(left),
+            vam["recon"], st.ema, lr_used, row["time_s"], _clock(elapsed), _clock(left),
         )
         if progress is not None:
             progress(dict(row))
-
 
 
 def train(
@@ -536,83 +402,49 @@ def train(
 
     ckpt_path = out_dir / "checkpoint.pt"
     log_path = out_dir / "train_log.csv"
-    st: dict[str, Any] = {
-        "epoch": 0, "ema": None, "best_metric": math.inf, "best_epoch": -1, "best_state": None,
-        "bad_epochs": 0, "rollbacks": 0, "rows": [], "stop_reason": "",
-    }
-
     # A checkpoint belongs to its data and its settings: it records both, and only a
     # checkpoint whose input checksum and resolved settings both match is resumed.
     input_sha256 = sha256sum(input_h5)
     settings = {"model": mcfg.to_dict(), "training": train_cfg.to_dict()}
+    st = tr.state
 
-    def save_ckpt() -> None:
-        _atomic_torch_save(
-            {
-                "input_sha256": input_sha256,
-                "settings": settings,
-                "model": model.state_dict(),
-                "optimizer": tr.optimizer.state_dict(),
-                "scheduler": tr.scheduler.state_dict(),
-                "scaler": tr.scaler.state_dict(),
-                "batcher": tr.batcher.state_dict(),
-                "rng": _rng_state(),
-                "state": st,
-            },
-            ckpt_path,
-        )
+    def save() -> None:
+        save_checkpoint(ckpt_path, st, input_sha256, settings)
 
-    def load_ckpt() -> None:
-        blob = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    def rollback() -> None:
+        blob = load_checkpoint(ckpt_path)
         mismatch = checkpoint_mismatch(blob, input_sha256, settings)
         if mismatch:
             raise ValueError(f"{ckpt_path} cannot be resumed: {mismatch}; use a new out_dir or "
                              f"resume='if_compatible' (start afresh)")
-        model.load_state_dict(blob["model"])
-        tr.optimizer.load_state_dict(blob["optimizer"])
-        tr.scheduler.load_state_dict(blob["scheduler"])
-        tr.scaler.load_state_dict(blob["scaler"])
-        tr.batcher.load_state_dict(blob["batcher"])
-        _set_rng_state(blob["rng"])
-        st.clear()
-        st.update(blob["state"])
+        st.load_state_dict(blob)
 
     if resume == "if_compatible" and ckpt_path.exists():
-        mismatch = checkpoint_mismatch(torch.load(ckpt_path, map_location="cpu", weights_only=False),
-                                       input_sha256, settings)
+        mismatch = checkpoint_mismatch(load_checkpoint(ckpt_path), input_sha256, settings)
         if mismatch:
             log.warning("not resuming %s: %s; starting afresh", ckpt_path, mismatch)
             ckpt_path.unlink()
     if resume and ckpt_path.exists():
-        load_ckpt()
-        log.info("resuming from %s at epoch %d", ckpt_path, st["epoch"])
+        rollback()
+        log.info("resuming from %s at epoch %d", ckpt_path, st.epoch)
     else:
-        save_ckpt()  # epoch-0 state: the rollback target for a failure in the first epoch
+        save()  # epoch-0 state: the rollback target for a failure in the first epoch
 
-    tcfg = train_cfg
     with _stop_on_sigterm(tr.stop, ckpt_path):
-        _run_epochs(tr, st, tcfg, save_ckpt, load_ckpt, log_path, ckpt_path, progress)
+        _run_epochs(tr, train_cfg, save, rollback, ckpt_path, log_path, progress)
 
-    _write_log(log_path, st["rows"])
-    if st["best_state"] is not None:
-        best_state, best_epoch, best_metric = st["best_state"], st["best_epoch"], st["best_metric"]
+    write_train_log(log_path, st.rows)
+    if st.best_state is not None:
+        best_state, best_epoch, best_metric = st.best_state, st.best_epoch, st.best_metric
     else:  # ended before the burn-in: keep the last epoch
         best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-        best_epoch = st["epoch"] - 1
-        best_metric = st["ema"] if st["ema"] is not None else math.nan
+        best_epoch = st.epoch - 1
+        best_metric = st.ema if st.ema is not None else math.nan
+    stop_reason = st.stop_reason or "max_epochs reached"
     model_path = out_dir / "model.pt"
-    _atomic_torch_save(
-        {
-            "state_dict": best_state,
-            "model_cfg": mcfg.to_dict(),
-            "train_cfg": train_cfg.to_dict(),
-            "meta": {
-                "best_epoch": best_epoch, "best_metric": best_metric, "epochs_run": st["epoch"],
-                "stop_reason": st["stop_reason"] or "max_epochs reached", "data_attrs": data.attrs,
-                "input_h5": str(input_h5), "input_sha256": input_sha256,
-            },
-        },
-        model_path,
-    )
-    return TrainResult(out_dir, model_path, log_path, best_epoch, best_metric, st["epoch"],
-                       st["stop_reason"] or "max_epochs reached")
+    save_model(model_path, best_state, mcfg, train_cfg, {
+        "best_epoch": best_epoch, "best_metric": best_metric, "epochs_run": st.epoch,
+        "stop_reason": stop_reason, "data_attrs": data.attrs, "input_h5": str(input_h5),
+        "input_sha256": input_sha256,
+    })
+    return TrainResult(out_dir, model_path, log_path, best_epoch, best_metric, st.epoch, stop_reason)

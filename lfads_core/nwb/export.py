@@ -1,4 +1,6 @@
-"""LFADS output of one dataset as an NWB file of its own, on the source recording's clock.
+"""LFADS output of one dataset (the ``extract_factors`` stage): :func:`write_factors_h5` for
+Python users, and :func:`write_factors_nwb`, an NWB file of its own on the source recording's
+clock.
 
 Layout of the file written by :func:`write_factors_nwb`:
 
@@ -41,8 +43,8 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from . import __version__
-from .fileio import atomic_path, sha256sum
+from .. import __version__
+from ..fileio import atomic_path, sha256sum
 
 MODULE = "lfads"
 SPLITS = ("train", "valid")
@@ -188,7 +190,7 @@ def write_factors_nwb(source_nwb: str | Path, lfads_input_json: str | Path,
                 f"LFADS output (latent factors, inferred firing rates and inferred inputs) "
                 f"of the recording {source_name} (sha256 {sha}, identifier {src.identifier}). "
                 f"The recording's description: {src.session_description}"),
-            identifier=str(uuid.uuid5(uuid.NAMESPACE_URL, f"lfads_core.nwb_export:"
+            identifier=str(uuid.uuid5(uuid.NAMESPACE_URL, f"lfads_core.nwb.export:"
                                       f"{src.identifier}:{posterior_sha}")),
             session_start_time=src.session_start_time,
             timestamps_reference_time=src.timestamps_reference_time,
@@ -196,8 +198,8 @@ def write_factors_nwb(source_nwb: str | Path, lfads_input_json: str | Path,
             keywords=list(dict.fromkeys(keywords + ["LFADS", "latent dynamics"])),
             subject=_copy_subject(src),
             was_generated_by=[["lfads_core", __version__]],
-            source_script=f"lfads_core.nwb_export.write_factors_nwb (lfads_core {__version__})",
-            source_script_file_name="lfads_core/nwb_export.py",
+            source_script=f"lfads_core.nwb.export.write_factors_nwb (lfads_core {__version__})",
+            source_script_file_name="lfads_core/nwb/export.py",
             data_collection="Provenance of this file: " + json.dumps(provenance),
             **extra,
         )
@@ -331,3 +333,24 @@ def read_factors_nwb(path: str | Path) -> dict:
             if f"{split}_inferred_inputs" not in out:
                 out[f"{split}_inferred_inputs"] = np.zeros(stamps.shape + (0,), np.float32)
     return out
+
+
+def write_factors_h5(posterior_h5: str | Path, lfads_input_json: str | Path,
+                     out_h5: str | Path) -> None:
+    """LFADS output for Python users: per split ``{split}_factors``, ``{split}_rates``
+    (expected counts per bin), ``{split}_inputs`` (trials x bins x dims), ``{split}_trial_ids``
+    (source trial ids) and ``{split}_window_start_s`` (s, recording clock); attrs give the bin
+    width, channel unit ids and held-out flags and the source checksum."""
+    meta = json.loads(Path(lfads_input_json).read_text())
+    with h5py.File(posterior_h5, "r") as post, atomic_path(out_h5) as tmp, \
+            h5py.File(tmp, "w") as out:
+        for split in ("train", "valid"):
+            for key in ("factors", "rates", "inputs"):
+                out.create_dataset(f"{split}_{key}", data=post[f"{split}_{key}"][()],
+                                   compression="gzip", compression_opts=1)
+            out[f"{split}_trial_ids"] = np.asarray(meta["trial_ids"][split])
+            out[f"{split}_window_start_s"] = np.asarray(meta["window_start_times_s"][split])
+        out.attrs.update(bin_width_s=meta["bin_width_s"], unit_ids=meta["unit_ids"],
+                         heldout=meta["heldout"], source=meta["source"],
+                         source_sha256=meta["source_sha256"],
+                         rates_unit="expected counts per bin")

@@ -28,9 +28,9 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from .errors import InputDataError
-from .fileio import atomic_path, read_table, write_json
-from .settings import split_list
+from ..errors import InputDataError
+from ..fileio import atomic_path, read_table, write_json
+from ..values import split_list
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +124,7 @@ def condition_index(trials: pd.DataFrame, columns: tuple[str, ...], where: str) 
 
 
 def align_trials(binned_h5, out_h5, settings: AlignSettings, metadata_json=None) -> dict:
-    """Cut ``binned.h5`` (see :func:`lfads_core.binning.bin_session`) into aligned trials.
+    """Cut ``binned.h5`` (see :func:`lfads_core.nwb.binning.bin_session`) into aligned trials.
 
     Writes ``out_h5`` (layout in the module docstring) and, if given, ``metadata_json`` (bin
     width, window, unit ids, trial ids, source checksum). Returns the alignment summary: kept

@@ -26,7 +26,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["ModelConfig", "TrainConfig", "configs_from_dict"]
+__all__ = ["ModelConfig", "TrainConfig"]
 
 
 class _DictMixin:
@@ -196,12 +196,3 @@ class TrainConfig(_DictMixin):
             raise ValueError("loss_smoothing must be in [0, 1)")
         if self.posterior_samples < 1:
             raise ValueError("posterior_samples must be >= 1")
-
-
-def configs_from_dict(d: dict[str, Any] | None) -> tuple[ModelConfig, TrainConfig]:
-    """``{"model": {...}, "train": {...}}`` -> (ModelConfig, TrainConfig); unknown keys raise."""
-    d = dict(d or {})
-    unknown = sorted(k for k in d if k not in ("model", "train"))
-    if unknown:
-        raise KeyError(f"unknown config section(s): {', '.join(map(repr, unknown))}; expected 'model' and 'train'")
-    return ModelConfig.from_dict(d.get("model")), TrainConfig.from_dict(d.get("train"))

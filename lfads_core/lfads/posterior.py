@@ -21,8 +21,10 @@ import h5py
 import numpy as np
 import torch
 
+from ..fileio import atomic_path
 from .data import LFADSData, SplitData, load_lfads_h5
-from .fileio import atomic_path
+from .checkpoint import load_model
+from .devices import select_device
 from .model import LFADS
 
 __all__ = ["sample_posterior", "write_posterior_h5", "run_posterior"]
@@ -94,8 +96,6 @@ def run_posterior(model_path: str | Path, input_h5: str | Path, output_h5: str |
     """Load ``model.pt``, sample posteriors for all trials of ``input_h5``, write ``output_h5``.
     ``n_samples`` and ``seed`` default to the model's ``TrainConfig.posterior_samples`` and
     ``seed``."""
-    from .training import load_model, select_device
-
     dev = select_device(device)
     model, mcfg, tcfg, meta = load_model(model_path, dev)
     data = load_lfads_h5(input_h5)
@@ -108,26 +108,3 @@ def run_posterior(model_path: str | Path, input_h5: str | Path, output_h5: str |
             attrs[k] = data.attrs[k]
     write_posterior_h5(output_h5, res, attrs)
     return res
-
-
-def write_factors_h5(posterior_h5: str | Path, lfads_input_json: str | Path,
-                     out_h5: str | Path) -> None:
-    """LFADS output for Python users: per split ``{split}_factors``, ``{split}_rates``
-    (expected counts per bin), ``{split}_inputs`` (trials x bins x dims), ``{split}_trial_ids``
-    (source trial ids) and ``{split}_window_start_s`` (s, recording clock); attrs give the bin
-    width, channel unit ids and held-out flags and the source checksum."""
-    import json
-
-    meta = json.loads(Path(lfads_input_json).read_text())
-    with h5py.File(posterior_h5, "r") as post, atomic_path(out_h5) as tmp, \
-            h5py.File(tmp, "w") as out:
-        for split in ("train", "valid"):
-            for key in ("factors", "rates", "inputs"):
-                out.create_dataset(f"{split}_{key}", data=post[f"{split}_{key}"][()],
-                                   compression="gzip", compression_opts=1)
-            out[f"{split}_trial_ids"] = np.asarray(meta["trial_ids"][split])
-            out[f"{split}_window_start_s"] = np.asarray(meta["window_start_times_s"][split])
-        out.attrs.update(bin_width_s=meta["bin_width_s"], unit_ids=meta["unit_ids"],
-                         heldout=meta["heldout"], source=meta["source"],
-                         source_sha256=meta["source_sha256"],
-                         rates_unit="expected counts per bin")

@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .fileio import atomic_path
+from ..fileio import atomic_path
 
 DEFAULT_PARAMS: dict = {
     "system": "lorenz", "seed": 0,
@@ -369,11 +369,11 @@ def write_nwb(session: SimulatedSession, path: str | Path) -> None:
     nwb = NWBFile(
         session_description=f"Simulated spiking recording ({p['system']} latent dynamics, "
                             f"Poisson spikes); parameters: {text}",
-        identifier=str(uuid.uuid5(uuid.NAMESPACE_URL, "lfads_core.simulate:" + text)),
+        identifier=str(uuid.uuid5(uuid.NAMESPACE_URL, "lfads_core.nwb.simulate:" + text)),
         session_start_time=SESSION_START,
         file_create_date=SESSION_START,  # fixed, so the same params give the same bytes
         experiment_description="Synthetic data with known latent dynamics and firing rates, "
-                               "written by lfads_core.simulate to test latent-dynamics models.",
+                               "written by lfads_core.nwb.simulate to test latent-dynamics models.",
         keywords=["simulation", "latent dynamics", p["system"], "Poisson spiking"],
         institution="simulated", lab="simulated", experimenter=["Simulator, LFADS"],
         session_id=f"sim-{p['system']}-seed{p['seed']}",
@@ -409,7 +409,7 @@ def write_nwb(session: SimulatedSession, path: str | Path) -> None:
         return TimeSeries(name=name, data=data,
                           unit=unit, rate=float(rate), starting_time=float(start),
                           description=description,
-                          comments="NaN outside trials; simulated by lfads_core.simulate")
+                          comments="NaN outside trials; simulated by lfads_core.nwb.simulate")
 
     behavior = nwb.create_processing_module("behavior", "Simulated behaviour")
     behavior.add(series("hand_vel", session.hand_vel, "m/s", session.behavior_rate_hz, 0.0,

@@ -17,68 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .generator import gru_backward_into, gru_forward_into, gru_update
+from .generator import gru_update
+from .kernels import gru_scan
 
-__all__ = ["ICEncoder", "CIEncoder", "bidirectional_gru", "gru_scan"]
-
-
-class _GRUScan(torch.autograd.Function):
-    """D independent GRUs (e.g. the two directions of a bidirectional GRU) advanced
-    together over T steps from precomputed input projections.
-
-    xp: D x T x B x 3H (input projection incl. input bias, gates r,z,n);
-    h0: D x B x H; w_hh: D x 3H x H; b_hh: D x 3H.  Returns states D x T x B x H.
-    Only the recurrent matmuls are inside the loop (one ``addmm`` per direction:
-    faster on CPU than a batched matmul); elementwise gate arithmetic covers all
-    directions at once, and the weight gradients are one matmul per direction
-    after the backward loop.
-    """
-
-    @staticmethod
-    @torch.amp.custom_fwd(device_type="cuda", cast_inputs=torch.float32)  # recurrence in fp32 under autocast
-    def forward(ctx, xp, h0, w_hh, b_hh, clip: float):
-        D, T, B, G = xp.shape
-        H = G // 3
-        w_t = [w_hh[d].t() for d in range(D)]
-        hs = xp.new_empty(D, T, B, H)
-        rz = xp.new_empty(D, T, B, 2 * H)
-        n = xp.new_empty(D, T, B, H)
-        gh = xp.new_empty(D, T, B, G)
-        h = h0
-        for t in range(T):
-            for d in range(D):
-                torch.addmm(b_hh[d], h[d], w_t[d], out=gh[d, t])
-            gru_forward_into(xp[:, t], gh[:, t], h, clip, rz[:, t], n[:, t], hs[:, t])
-            h = hs[:, t]
-        ctx.save_for_backward(h0, w_hh, hs, rz, n, gh)
-        ctx.clip = clip
-        return hs
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    @torch.amp.custom_bwd(device_type="cuda")
-    def backward(ctx, grad_hs):
-        h0, w_hh, hs, rz, n, gh = ctx.saved_tensors
-        D, T, B, H = hs.shape
-        dxp = hs.new_empty(D, T, B, 3 * H)
-        dgh = hs.new_empty(D, T, B, 3 * H)
-        dh = torch.zeros_like(h0)
-        for t in range(T - 1, -1, -1):
-            hp = hs[:, t - 1] if t > 0 else h0
-            dhz = gru_backward_into(dh + grad_hs[:, t], hp, gh[:, t], rz[:, t], n[:, t], ctx.clip,
-                                    dxp[:, t], dgh[:, t])
-            dh = torch.stack([torch.addmm(dhz[d], dgh[d, t], w_hh[d]) for d in range(D)])
-        dw = torch.empty_like(w_hh)
-        for d in range(D):
-            torch.mm(dgh[d, 1:].reshape(-1, 3 * H).t(), hs[d, :-1].reshape(-1, H), out=dw[d])
-            dw[d].addmm_(dgh[d, 0].t(), h0[d])
-        db = dgh.view(D, T * B, 3 * H).sum(dim=1)
-        return dxp, dh, dw, db, None
-
-
-def gru_scan(xp, h0, w_hh, b_hh, clip: float = float("inf")):
-    """See :class:`_GRUScan`.  xp: D x T x B x 3H -> states D x T x B x H."""
-    return _GRUScan.apply(xp, h0, w_hh, b_hh, clip)
+__all__ = ["ICEncoder", "CIEncoder", "bidirectional_gru"]
 
 
 def _gru_direction_reference(x, h, w_ih, w_hh, b_ih, b_hh, reverse: bool):
