@@ -78,7 +78,7 @@ def test_trials_leaving_the_recording_or_obs_intervals_are_dropped(make_nwb, tmp
     trials.loc[0, "move_onset_time"] = 0.1  # window starts at -0.15 s: before the recording
     obs = [[[0.0, 2.5], [3.7, 6.0]]]  # trial 2 (2.5-3.5 s) is not observed
     nwb = make_nwb(spike_times=[[0.5, 1.5, 4.0]], trials=trials, obs_intervals=obs)
-    data, summary = align(prepare(nwb, tmp_path), tmp_path, split="random")
+    data, summary = align(prepare(nwb, tmp_path), tmp_path, split="random", valid_fraction=0.5)
     assert summary["drop_reasons"] == {"window outside recording": 1,
                                        "window outside obs_intervals": 1}
     assert sorted(np.concatenate([data["train_inds"], data["valid_inds"]])) == [1, 3]
@@ -91,7 +91,7 @@ def test_nan_behaviour_in_the_window_drops_the_trial(make_nwb, tmp_path):
     vel[(t > 1.6) & (t < 1.7)] = np.nan  # inside trial 1's window
     nwb = make_nwb(spike_times=[[0.5]], trials=trials, behavior={"hand_vel": vel})
     data, summary = align(prepare(nwb, tmp_path, behavior=["hand_vel"]), tmp_path,
-                          split="random")
+                          split="random", valid_fraction=0.5)
     assert summary["drop_reasons"] == {"NaN behaviour in window": 1}
     assert 1 not in np.concatenate([data["train_inds"], data["valid_inds"]])
     assert np.isfinite(data["train_behavior"]).all()
