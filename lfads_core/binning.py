@@ -18,7 +18,6 @@ import logging
 import math
 
 import numpy as np
-from scipy import signal
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +137,8 @@ def resample_series(timestamps: np.ndarray, data: np.ndarray, t_start: float, bi
 
 
 def _lowpass_finite_stretches(data: np.ndarray, cutoff: float, fs: float) -> np.ndarray:
+    from scipy import signal
+
     sos = signal.butter(8, cutoff, btype="low", fs=fs, output="sos")
     out = np.full_like(data, np.nan)
     finite = np.all(np.isfinite(data), axis=1)

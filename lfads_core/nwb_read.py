@@ -229,9 +229,9 @@ def find_series(f: h5py.File, name: str, path, module: str = BEHAVIOR_MODULE) ->
     return found[0]
 
 
-def series_arrays(group: h5py.Group, path, field: str) -> tuple[np.ndarray, np.ndarray]:
-    """``(timestamps (samples,), data (samples x dims))`` of a TimeSeries, in seconds and in
-    its ``unit`` (``conversion`` and ``offset`` applied); every dataset checked first."""
+def check_series(group: h5py.Group, path, field: str) -> None:
+    """Check a TimeSeries' datasets without reading its samples: numbers, stored sizes,
+    timestamps matching the data, or a starting time with a positive rate."""
     data_ds = group["data"]
     check_numeric(data_ds, path, f"{field}.data")
     check_stored(data_ds, path, f"{field}.data")
@@ -245,15 +245,25 @@ def series_arrays(group: h5py.Group, path, field: str) -> tuple[np.ndarray, np.n
         if timestamps.shape != data_ds.shape[:1]:
             raise InputDataError(path, f"{field}.timestamps", f"has shape {timestamps.shape}"
                                  f" but the data has {data_ds.shape[0]} samples")
-        times = read(timestamps, path, f"{field}.timestamps").astype(np.float64)
+        return
+    start = dataset(group, "starting_time", path, f"{field}.starting_time")
+    rate = start.attrs.get("rate") if start is not None else None
+    if start is None or start.shape != () or start.dtype.kind not in NUMBERS or \
+            rate is None or not (np.isfinite(rate) and rate > 0):
+        raise InputDataError(path, f"{field}.starting_time", "neither timestamps nor a "
+                             "numeric starting_time with a rate > 0")
+
+
+def series_arrays(group: h5py.Group, path, field: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(timestamps (samples,), data (samples x dims))`` of a TimeSeries, in seconds and in
+    its ``unit`` (``conversion`` and ``offset`` applied), after :func:`check_series`."""
+    check_series(group, path, field)
+    data_ds = group["data"]
+    if "timestamps" in group:
+        times = read(group["timestamps"], path, f"{field}.timestamps").astype(np.float64)
     else:
-        start = dataset(group, "starting_time", path, f"{field}.starting_time")
-        rate = start.attrs.get("rate") if start is not None else None
-        if start is None or start.shape != () or start.dtype.kind not in NUMBERS or \
-                rate is None or not (np.isfinite(rate) and rate > 0):
-            raise InputDataError(path, f"{field}.starting_time", "neither timestamps nor a "
-                                 "numeric starting_time with a rate > 0")
-        times = float(start[()]) + np.arange(data_ds.shape[0]) / float(rate)
+        start = group["starting_time"]
+        times = float(start[()]) + np.arange(data_ds.shape[0]) / float(start.attrs["rate"])
     data = read(data_ds, path, f"{field}.data")
     conversion = float(data_ds.attrs.get("conversion", 1.0))
     offset = float(data_ds.attrs.get("offset", 0.0))

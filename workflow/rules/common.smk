@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+from lfads_core.preflight import preflight_or_exit
 from lfads_core.settings import load_dataset_sheet, lfads_settings_for
 from lfads_core.sweep import DEFAULT_RUN, SELECTED_RUN, sweep_points
 
@@ -35,6 +36,8 @@ def _check_nwb_paths():
 
 
 _check_nwb_paths()
+# Settings against each file's metadata (lfads_core/preflight.py), before any job runs.
+preflight_or_exit(DATASETS, config["datasets"], config, SIMULATED_DIR)
 
 
 # LFADS settings of every dataset and run (config `lfads`, the dataset's overrides, the run's
