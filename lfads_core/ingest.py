@@ -133,11 +133,12 @@ def read_trials(f: h5py.File, path, event: str) -> tuple[pd.DataFrame, dict[str,
     if event not in trials:
         raise InputDataError(path, f"trials.{event}",
                              f"alignment column missing; trial columns are {list(trials.columns)}")
-    for column in {"start_time", "stop_time", event}:
-        if trials[column].dtype.kind not in nr.NUMBERS:
-            raise InputDataError(path, f"trials.{column}", "holds "
-                                 f"{'text' if trials[column].dtype == object else trials[column].dtype}"
-                                 " values, not times in seconds")
+    for column in ("start_time", "stop_time", event):
+        values = trials[column]
+        if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+            what = "text" if pd.api.types.is_string_dtype(values) else str(values.dtype)
+            raise InputDataError(path, f"trials.{column}",
+                                 f"holds {what} values, not times in seconds")
     if np.all(np.isnan(trials[event].to_numpy(dtype=float))):
         raise InputDataError(path, f"trials.{event}", "alignment column is NaN for every trial")
     return trials, skipped

@@ -76,7 +76,10 @@ def check_dataset(name: str, settings: dict, sheet, config: dict, read_file: boo
     """Check one dataset; returns what it found (upper bounds of the usable trials and units).
     Raises :class:`InputDataError` naming the sheet, the dataset, the field and the file."""
     where = f"{sheet} (dataset '{name}')"
-    offset_s, n_window = check_window(settings, where)
+    try:
+        offset_s, n_window = check_window(settings, where)
+    except InputDataError as exc:
+        raise InputDataError(where, exc.field, f"{exc.reason} (file {settings['nwb']})")
     found = {"n_window": n_window}
     if not read_file:
         return found

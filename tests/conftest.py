@@ -111,3 +111,18 @@ def workflow_dir(tmp_path: Path, sheet: str, config_text: str | None = None) -> 
         (work / "config" / "config.yaml").write_text(config_text)
     (work / "config" / "datasets.tsv").write_text(sheet)
     return work
+
+
+def replace_dataset(path, name, data=None, **create):
+    """Replace dataset ``name`` of an HDF5 (NWB) file by ``data`` (or by an empty dataset made
+    with ``create``, e.g. ``shape=..., chunks=...``), keeping its attributes: a way to write
+    the corrupt or hostile files some labs' tools produce."""
+    import h5py
+
+    with h5py.File(path, "r+") as f:
+        attrs = dict(f[name].attrs)
+        del f[name]
+        ds = f.create_dataset(name, data=data, **create)
+        for key, value in attrs.items():
+            ds.attrs[key] = value
+        return ds.shape
