@@ -295,7 +295,7 @@ def _ingest(path: Path, f: h5py.File, out_h5: Path, settings: IngestSettings,
         starts, ends = units.starts, units.ends
         for i, k in enumerate(kept_idx):
             unit_spikes = nr.read(units.spike_data, path, "units.spike_times",
-                                  np.s_[starts[k]:ends[k]]).astype(np.float64)
+                                  np.s_[starts[k]:ends[k]]).astype(np.float64, copy=False)
             unit_id = unit_table["id"].iat[k]
             if not np.all(np.isfinite(unit_spikes)):
                 raise InputDataError(path, "units.spike_times",
