@@ -5,6 +5,7 @@
 Writes a simulated NWB file whose spike times take the given size (float64), then ingests it
 in a fresh subprocess and reports that process's peak resident memory (VmHWM) and time.
 Ingestion streams spike times unit by unit, so its peak should be far below the file size.
+Also times the workflow's parse-time check of the file (lfads_core.workflow.preflight, metadata only).
 """
 
 from __future__ import annotations
@@ -31,6 +32,18 @@ start = time.perf_counter()
 summary = ingest_nwb(sys.argv[1], sys.argv[2], IngestSettings())
 seconds = time.perf_counter() - start
 print(json.dumps({{"seconds": seconds, "peak_rss_mb": {PEAK}, "spikes": summary["spikes_kept"]}}))
+"""
+
+CHECK = f"""
+import json, sys, time
+from pathlib import Path
+import yaml
+from lfads_core.workflow.preflight import check_dataset
+config = yaml.safe_load((Path(sys.argv[2]) / "config" / "config.yaml").read_text())
+settings = {{**config["defaults"], "dataset": "bench", "nwb": sys.argv[1], "split": "random"}}
+start = time.perf_counter()
+found = check_dataset("bench", settings, "bench.tsv", config)
+print(json.dumps({{"seconds": time.perf_counter() - start, "trials": found["all"]}}))
 """
 
 BASELINE = f"""
@@ -87,7 +100,15 @@ def main():
                                   str(Path(tmp) / "s.h5")], capture_output=True, text=True,
                                  check=True)
             runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        root = Path(__file__).resolve().parent.parent
+        checks = [json.loads(subprocess.run([sys.executable, "-c", CHECK, str(nwb), str(root)],
+                                            capture_output=True, text=True, check=True
+                                            ).stdout.strip().splitlines()[-1])
+                  for _ in range(args.repeats)]
         print(f"NWB file {size_gb:.2f} GB, {runs[0]['spikes']:,} spikes")
+        print(f"parse-time check, median of {args.repeats} runs: "
+              f"{statistics.median(c['seconds'] for c in checks) * 1e3:.0f} ms "
+              f"({checks[0]['trials']} usable trials)")
         seconds = statistics.median(r["seconds"] for r in runs)
         peak = statistics.median(r["peak_rss_mb"] for r in runs)
         print(f"ingest, median of {args.repeats} runs: {seconds:.1f} s, peak RSS {peak:.0f} MB "

@@ -142,3 +142,51 @@ def tiny_run(tmp_path_factory):
     finally:
         os.umask(umask)
     return work, result
+
+
+def replace_dataset(path, name, data=None, **create):
+    """Replace dataset ``name`` of an HDF5 (NWB) file by ``data`` (or by an empty dataset made
+    with ``create``, e.g. ``shape=..., chunks=...``), keeping its attributes: a way to write
+    the corrupt or hostile files some labs' tools produce."""
+    import h5py
+
+    with h5py.File(path, "r+") as f:
+        attrs = dict(f[name].attrs)
+        del f[name]
+        ds = f.create_dataset(name, data=data, **create)
+        for key, value in attrs.items():
+            ds.attrs[key] = value
+        return ds.shape
+
+
+def readme_commands(*docs: str) -> list[str]:
+    """Every ``snakemake ...`` command of the given Markdown files (README.md by default): the
+    lines of fenced code blocks and inline code spans, whitespace normalised, from
+    ``snakemake`` on (a leading ``pip install ... &&`` left out)."""
+    import re
+
+    commands = []
+    for doc in docs or ("README.md",):
+        text = (ROOT / doc).read_text()
+        blocks = re.findall(r"```[a-z]*\n(.*?)```", text, flags=re.S)
+        pieces = [line for block in blocks for line in block.splitlines()]
+        pieces += re.findall(r"(?<!`)`([^`]+)`(?!`)", re.sub(r"```.*?```", "", text, flags=re.S))
+        for piece in pieces:
+            piece = " ".join(piece.split())
+            if piece.startswith("#") or "snakemake " not in piece and piece != "snakemake":
+                continue
+            command = piece[piece.index("snakemake"):]
+            if re.match(r"snakemake( |$)", command):
+                commands.append(command)
+    return commands
+
+
+def readme_command_args(containing: str) -> list[str]:
+    """The arguments of the one README command containing ``containing``, ready for
+    :func:`run_snakemake` (the default profile given by its absolute path)."""
+    import shlex
+
+    found = [c for c in readme_commands() if containing in c]
+    assert len(found) == 1, f"README has {len(found)} commands with {containing!r}: {found}"
+    args = shlex.split(found[0])[1:]
+    return [str(ROOT / a) if a.startswith("workflow/profiles/") else a for a in args]

@@ -78,7 +78,7 @@ def test_trials_leaving_the_recording_or_obs_intervals_are_dropped(make_nwb, tmp
     trials.loc[0, "move_onset_time"] = 0.1  # window starts at -0.15 s: before the recording
     obs = [[[0.0, 2.5], [3.7, 6.0]]]  # trial 2 (2.5-3.5 s) is not observed
     nwb = make_nwb(spike_times=[[0.5, 1.5, 4.0]], trials=trials, obs_intervals=obs)
-    data, summary = align(prepare(nwb, tmp_path), tmp_path, split="random")
+    data, summary = align(prepare(nwb, tmp_path), tmp_path, split="random", valid_fraction=0.5)
     assert summary["drop_reasons"] == {"window outside recording": 1,
                                        "window outside obs_intervals": 1}
     assert sorted(np.concatenate([data["train_inds"], data["valid_inds"]])) == [1, 3]
@@ -91,7 +91,7 @@ def test_nan_behaviour_in_the_window_drops_the_trial(make_nwb, tmp_path):
     vel[(t > 1.6) & (t < 1.7)] = np.nan  # inside trial 1's window
     nwb = make_nwb(spike_times=[[0.5]], trials=trials, behavior={"hand_vel": vel})
     data, summary = align(prepare(nwb, tmp_path, behavior=["hand_vel"]), tmp_path,
-                          split="random")
+                          split="random", valid_fraction=0.5)
     assert summary["drop_reasons"] == {"NaN behaviour in window": 1}
     assert 1 not in np.concatenate([data["train_inds"], data["valid_inds"]])
     assert np.isfinite(data["train_behavior"]).all()
@@ -143,3 +143,40 @@ def test_inside_intervals_tolerates_rounding():
     starts = np.array([0.8 - 1e-12, 0.0, 0.75, 0.6])
     stops = np.array([1.5 + 1e-12, 0.7, 0.9, 0.8])
     assert inside_intervals(starts, stops, intervals).tolist() == [True, True, False, False]
+
+
+def test_windows_leaving_their_trial_are_counted_and_can_be_dropped(make_nwb, tmp_path):
+    trials = regular_trials(6)  # 1 s trials with 0.2 s gaps, onset 0.3 s after the start
+    trials.loc[[1, 4], "move_onset_time"] += 0.5  # these windows end 0.25 s past the trial
+    nwb = make_nwb(spike_times=[np.linspace(0.1, 7.0, 80)], trials=trials)
+    binned = prepare(nwb, tmp_path)
+    data, summary = align(binned, tmp_path, split="random", valid_fraction=0.4)
+    assert summary["windows_outside_trial"] == 2
+    assert summary["windows_overlapping_next_trial"] == 2  # past the 0.2 s gap
+    assert "2 trial windows leave their trial" in summary["warnings"][0]
+    assert len(data["train_inds"]) + len(data["valid_inds"]) == 6
+    data, summary = align(binned, tmp_path, split="random", valid_fraction=0.4,
+                          outside_trial="drop")
+    assert summary["drop_reasons"] == {"window outside trial": 2}
+    assert sorted(np.concatenate([data["train_inds"], data["valid_inds"]])) == [0, 2, 3, 5]
+
+
+def test_no_heldout_units_warns(make_nwb, tmp_path, caplog):
+    nwb = make_nwb(spike_times=[[0.5, 1.5], [0.7, 2.0]], trials=regular_trials(5))
+    binned = prepare(nwb, tmp_path)
+    _, summary = align(binned, tmp_path, split="random", valid_fraction=0.4)
+    assert summary["n_heldout"] == 0
+    assert "no 'heldout' column" in summary["warnings"][0] and "co-bps" in caplog.text
+    _, summary = align(binned, tmp_path, split="random", valid_fraction=0.4, heldout="0.2")
+    assert "rounds to 0" in summary["warnings"][0]
+    _, summary = align(binned, tmp_path, split="random", valid_fraction=0.4, heldout="none")
+    assert summary["warnings"] == []
+
+
+def test_too_few_validation_trials_names_the_source_and_leaves_nothing(make_nwb, tmp_path):
+    nwb = make_nwb(spike_times=[[0.5, 1.5]], trials=regular_trials(2))
+    with pytest.raises(InputDataError) as err:
+        align(prepare(nwb, tmp_path), tmp_path, split="random")
+    assert err.value.field == "valid_fraction" and str(nwb) in str(err.value)
+    assert "0 valid trials" in str(err.value) and "train_lfads" in str(err.value)
+    assert not (tmp_path / "lfads_input.h5").exists() and not (tmp_path / "meta.json").exists()

@@ -102,3 +102,43 @@ def test_resample_keeps_nan_gaps_and_handles_upsampling():
     coarse_t = np.arange(0, 2, 0.01)  # slower than the bins: plain interpolation
     up = resample_series(coarse_t, np.sin(2 * np.pi * coarse_t), 0.0, 0.005, 390)[:, 0]
     np.testing.assert_allclose(up, np.sin(2 * np.pi * centres[:390]), atol=2e-3)
+
+
+@settings(max_examples=100, deadline=None)
+@given(units=st.lists(st.lists(st.integers(0, 199), max_size=40), min_size=1, max_size=4),
+       firsts=st.lists(st.integers(-5, 195), min_size=1, max_size=6),
+       n=st.integers(1, 30))
+def test_window_counts_equal_a_dense_count_matrix_cut_at_the_windows(units, firsts, n):
+    """The sparse path (per-spike bin indices -> counts of each window) equals cutting the
+    dense bins x units matrix, overlapping windows and windows past the grid's ends included."""
+    from lfads_core.nwb.binning import dense_block, window_counts
+
+    bins = [np.sort(np.asarray(u, dtype=np.int64)) for u in units]
+    offsets = np.concatenate([[0], np.cumsum([len(b) for b in bins])]).astype(np.int64)
+    flat = np.concatenate(bins) if offsets[-1] else np.zeros(0, np.int64)
+    dense = np.zeros((200 + 40, len(bins)), dtype=np.int32)
+    for u, b in enumerate(bins):
+        np.add.at(dense, (b + 5, u), 1)  # shifted by 5 so that windows may start before 0
+    columns = np.arange(len(bins))[::-1]  # column order differs from unit order
+    entries = window_counts(flat, offsets, np.asarray(firsts), n, columns)
+    got = dense_block(entries, np.arange(len(firsts)), n, len(bins))
+    for i, first in enumerate(firsts):
+        np.testing.assert_array_equal(got[i][:, columns], dense[first + 5:first + 5 + n])
+
+
+def test_binned_file_is_sparse_and_independent_of_the_window(small_recording, tmp_path):
+    import h5py
+
+    from lfads_core.nwb.binning import bin_session
+    from lfads_core.nwb.ingest import IngestSettings, ingest_nwb
+
+    ingest_nwb(small_recording, tmp_path / "s.h5", IngestSettings(behavior=["hand_vel"]))
+    summary = bin_session(tmp_path / "s.h5", tmp_path / "b.h5", 0.001)
+    with h5py.File(tmp_path / "s.h5", "r") as s, h5py.File(tmp_path / "b.h5", "r") as b:
+        times = s["spikes/times"][()]
+        assert "counts" not in b and b["spikes/bins"].dtype == np.int32
+        np.testing.assert_array_equal(b["spikes/bins"][()], np.floor(times / 0.001 + 1e-9))
+        np.testing.assert_array_equal(b["spikes/unit_offsets"][()], s["spikes/unit_offsets"][()])
+        # behaviour stays at its own 1 kHz samples (not upsampled onto the grid)
+        assert b["behavior/hand_vel/data"].shape == s["behavior/hand_vel/data"].shape
+    assert summary["spikes_binned"] == len(times) and summary["spikes_outside_grid"] == 0

@@ -162,3 +162,20 @@ def test_unsorted_spike_times_are_sorted_with_a_warning(make_nwb, tmp_path):
     assert summary["units_resorted"] == 1
     with h5py.File(out, "r") as h5:
         np.testing.assert_array_equal(h5["spikes/times"][()], [0.2, 0.4, 0.3, 0.35, 0.5])
+
+
+def test_columns_ingestion_leaves_out_are_counted(make_nwb, tmp_path):
+    nwb = make_nwb(spike_times=[[0.2, 0.4], [0.5]], trials=regular_trials(2),
+                   obs_intervals=[[[0.0, 3.0]], [[0.0, 3.0]]])
+    with h5py.File(nwb, "r+") as f:  # a 2-D column (e.g. a waveform per unit)
+        f["units/waveform"] = np.zeros((2, 5))
+        f["units"].attrs["colnames"] = list(f["units"].attrs["colnames"]) + ["waveform"]
+    _, summary = ingest(nwb, tmp_path)
+    skipped = summary["columns_not_ingested"]["units"]
+    assert skipped["waveform"].startswith("2-D") and "ragged" in skipped["spike_times"]
+    assert summary["heldout_column"] is False
+
+
+def test_trial_filter_keeping_nothing_is_named(small_recording, tmp_path):
+    assert_fails(small_recording, tmp_path, "trial_filter", "no trials left",
+                 trial_filter="split == 'nope'")

@@ -8,7 +8,7 @@ import h5py
 import numpy as np
 import pytest
 
-from conftest import MC_MAZE_SMALL, ROOT, run_snakemake
+from conftest import MC_MAZE_SMALL, ROOT, readme_command_args, run_snakemake
 
 pytestmark = pytest.mark.skipif(
     not MC_MAZE_SMALL.is_file(),
@@ -25,9 +25,8 @@ def aligned(tmp_path_factory):
     (base / "shared").symlink_to(ROOT.parent / "shared")
     work = base / "work"
     shutil.copytree(ROOT / "config", work / "config")
-    run_snakemake(work, "results/mc_maze_small/lfads_input.h5",  # the data stages only
-                  "results/mc_maze_small/align/summary.json",
-                  "--config", "datasets=config/datasets_mc_maze_small.tsv")
+    # README's command for the data stages, as written there
+    run_snakemake(work, *readme_command_args("results/mc_maze_small/lfads_input.h5"))
     return work / "results" / "mc_maze_small"
 
 

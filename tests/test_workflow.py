@@ -104,18 +104,17 @@ def test_missing_nwb_file_is_named(tmp_path):
     assert "field 'nwb'" in result.stdout and "data/lost.nwb" in result.stdout
 
 
-def test_malformed_nwb_fails_the_rule_and_leaves_no_output(tmp_path):
+def test_malformed_nwb_stops_the_run_before_any_job(tmp_path):
     sheet = "dataset\tnwb\nbroken\tdata/broken.nwb\n"
     work = workflow_dir(tmp_path, sheet, tiny_config())
     (work / "data").mkdir()
     (work / "data" / "broken.nwb").write_text("this is not HDF5\n")
     result = run_snakemake(work, check=False)
     assert result.returncode != 0
+    # named when the workflow starts (lfads_core/workflow/preflight.py), before any job
     assert "data/broken.nwb: field 'file': not an HDF5 file" in result.stdout
-    assert not (work / "results" / "broken" / "ingest" / "session.h5").exists()
-    assert not list((work / "results").rglob("*.h5")) if (work / "results").exists() else True
-    log = (work / "logs" / "broken" / "ingest.log").read_text()
-    assert "field 'file'" in log
+    assert "datasets.tsv (dataset 'broken')" in result.stdout and "Traceback" not in result.stdout
+    assert not (work / "results").exists() and not (work / "logs").exists()
 
 
 def test_bad_lfads_setting_is_named(tmp_path):

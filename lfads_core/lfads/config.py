@@ -94,7 +94,7 @@ class ModelConfig(_DictMixin):
     co_prior_var: float = 0.1  # variance of the "gaussian" inferred-input prior
 
     # ---- observation model ----
-    likelihood: str = "poisson"  # key of lfads_core.model.likelihoods.LIKELIHOODS
+    likelihood: str = "poisson"  # key of lfads_core.lfads.model.likelihoods.LIKELIHOODS
 
     # ---- augmentations ----
     cd_rate: float = 0.3  # coordinated dropout rate (lfads-torch MC_Maze); 0 = off

@@ -16,7 +16,12 @@ Output ``lfads_input.h5`` (arrays are trials x time bins x channels):
 The window is snapped to the bin grid: it starts at the bin edge nearest to
 ``event + window_start``. A trial is dropped (and counted, with the reason) if its event is
 NaN, if its window (with forward bins) is not inside one valid (observed) interval or the
-recording, or if its behaviour has a NaN in the window.
+recording, or if its behaviour has a NaN in the window. Windows that leave their trial's own
+``[start_time, stop_time]`` or reach into the next trial are counted, with a warning, and
+dropped with ``outside_trial: drop``.
+
+Counts are made from ``binned.h5``'s per-spike bin indices, one unit at a time, and written a
+block of trials at a time, so memory grows with the trials cut, not with the recording.
 """
 
 from __future__ import annotations
@@ -31,10 +36,13 @@ import pandas as pd
 from ..errors import InputDataError
 from ..fileio import atomic_path, read_table, write_json
 from ..values import split_list
+from .binning import bin_centres, dense_block, sample_series, window_counts
+from .intervals import TOLERANCE_S, inside_intervals
 
 log = logging.getLogger(__name__)
 
-_TOLERANCE_S = 1e-9
+OUTSIDE_TRIAL = ("warn", "drop")
+BLOCK_ENTRIES = 1 << 24  # counts per block of trials written at once
 
 
 @dataclass
@@ -50,6 +58,7 @@ class AlignSettings:
     valid_fraction: float = 0.2
     seed: int = 0
     condition_columns: tuple[str, ...] = ()
+    outside_trial: str = "warn"  # windows leaving their trial: "warn" (keep) or "drop"
 
     @classmethod
     def from_settings(cls, s: dict) -> "AlignSettings":
@@ -57,7 +66,8 @@ class AlignSettings:
                    window_end_ms=float(s["window_end_ms"]), fp_bins=int(s["fp_bins"]),
                    heldout=str(s["heldout"]), split=s["split"],
                    valid_fraction=float(s["valid_fraction"]), seed=int(s["seed"]),
-                   condition_columns=tuple(split_list(s["condition_columns"])))
+                   condition_columns=tuple(split_list(s["condition_columns"])),
+                   outside_trial=s.get("outside_trial", "warn"))
 
 
 def window_bins(settings: AlignSettings, bin_width: float, where: str) -> tuple[int, int]:
@@ -71,16 +81,6 @@ def window_bins(settings: AlignSettings, bin_width: float, where: str) -> tuple[
                              f"window length {length_s * 1e3:g} ms is not a whole number of "
                              f"{bin_width * 1e3:g} ms bins")
     return settings.window_start_ms / 1e3, int(round(n))
-
-
-def inside_intervals(starts: np.ndarray, stops: np.ndarray, intervals: np.ndarray) -> np.ndarray:
-    """True where ``[start, stop]`` lies inside one of the (sorted, disjoint) ``intervals``."""
-    if len(intervals) == 0:
-        return np.zeros(len(starts), dtype=bool)
-    i = np.searchsorted(intervals[:, 0], starts + _TOLERANCE_S, side="right") - 1
-    ok = i >= 0
-    i = np.clip(i, 0, None)
-    return ok & (starts >= intervals[i, 0] - _TOLERANCE_S) & (stops <= intervals[i, 1] + _TOLERANCE_S)
 
 
 def heldout_mask(units: pd.DataFrame, mode: str, seed: int) -> np.ndarray:
@@ -123,26 +123,47 @@ def condition_index(trials: pd.DataFrame, columns: tuple[str, ...], where: str) 
     return trials.groupby(list(columns), sort=True, dropna=False).ngroup().to_numpy(np.int64)
 
 
+def trial_window_flags(trials: pd.DataFrame, win_start: np.ndarray, win_stop: np.ndarray
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """``(outside, overlap)``: windows that leave their trial's ``[start_time, stop_time]``,
+    and windows that reach past the start of the next trial in time."""
+    start = trials["start_time"].to_numpy(float)
+    stop = trials["stop_time"].to_numpy(float)
+    outside = (win_start < start - TOLERANCE_S) | (win_stop > stop + TOLERANCE_S)
+    order = np.argsort(start, kind="stable")
+    next_start = np.full(len(trials), np.inf)
+    next_start[order[:-1]] = start[order[1:]]
+    overlap = win_stop > next_start + TOLERANCE_S
+    return outside, overlap
+
+
 def align_trials(binned_h5, out_h5, settings: AlignSettings, metadata_json=None) -> dict:
     """Cut ``binned.h5`` (see :func:`lfads_core.nwb.binning.bin_session`) into aligned trials.
 
     Writes ``out_h5`` (layout in the module docstring) and, if given, ``metadata_json`` (bin
     width, window, unit ids, trial ids, source checksum). Returns the alignment summary: kept
-    and dropped trials and why.
+    and dropped trials and why, and any warnings. Errors name the source NWB file.
     """
-    where = str(binned_h5)
+    if settings.outside_trial not in OUTSIDE_TRIAL:
+        raise InputDataError(binned_h5, "outside_trial", f"must be one of {OUTSIDE_TRIAL}, got "
+                             f"{settings.outside_trial!r}")
     with h5py.File(binned_h5, "r") as src:
+        source = str(src.attrs["source"])
+
+        def fail(field, message):
+            return InputDataError(source, field, f"{message} (aligning {binned_h5})")
+
         bin_width = float(src.attrs["bin_width"])
         t_start = float(src.attrs["t_start"])
         n_bins = int(src.attrs["n_bins"])
-        offset_s, n_window = window_bins(settings, bin_width, where)
+        offset_s, n_window = window_bins(settings, bin_width, source)
         n_total = n_window + settings.fp_bins
         trials = read_table(src["trials"])
         units = read_table(src["units"])
         valid_intervals = src["valid_intervals"][()]
         event = settings.align_event
         if event not in trials:
-            raise InputDataError(where, f"trials.{event}", "alignment column missing")
+            raise fail(f"trials.{event}", "alignment column missing")
 
         reason = np.where(trials["kept"].to_numpy(bool), "", trials["drop_reason"]).astype(object)
         event_times = trials[event].to_numpy(float)
@@ -156,60 +177,75 @@ def align_trials(binned_h5, out_h5, settings: AlignSettings, metadata_json=None)
         reason[candidates & ~in_recording] = "window outside recording"
         reason[(reason == "") & ~in_observed] = "window outside obs_intervals"
         if candidates.any() and not (reason == "").any():
-            raise InputDataError(
-                where, "window_start_ms",
-                f"the window {settings.window_start_ms:g}..{settings.window_end_ms:g} ms "
-                f"(+{settings.fp_bins} forward bins) around '{event}' leaves the recording or "
-                f"its observed intervals for every trial")
+            raise fail("window_start_ms",
+                       f"the window {settings.window_start_ms:g}..{settings.window_end_ms:g} ms "
+                       f"(+{settings.fp_bins} forward bins) around '{event}' leaves the "
+                       "recording or its observed intervals for every trial")
+        outside, overlap = trial_window_flags(trials, win_start, win_stop)
+        warns = []
+        n_outside, n_overlap = int((outside & (reason == "")).sum()), \
+            int((overlap & (reason == "")).sum())
+        if n_outside:
+            action = "dropped (outside_trial: drop)" if settings.outside_trial == "drop" else \
+                "kept (set outside_trial: drop to drop them)"
+            warns.append(f"{n_outside} trial windows leave their trial's [start_time, "
+                         f"stop_time], {n_overlap} of them reaching into the next trial; {action}")
+            if settings.outside_trial == "drop":
+                reason[outside & (reason == "")] = "window outside trial"
 
-        behavior = {name: ds[()] for name, ds in src.get("behavior", {}).items()}
-        behavior_columns = [c for ds in src.get("behavior", {}).values() for c in ds.attrs["columns"]]
-        truth = {name: ds[()] for name, ds in src.get("truth", {}).items()}
-        truth_units = {name: ds.attrs["unit"] for name, ds in src.get("truth", {}).items()}
+        series = {kind: {name: (grp["timestamps"][()], grp["data"][()]) for name, grp in
+                         src.get(kind, {}).items()} for kind in ("behavior", "truth")}
+        behavior_columns = [c for g in src.get("behavior", {}).values() for c in g.attrs["columns"]]
+        truth_units = {name: g.attrs["unit"] for name, g in src.get("truth", {}).items()}
         window_index = np.flatnonzero(reason == "")
-        counts_ds = src["counts"][()]
-
-        def cut(ds, rows, length):
-            return np.stack([ds[first_bin[r]:first_bin[r] + length] for r in rows]) \
-                if len(rows) else np.zeros((0, length) + ds.shape[1:], ds.dtype)
-
-        if behavior:
-            beh = np.concatenate([cut(ds, window_index, n_window) for ds in behavior.values()],
-                                 axis=2)
+        beh = None
+        if series["behavior"]:
+            centres = bin_centres(first_bin[window_index], n_window, t_start, bin_width)
+            beh = np.concatenate([sample_series(ts, d, centres).astype(np.float32)
+                                  for ts, d in series["behavior"].values()], axis=2)
             nan_rows = np.any(np.isnan(beh), axis=(1, 2))
             reason[window_index[nan_rows]] = "NaN behaviour in window"
         kept_rows = np.flatnonzero(reason == "")
         split = np.full(len(trials), "", dtype=object)
-        split[kept_rows] = assign_split(trials.iloc[kept_rows], settings, where)
+        split[kept_rows] = assign_split(trials.iloc[kept_rows], settings, source)
         dropped_by_split = kept_rows[(split[kept_rows] != "train") & (split[kept_rows] != "valid")]
         reason[dropped_by_split] = split[dropped_by_split]
-        conditions = condition_index(trials, settings.condition_columns, where)
+        conditions = condition_index(trials, settings.condition_columns, source)
 
         heldout = heldout_mask(units, settings.heldout, settings.seed)
+        if not heldout.any() and settings.heldout != "none":
+            if settings.heldout != "file":
+                why = f"a fraction {settings.heldout} of {len(units)} kept units rounds to 0"
+            elif not src.attrs.get("heldout_column", True):
+                why = "the file's units table has no 'heldout' column"
+            else:
+                why = "the file's 'heldout' column marks none of the kept units"
+            warns.append(f"heldout is '{settings.heldout}' but no unit is held out ({why}): "
+                         "no co-bps or other held-out metrics")
+        if heldout.all():
+            raise fail("heldout", f"heldout '{settings.heldout}' holds out all {len(units)} "
+                       "kept units, leaving none as encoder input")
         channel_order = np.concatenate([np.flatnonzero(~heldout), np.flatnonzero(heldout)])
+        column_of_unit = np.argsort(channel_order)
         n_heldin = int((~heldout).sum())
-        arrays = {}
-        for name in ("train", "valid"):
-            rows = np.flatnonzero((reason == "") & (split == name))
-            recon = cut(counts_ds, rows, n_total)[:, :, channel_order].astype(np.int32)
-            arrays[f"{name}_encod_data"] = recon[:, :n_window, :n_heldin]
-            arrays[f"{name}_recon_data"] = recon
-            arrays[f"{name}_inds"] = rows.astype(np.int64)
-            arrays[f"{name}_cond_idx"] = conditions[rows]
-            if behavior:
-                arrays[f"{name}_behavior"] = np.concatenate(
-                    [cut(ds, rows, n_window) for ds in behavior.values()], axis=2)
-            for tname, ds in truth.items():
-                values = cut(ds, rows, n_total)
-                if tname == "rates":
-                    values = values[:, :, channel_order]
-                    if truth_units[tname] == "Hz":
-                        values = values * bin_width
-                arrays[f"{name}_truth_{tname}"] = values.astype(np.float32)
-        if len(arrays["train_inds"]) == 0:
-            raise InputDataError(where, "split",
-                                 f"no training trials left ({len(trials)} trials; drop reasons "
-                                 f"{pd.Series(reason[reason != '']).value_counts().to_dict()})")
+        rows = {name: np.flatnonzero((reason == "") & (split == name))
+                for name in ("train", "valid")}
+        drops = pd.Series(reason[reason != ""]).value_counts().to_dict()
+        for name, need, why in (("train", 1, "training"), ("valid", 1, "the validation loss")):
+            if len(rows[name]) < need:
+                field = "valid_fraction" if name == "valid" and settings.split == "random" \
+                    else "split"
+                raise fail(field, f"{len(rows[name])} {name} trials left of {len(trials)} "
+                           f"(drop reasons {drops}); train_lfads needs at least {need} for "
+                           f"{why}")
+        for message in warns:
+            log.warning("%s: %s", source, message)
+        all_rows = np.concatenate([rows["train"], rows["valid"]])
+        log.info("align: counting spikes of %d units in %d windows", len(units), len(all_rows))
+        entries = window_counts(src["spikes/bins"], src["spikes/unit_offsets"][()],
+                                first_bin[all_rows], n_total, column_of_unit)
+        position = {"train": np.arange(len(rows["train"])),
+                    "valid": len(rows["train"]) + np.arange(len(rows["valid"]))}
         attrs = {
             "bin_width_s": bin_width,
             "window_start_s": settings.window_start_ms / 1e3,
@@ -227,34 +263,69 @@ def align_trials(binned_h5, out_h5, settings: AlignSettings, metadata_json=None)
             "unit_ids": units["id"].to_numpy()[channel_order].tolist(),
             "heldout": heldout[channel_order].tolist(),
             "behavior_columns": behavior_columns,
-            "trial_ids": {name: trials["id"].to_numpy()[arrays[f"{name}_inds"]].tolist()
+            "trial_ids": {name: trials["id"].to_numpy()[rows[name]].tolist()
                           for name in ("train", "valid")},
-            "window_start_times_s": {name: win_start[arrays[f"{name}_inds"]].tolist()
+            "window_start_times_s": {name: win_start[rows[name]].tolist()
                                      for name in ("train", "valid")},
         }
+        n_units = len(units)
+        block = max(1, BLOCK_ENTRIES // max(1, n_total * n_units))
 
-    with atomic_path(out_h5) as tmp:
-        with h5py.File(tmp, "w") as out:
-            for key, value in arrays.items():
-                out.create_dataset(key, data=value, compression="gzip", compression_opts=1)
-            out.attrs.update(attrs)
-            out.attrs["behavior_columns"] = behavior_columns
-        if metadata_json is not None:
-            write_json(metadata, metadata_json)
+        def create(out, key, shape, dtype, chunk_rows=1):
+            return out.create_dataset(key, shape=shape, dtype=dtype, compression="gzip",
+                                      compression_opts=1,
+                                      chunks=(min(chunk_rows, max(shape[0], 1)),) + shape[1:])
 
-    dropped = pd.Series(reason[reason != ""]).value_counts().to_dict()
+        with atomic_path(out_h5) as tmp:
+            with h5py.File(tmp, "w") as out:
+                for name in ("train", "valid"):
+                    r, n = rows[name], len(rows[name])
+                    recon = create(out, f"{name}_recon_data", (n, n_total, n_units), np.int32)
+                    encod = create(out, f"{name}_encod_data", (n, n_window, n_heldin), np.int32)
+                    truth = {t: create(out, f"{name}_truth_{t}",
+                                       (n, n_total, d.shape[1]), np.float32)
+                             for t, (_, d) in series["truth"].items()}
+                    for lo in range(0, n, block):
+                        hi = min(n, lo + block)
+                        counts = dense_block(entries, position[name][lo:hi], n_total, n_units)
+                        recon[lo:hi] = counts
+                        encod[lo:hi] = counts[:, :n_window, :n_heldin]
+                        centres = bin_centres(first_bin[r[lo:hi]], n_total, t_start, bin_width)
+                        for t, (ts, d) in series["truth"].items():
+                            values = sample_series(ts, d, centres).astype(np.float32)
+                            if t == "rates":
+                                values = values[:, :, channel_order]
+                                if truth_units[t] == "Hz":
+                                    values = values * bin_width
+                            truth[t][lo:hi] = values.astype(np.float32)
+                    for key, value in ((f"{name}_inds", r.astype(np.int64)),
+                                       (f"{name}_cond_idx", conditions[r])):
+                        out.create_dataset(key, data=value, compression="gzip",
+                                           compression_opts=1)
+                    if beh is not None:
+                        out.create_dataset(f"{name}_behavior",
+                                           data=beh[np.searchsorted(window_index, r)],
+                                           compression="gzip", compression_opts=1)
+                out.attrs.update(attrs)
+                out.attrs["behavior_columns"] = behavior_columns
+            if metadata_json is not None:
+                write_json(metadata, metadata_json)
+
     summary = {
         "trials_in_file": int(len(trials)),
-        "train_trials": int(len(arrays["train_inds"])),
-        "valid_trials": int(len(arrays["valid_inds"])),
-        "dropped_trials": int(sum(dropped.values())),
-        "drop_reasons": dropped,
+        "train_trials": int(len(rows["train"])),
+        "valid_trials": int(len(rows["valid"])),
+        "dropped_trials": int(sum(drops.values())),
+        "drop_reasons": drops,
+        "windows_outside_trial": n_outside,
+        "windows_overlapping_next_trial": n_overlap,
+        "warnings": warns,
         "n_bins_window": n_window,
         "fp_bins": settings.fp_bins,
         "n_heldin": n_heldin,
         "n_heldout": int(heldout.sum()),
-        "spikes_in_trials": int(arrays["train_recon_data"].sum() + arrays["valid_recon_data"].sum()),
+        "spikes_in_trials": int(len(entries[0])),
     }
     log.info("align: %d train, %d valid trials; dropped %s", summary["train_trials"],
-             summary["valid_trials"], dropped or "none")
+             summary["valid_trials"], drops or "none")
     return summary

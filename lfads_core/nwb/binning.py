@@ -1,5 +1,11 @@
 """Spike binning and behaviour resampling onto one regular time grid.
 
+The binning stage stores, per spike, the index of its bin (sparse: its size is that of the
+spikes, not of bins x units), and each behaviour series low-pass filtered at its own sampling
+times; alignment turns both into counts and values on the bins of the trial windows it cuts
+(:func:`window_counts`, :func:`sample_series`). Memory and time so grow with the spikes and
+samples the file stores and the trials used, never with the recording's length x units.
+
 Edge convention: bin ``k`` covers the half-open interval ``[edges[k], edges[k+1])`` with
 ``edges[k] = t_start + k * bin_width`` (seconds). Every spike is counted in exactly one bin; a
 spike exactly on an edge belongs to the bin that starts there. Spikes outside
@@ -12,7 +18,6 @@ import logging
 import math
 
 import numpy as np
-from scipy import signal
 
 log = logging.getLogger(__name__)
 
@@ -72,24 +77,23 @@ def bin_spikes(times: np.ndarray, unit_offsets: np.ndarray, t_start: float, bin_
     return counts
 
 
-def resample_series(timestamps: np.ndarray, data: np.ndarray, t_start: float, bin_width: float,
-                    n_bins: int) -> np.ndarray:
-    """Resample a behaviour-like series (samples x dims) onto the bin grid (bins x dims).
+def prefilter_series(timestamps: np.ndarray, data: np.ndarray, bin_width: float
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """The first half of :func:`resample_series`: the series on a regular grid, low-pass
+    filtered if it is sampled faster than the bins; ``(timestamps, data)`` in float64.
 
-    The value of a bin is the series at the bin's centre. When the series is sampled faster
-    than the bins, it is first low-pass filtered (zero-phase 8th-order Butterworth at 80% of
-    the bins' Nyquist frequency) so faster components do not alias. Filtering runs on each
-    stretch of finite samples separately; a bin whose centre is not inside a finite stretch is
-    NaN. Irregular timestamps are first interpolated onto a regular grid at their median step.
+    Irregular timestamps are first interpolated onto a regular grid at their median step.
+    When the series is sampled faster than the bins it is low-pass filtered (zero-phase
+    8th-order Butterworth at 80% of the bins' Nyquist frequency) so that faster components do
+    not alias; filtering runs on each stretch of finite samples separately.
     """
     check_bin_width(bin_width)
     timestamps = np.asarray(timestamps, dtype=np.float64)
     data = np.asarray(data, dtype=np.float64)
     if data.ndim == 1:
         data = data[:, None]
-    centres = t_start + (np.arange(n_bins) + 0.5) * bin_width
     if len(timestamps) < 2:
-        return np.full((n_bins, data.shape[1]), np.nan)
+        return timestamps, data
     steps = np.diff(timestamps)
     step = float(np.median(steps))
     if not np.allclose(steps, step, rtol=1e-3, atol=1e-9):
@@ -99,11 +103,42 @@ def resample_series(timestamps: np.ndarray, data: np.ndarray, t_start: float, bi
         timestamps = regular
     if step < bin_width:
         data = _lowpass_finite_stretches(data, cutoff=0.8 * (0.5 / bin_width), fs=1.0 / step)
-    return np.column_stack([np.interp(centres, timestamps, d, left=np.nan, right=np.nan)
-                            for d in data.T])
+    return timestamps, data
+
+
+def bin_centres(first_bins: np.ndarray, n: int, t_start: float, bin_width: float) -> np.ndarray:
+    """Centres (s) of bins ``first + 0 .. first + n - 1`` for each ``first`` (rows x n)."""
+    k = np.asarray(first_bins, dtype=np.int64)[:, None] + np.arange(n)
+    return t_start + (k + 0.5) * bin_width
+
+
+def sample_series(timestamps: np.ndarray, data: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    """The second half of :func:`resample_series`: a prefiltered series at ``centres`` (any
+    shape), linearly interpolated; NaN outside the series or next to a NaN sample.
+    Returns ``centres.shape + (dims,)``."""
+    if len(timestamps) < 2:
+        return np.full(centres.shape + (data.shape[1],), np.nan)
+    flat = centres.ravel()
+    values = np.column_stack([np.interp(flat, timestamps, d, left=np.nan, right=np.nan)
+                              for d in data.T])
+    return values.reshape(centres.shape + (data.shape[1],))
+
+
+def resample_series(timestamps: np.ndarray, data: np.ndarray, t_start: float, bin_width: float,
+                    n_bins: int) -> np.ndarray:
+    """Resample a behaviour-like series (samples x dims) onto the bin grid (bins x dims).
+
+    The value of a bin is the series at the bin's centre, after :func:`prefilter_series`. A
+    bin whose centre is not inside a finite stretch is NaN.
+    """
+    timestamps, data = prefilter_series(timestamps, data, bin_width)
+    centres = t_start + (np.arange(n_bins) + 0.5) * bin_width
+    return sample_series(timestamps, data, centres)
 
 
 def _lowpass_finite_stretches(data: np.ndarray, cutoff: float, fs: float) -> np.ndarray:
+    from scipy import signal
+
     sos = signal.butter(8, cutoff, btype="low", fs=fs, output="sos")
     out = np.full_like(data, np.nan)
     finite = np.all(np.isfinite(data), axis=1)
@@ -116,13 +151,62 @@ def _lowpass_finite_stretches(data: np.ndarray, cutoff: float, fs: float) -> np.
     return out
 
 
+def window_counts(unit_bins, unit_offsets: np.ndarray, first_bins: np.ndarray, n: int,
+                  columns: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The spikes inside windows of ``n`` bins starting at ``first_bins``, as sparse entries
+    ``(window, bin in window, column)`` (int32 each), sorted by window.
+
+    unit_bins: per-spike bin indices (sorted within each unit; a dataset or an array), unit
+    ``u`` owning ``unit_bins[unit_offsets[u]:unit_offsets[u+1]]`` and going to column
+    ``columns[u]``. Reads one unit at a time; memory grows with the spikes in the windows.
+    Windows may overlap: a spike in two windows is an entry of each.
+    """
+    first_bins = np.asarray(first_bins, dtype=np.int64)
+    parts = []
+    for u in range(len(unit_offsets) - 1):
+        bins = np.asarray(unit_bins[unit_offsets[u]:unit_offsets[u + 1]], dtype=np.int64)
+        lo = np.searchsorted(bins, first_bins, side="left")
+        hi = np.searchsorted(bins, first_bins + n, side="left")
+        lengths = hi - lo
+        total = int(lengths.sum())
+        if total == 0:
+            continue
+        window = np.repeat(np.arange(len(first_bins), dtype=np.int32), lengths)
+        within = np.arange(total) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        rel = (bins[np.repeat(lo, lengths) + within] - np.repeat(first_bins, lengths))
+        parts.append((window, rel.astype(np.int32), np.full(total, columns[u], np.int32)))
+    if not parts:
+        empty = np.zeros(0, np.int32)
+        return empty, empty, empty
+    window, rel, column = (np.concatenate(p) for p in zip(*parts))
+    order = np.argsort(window, kind="stable")
+    return window[order], rel[order], column[order]
+
+
+def dense_block(entries, rows: np.ndarray, n: int, n_columns: int) -> np.ndarray:
+    """Counts (len(rows) x n x n_columns, int32) of the windows ``rows`` from the sparse
+    ``entries`` of :func:`window_counts`."""
+    window, rel, column = entries
+    out = np.zeros((len(rows), n, n_columns), dtype=np.int32)
+    for i, r in enumerate(rows):
+        lo, hi = np.searchsorted(window, [r, r + 1])
+        if hi > lo:
+            flat = np.bincount(rel[lo:hi].astype(np.int64) * n_columns + column[lo:hi],
+                               minlength=n * n_columns)
+            out[i] = flat.reshape(n, n_columns)
+    return out
+
+
 def bin_session(session_h5, out_h5, bin_width: float) -> dict:
     """Bin an ingested ``session.h5`` (see :mod:`lfads_core.nwb.ingest`) into ``binned.h5``.
 
-    Output: ``counts`` (time bins x kept units, int32), attrs ``t_start`` and ``bin_width``
-    (s); ``behavior/{name}`` and ``truth/{name}`` (bins x dims, float32, NaN where unknown)
-    with attrs ``unit`` and ``columns``; ``units`` (kept units) and ``trials`` tables and
-    ``valid_intervals`` copied over. Returns a summary dict.
+    Output: ``spikes/bins`` (the bin index of every kept spike on the grid, units
+    concatenated, int32, or int64 for grids of 2^31 bins or more) and ``spikes/unit_offsets``
+    (kept units + 1); attrs ``t_start``, ``bin_width`` (s) and ``n_bins``;
+    ``behavior/{name}`` and ``truth/{name}``: groups of ``timestamps`` and ``data`` (samples x
+    dims, float64), the series prefiltered for the bin width (:func:`prefilter_series`), with
+    attrs ``unit`` and ``columns``; ``units`` (kept units) and ``trials`` tables and
+    ``valid_intervals`` copied over. Streams unit by unit. Returns a summary dict.
     """
     import h5py
 
@@ -133,29 +217,45 @@ def bin_session(session_h5, out_h5, bin_width: float) -> dict:
         t_start, n_bins = make_grid(float(src.attrs["recording_start"]),
                                     float(src.attrs["recording_stop"]), bin_width)
         offsets = src["spikes/unit_offsets"][()]
+        times = src["spikes/times"]
         units = read_table(src["units"])
         units = units[units["kept"]].reset_index(drop=True)
-        log.info("binning %d spikes of %d units into %d bins of %g ms", offsets[-1],
+        log.info("binning %d spikes of %d units on a grid of %d bins of %g ms", offsets[-1],
                  len(units), n_bins, bin_width * 1e3)
-        counts = bin_spikes(src["spikes/times"][()], offsets, t_start, bin_width, n_bins)
+        dtype = np.int32 if n_bins < 2**31 else np.int64
         with atomic_path(out_h5) as tmp, h5py.File(tmp, "w") as out:
-            out.create_dataset("counts", data=counts, compression="gzip", compression_opts=1,
-                               chunks=(min(n_bins, 4096), counts.shape[1]))
+            n_spikes = int(offsets[-1])
+            bins_out = out.create_dataset("spikes/bins", shape=(n_spikes,), dtype=dtype,
+                                          chunks=(min(max(n_spikes, 1), 1 << 20),),
+                                          maxshape=(None,), compression="gzip",
+                                          compression_opts=1, shuffle=True)
+            new_offsets = np.zeros_like(offsets)
+            for u in range(len(offsets) - 1):
+                k = bin_index(times[offsets[u]:offsets[u + 1]], t_start, bin_width, n_bins)
+                k = k[k >= 0]
+                new_offsets[u + 1] = new_offsets[u] + len(k)
+                bins_out[new_offsets[u]:new_offsets[u + 1]] = k
+            if new_offsets[-1] < n_spikes:
+                bins_out.resize((int(new_offsets[-1]),))
+            out.create_dataset("spikes/unit_offsets", data=new_offsets)
             out.attrs.update(t_start=t_start, bin_width=bin_width, n_bins=n_bins)
             for key in ("source", "source_sha256", "lfads_core_version"):
                 out.attrs[key] = src.attrs[key]
+            out.attrs["heldout_column"] = bool(src.attrs.get("heldout_column", True))
             for kind in ("behavior", "truth"):
                 for name, group in src.get(kind, {}).items():
-                    values = resample_series(group["timestamps"][()], group["data"][()],
-                                             t_start, bin_width, n_bins)
-                    ds = out.create_dataset(f"{kind}/{name}", data=values.astype(np.float32),
-                                            compression="gzip", compression_opts=1, shuffle=True)
-                    ds.attrs["unit"] = group.attrs["unit"]
-                    ds.attrs["columns"] = group.attrs["columns"]
+                    stamps, values = prefilter_series(group["timestamps"][()],
+                                                      group["data"][()], bin_width)
+                    sub = out.create_group(f"{kind}/{name}")
+                    sub.create_dataset("timestamps", data=stamps)
+                    sub.create_dataset("data", data=values, compression="gzip",
+                                       compression_opts=1, shuffle=True)
+                    sub.attrs["unit"] = group.attrs["unit"]
+                    sub.attrs["columns"] = group.attrs["columns"]
             write_table(out.create_group("units"), units)
             write_table(out.create_group("trials"), read_table(src["trials"]))
             out.create_dataset("valid_intervals", data=src["valid_intervals"][()])
-    binned_spikes = int(counts.sum())
     return {"bin_width_s": bin_width, "t_start_s": t_start, "n_bins": n_bins,
-            "n_units": int(counts.shape[1]), "spikes_in_file": int(offsets[-1]),
-            "spikes_binned": binned_spikes}
+            "n_units": int(len(units)), "spikes_in_file": int(offsets[-1]),
+            "spikes_binned": int(new_offsets[-1]),
+            "spikes_outside_grid": int(offsets[-1] - new_offsets[-1])}

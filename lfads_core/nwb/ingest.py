@@ -1,7 +1,8 @@
 """NWB ingestion: any NWB file with a Units table and a trials table -> one normalised HDF5.
 
-The NWB file is read lazily (h5py-backed through pynwb): spike times are streamed unit by unit
-into the output, so memory stays at one unit's spikes however large the file is.
+The NWB file is read with h5py (:mod:`lfads_core.nwb.reading`), every dataset checked before
+its values are read; spike times are streamed unit by unit into the output, so memory stays
+at one unit's spikes however large the file is.
 
 Output ``session.h5`` (times in seconds on the recording's clock):
 
@@ -14,11 +15,14 @@ Output ``session.h5`` (times in seconds on the recording's clock):
   whole recording if the file has none.
 - ``behavior/{name}`` and ``truth/{name}``: ``data`` (samples x dims) with attrs ``unit`` and
   ``columns``, plus ``timestamps`` (samples).
-- attrs: ``source``, ``source_sha256``, ``recording_start``, ``recording_stop``.
+- attrs: ``source``, ``source_sha256``, ``recording_start``, ``recording_stop``,
+  ``heldout_column`` (whether the file's units table has a ``heldout`` column).
 
 Spike-time policy: spike times that are not sorted within a unit are sorted, with a warning
 (counted in the summary); negative or non-finite spike times are rejected with an error, since
 NWB times count from the session start and such values mean a corrupt or mis-converted file.
+What ingestion leaves out (units, trials, table columns it cannot store) is counted by reason
+in the summary.
 """
 
 from __future__ import annotations
@@ -35,11 +39,13 @@ import pandas as pd
 from .. import __version__
 from ..errors import InputDataError
 from ..fileio import atomic_path, sha256sum, write_table
+from . import reading as nr
+from .intervals import intersect_intervals, merge_intervals
 
 log = logging.getLogger(__name__)
 
-BEHAVIOR_MODULE = "behavior"
-TRUTH_MODULE = "ground_truth"
+BEHAVIOR_MODULE = nr.BEHAVIOR_MODULE
+TRUTH_MODULE = nr.TRUTH_MODULE
 
 
 @dataclass
@@ -65,56 +71,80 @@ class IngestSettings:
         )
 
 
-def open_nwb(path: str | Path):
-    """Open an NWB file read-only with pynwb; returns ``(io, nwbfile)``.
+@dataclass
+class Units:
+    """The checked Units table: scalar columns, spike index and observation intervals."""
 
-    Raises :class:`InputDataError` if the file is missing, not HDF5, or not readable as NWB.
-    """
-    from pynwb import NWBHDF5IO
+    table: pd.DataFrame
+    spike_data: h5py.Dataset
+    ends: np.ndarray
+    obs: tuple[h5py.Dataset, np.ndarray] | None
+    skipped_columns: dict[str, str]
+    heldout_column: bool
 
-    path = Path(path)
-    if not path.is_file():
-        raise InputDataError(path, "file", "file not found")
-    if not h5py.is_hdf5(path):
-        raise InputDataError(path, "file", "not an HDF5 file, so not an NWB file")
-    try:
-        io = NWBHDF5IO(str(path), mode="r", load_namespaces=True)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            nwbfile = io.read()
-    except Exception as exc:  # pynwb raises many kinds for files that are not NWB
-        raise InputDataError(path, "file", f"not a readable NWB file ({type(exc).__name__}: {exc})")
-    return io, nwbfile
+    @property
+    def starts(self) -> np.ndarray:
+        return np.concatenate([[0], self.ends[:-1]]).astype(np.int64)
 
-
-def _scalar_columns(table) -> pd.DataFrame:
-    """The columns of an NWB DynamicTable that hold one scalar per row (ragged ones skipped)."""
-    from hdmf.common.table import VectorIndex
-
-    ragged_targets = {col.target.name for col in table.columns if isinstance(col, VectorIndex)}
-    columns = {"id": np.asarray(table.id.data[:])}
-    for col in table.columns:
-        if isinstance(col, VectorIndex) or col.name in ragged_targets:
-            continue
-        values = col.data[:]
-        values = np.asarray(values)
-        if values.ndim != 1:
-            continue
-        if values.dtype.kind == "S":
-            values = values.astype(str)
-        columns[col.name] = values
-    return pd.DataFrame(columns)
+    def intervals(self, k: int, recording_stop: float, path) -> np.ndarray:
+        """Unit ``k``'s merged observation intervals (the whole recording if none)."""
+        if self.obs is None:
+            return np.array([[0.0, recording_stop]])
+        data, ends = self.obs
+        lo = 0 if k == 0 else ends[k - 1]
+        values = nr.read(data, path, "units.obs_intervals", np.s_[lo:ends[k]])
+        return merge_intervals(np.asarray(values, dtype=float).reshape(-1, 2))
 
 
-def _ragged(table, name: str):
-    """``(flat_data, ends)`` h5py-backed datasets of a ragged column, or None."""
-    if name not in table.colnames:
-        return None
-    index = table[name]
-    return index.target.data, index.data
+def read_units(f: h5py.File, path) -> Units:
+    """The Units table of an open NWB file, its ragged columns checked (metadata only)."""
+    group = nr.table_group(f, "units", path, "units")
+    if group is None:
+        raise InputDataError(path, "units", "the file has no Units table")
+    n = len(group["id"])
+    spikes = nr.ragged(group, "spike_times", path, "units", n)
+    if spikes is None:
+        raise InputDataError(path, "units.spike_times", "the Units table has no spike_times column")
+    obs = nr.ragged(group, "obs_intervals", path, "units", n)
+    if obs is not None and (obs[0].ndim != 2 or obs[0].shape[1] != 2):
+        raise InputDataError(path, "units.obs_intervals",
+                             f"has shape {obs[0].shape}; (intervals, 2) expected")
+    table, skipped = nr.scalar_table(group, path, "units")
+    if len(table) == 0:
+        raise InputDataError(path, "units", "the Units table has no rows")
+    ends = spikes[1]
+    table["n_spikes"] = ends - np.concatenate([[0], ends[:-1]])
+    has_heldout = "heldout" in table
+    table["heldout"] = table["heldout"].astype(bool) if has_heldout else False
+    return Units(table, spikes[0], ends, obs, skipped, has_heldout)
 
 
-def _apply_query(df: pd.DataFrame, query: str, path, field_name: str) -> np.ndarray:
+def read_trials(f: h5py.File, path, event: str) -> tuple[pd.DataFrame, dict[str, str]]:
+    """The trials table's scalar columns; times and the alignment column must be numbers."""
+    group = nr.table_group(f, "intervals/trials", path, "trials")
+    if group is None:
+        raise InputDataError(path, "trials", "the file has no trials table (intervals/trials)")
+    trials, skipped = nr.scalar_table(group, path, "trials")
+    if len(trials) == 0:
+        raise InputDataError(path, "trials", "the trials table has no rows")
+    for column in ("start_time", "stop_time"):
+        if column not in trials:
+            raise InputDataError(path, f"trials.{column}", "required trials column is missing")
+    if event not in trials:
+        raise InputDataError(path, f"trials.{event}",
+                             f"alignment column missing; trial columns are {list(trials.columns)}")
+    for column in ("start_time", "stop_time", event):
+        values = trials[column]
+        if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+            what = "text" if pd.api.types.is_string_dtype(values) else str(values.dtype)
+            raise InputDataError(path, f"trials.{column}",
+                                 f"holds {what} values, not times in seconds")
+    if np.all(np.isnan(trials[event].to_numpy(dtype=float))):
+        raise InputDataError(path, f"trials.{event}", "alignment column is NaN for every trial")
+    return trials, skipped
+
+
+def apply_query(df: pd.DataFrame, query: str, path, field_name: str) -> np.ndarray:
     """Boolean mask of the rows selected by a pandas ``query``; errors name the setting."""
     if not query:
         return np.ones(len(df), dtype=bool)
@@ -126,65 +156,46 @@ def _apply_query(df: pd.DataFrame, query: str, path, field_name: str) -> np.ndar
     return df.index.isin(selected.index)
 
 
-def _merge_intervals(intervals: np.ndarray) -> np.ndarray:
-    """Union of closed intervals (n x 2), sorted and merged."""
-    if len(intervals) == 0:
-        return np.empty((0, 2))
-    intervals = intervals[np.argsort(intervals[:, 0])]
-    merged = [list(intervals[0])]
-    for start, stop in intervals[1:]:
-        if start <= merged[-1][1]:
-            merged[-1][1] = max(merged[-1][1], stop)
-        else:
-            merged.append([start, stop])
-    return np.asarray(merged, dtype=float)
+def unit_drop_reasons(units: Units, observed_s: np.ndarray, settings: IngestSettings,
+                      path) -> np.ndarray:
+    """Why each unit is dropped (``""`` if kept); an error if none is kept."""
+    table = units.table
+    table["rate_hz"] = np.divide(table["n_spikes"].to_numpy(), observed_s,
+                                 out=np.zeros(len(table)), where=observed_s > 0)
+    reason = np.full(len(table), "", dtype=object)
+    reason[table["n_spikes"].to_numpy() == 0] = "no spikes"
+    keep_query = apply_query(table, settings.unit_filter, path, "unit_filter")
+    reason[(reason == "") & ~keep_query] = "unit_filter"
+    reason[(reason == "") & (table["rate_hz"].to_numpy() < settings.min_rate_hz)] = \
+        f"rate < {settings.min_rate_hz} Hz"
+    if not (reason == "").any():
+        field = "unit_filter" if settings.unit_filter and not keep_query.any() else "units"
+        raise InputDataError(
+            path, field,
+            f"no units left after filtering ({len(reason)} in file; unit_filter="
+            f"{settings.unit_filter!r}, min_rate_hz={settings.min_rate_hz}); drop reasons: "
+            f"{pd.Series(reason).value_counts().to_dict()}")
+    return reason
 
 
-def _intersect_intervals(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Intersection of two sorted, merged interval lists."""
-    out, i, j = [], 0, 0
-    while i < len(a) and j < len(b):
-        start, stop = max(a[i, 0], b[j, 0]), min(a[i, 1], b[j, 1])
-        if start < stop:
-            out.append([start, stop])
-        if a[i, 1] < b[j, 1]:
-            i += 1
-        else:
-            j += 1
-    return np.asarray(out, dtype=float).reshape(-1, 2)
+def trial_drop_reasons(trials: pd.DataFrame, settings: IngestSettings, path) -> np.ndarray:
+    """Why each trial is dropped by ingestion (``""`` if kept)."""
+    reason = np.full(len(trials), "", dtype=object)
+    reason[~apply_query(trials, settings.trial_filter, path, "trial_filter")] = "trial_filter"
+    event = settings.align_event
+    reason[(reason == "") & np.isnan(trials[event].to_numpy(dtype=float))] = f"{event} is NaN"
+    if not (reason == "").any():
+        raise InputDataError(path, "trial_filter", f"no trials left: trial_filter "
+                             f"{settings.trial_filter!r} and non-NaN '{event}' keep none of the "
+                             f"{len(trials)} trials")
+    return reason
 
 
-def find_series(nwbfile, name: str, module: str = BEHAVIOR_MODULE):
-    """Find a TimeSeries called ``name`` in ``processing/{module}`` (also inside containers such
-    as Position or BehavioralTimeSeries) or in ``acquisition``. Returns None if absent."""
-    from pynwb import TimeSeries
-
-    places = []
-    if module in nwbfile.processing:
-        places.extend(nwbfile.processing[module].data_interfaces.values())
-    places.extend(nwbfile.acquisition.values())
-    for obj in places:
-        if isinstance(obj, TimeSeries) and obj.name == name:
-            return obj
-        for attr in ("time_series", "spatial_series"):
-            children = getattr(obj, attr, None)
-            if isinstance(children, dict) and name in children:
-                return children[name]
-    return None
-
-
-def _series_arrays(series) -> tuple[np.ndarray, np.ndarray]:
-    """``(timestamps (samples,), data (samples x dims))`` of a TimeSeries, in seconds."""
-    data = np.asarray(series.data[:])
-    if data.dtype.kind != "f":
-        data = data.astype(np.float64)
-    if data.ndim == 1:
-        data = data[:, None]
-    if series.timestamps is not None:
-        times = np.asarray(series.timestamps[:], dtype=np.float64)
-    else:
-        times = series.starting_time + np.arange(len(data)) / series.rate
-    return times, data
+def last_spike(units: Units, path) -> float:
+    """Latest of the units' last stored spike times (one value read per unit)."""
+    ends, starts = units.ends, units.starts
+    return max((float(nr.read(units.spike_data, path, "units.spike_times", e - 1))
+                for s, e in zip(starts, ends) if e > s), default=0.0)
 
 
 def _series_columns(name: str, n_dims: int) -> list[str]:
@@ -195,120 +206,65 @@ def _series_columns(name: str, n_dims: int) -> list[str]:
     return [f"{name}_{i}" for i in range(n_dims)]
 
 
-def _write_series(group: h5py.Group, name: str, series) -> dict:
-    times, data = _series_arrays(series)
+def _write_series(group: h5py.Group, name: str, times, data, unit: str) -> dict:
     sub = group.create_group(name)
     sub.create_dataset("timestamps", data=times)
     sub.create_dataset("data", data=data, compression="gzip", compression_opts=1, shuffle=True)
-    sub.attrs["unit"] = str(series.unit)
+    sub.attrs["unit"] = unit
     sub.attrs["columns"] = _series_columns(name, data.shape[1])
-    return {"samples": int(data.shape[0]), "dims": int(data.shape[1]), "unit": str(series.unit)}
+    return {"samples": int(data.shape[0]), "dims": int(data.shape[1]), "unit": unit}
 
 
 def ingest_nwb(path: str | Path, out_h5: str | Path, settings: IngestSettings,
                progress_every: int = 0) -> dict:
     """Read an NWB recording and write the normalised ``session.h5``. Returns a summary dict.
 
-    Every check that can fail is made before anything is written; the output is written to a
-    temporary file and renamed, so a failure leaves nothing behind.
+    Every check that can fail is made before anything is written, except per-spike checks
+    (finite, non-negative), made as each unit streams; the output is written to a temporary
+    file and renamed, so a failure leaves nothing behind.
     """
     path = Path(path)
-    io, nwbfile = open_nwb(path)
-    try:
-        return _ingest(path, nwbfile, Path(out_h5), settings, progress_every)
-    finally:
-        io.close()
+    with nr.open_nwb_h5(path) as f:
+        return _ingest(path, f, Path(out_h5), settings, progress_every)
 
 
-def _ingest(path: Path, nwbfile, out_h5: Path, settings: IngestSettings, progress_every: int):
-    units = nwbfile.units
-    if units is None:
-        raise InputDataError(path, "units", "the file has no Units table")
-    spikes = _ragged(units, "spike_times")
-    if spikes is None:
-        raise InputDataError(path, "units.spike_times", "the Units table has no spike_times column")
-    spike_data, spike_ends = spikes
-    ends = np.asarray(spike_ends[:], dtype=np.int64)
-    starts = np.concatenate([[0], ends[:-1]])
-    unit_table = _scalar_columns(units)
-    unit_table["n_spikes"] = ends - starts
-    if "heldout" in unit_table:
-        unit_table["heldout"] = unit_table["heldout"].astype(bool)
-    else:
-        unit_table["heldout"] = False
-    if len(unit_table) == 0:
-        raise InputDataError(path, "units", "the Units table has no rows")
+def _read_series(f, names, path, module):
+    out = {}
+    for name in names:
+        group = nr.find_series(f, name, path, module)
+        field = f"processing/{module}/{name}"
+        out[name] = (*nr.series_arrays(group, path, field), nr.series_unit(group))
+    return out
 
-    trials_nwb = nwbfile.trials
-    if trials_nwb is None:
-        raise InputDataError(path, "trials", "the file has no trials table (intervals/trials)")
-    trials = _scalar_columns(trials_nwb)
-    if len(trials) == 0:
-        raise InputDataError(path, "trials", "the trials table has no rows")
-    event = settings.align_event
-    if event not in trials:
-        raise InputDataError(path, f"trials.{event}",
-                             f"alignment column missing; trial columns are {list(trials.columns)}")
-    event_times = pd.to_numeric(trials[event], errors="coerce").to_numpy(dtype=float)
-    if np.all(np.isnan(event_times)):
-        raise InputDataError(path, f"trials.{event}", "alignment column is NaN for every trial")
 
-    # Observation intervals: per unit if the file has them, else the whole recording.
-    last_spike = max((float(spike_data[e - 1]) for s, e in zip(starts, ends) if e > s),
-                     default=0.0)
-    recording_stop = max(float(np.nanmax(trials["stop_time"])), last_spike)
-    obs = _ragged(units, "obs_intervals")
-    obs_ends = np.asarray(obs[1][:], dtype=np.int64) if obs is not None else None
+def _ingest(path: Path, f: h5py.File, out_h5: Path, settings: IngestSettings,
+            progress_every: int):
+    units = read_units(f, path)
+    trials, trial_columns_skipped = read_trials(f, path, settings.align_event)
+    unit_table = units.table
 
-    def unit_intervals(k: int) -> np.ndarray:
-        if obs is None:
-            return np.array([[0.0, recording_stop]])
-        lo = 0 if k == 0 else obs_ends[k - 1]
-        return _merge_intervals(np.asarray(obs[0][lo:obs_ends[k]], dtype=float).reshape(-1, 2))
-
-    observed_s = np.array([np.sum(np.diff(unit_intervals(k), axis=1)) for k in range(len(ends))])
-    rate_hz = np.divide(unit_table["n_spikes"].to_numpy(), observed_s,
-                        out=np.zeros(len(ends)), where=observed_s > 0)
-    unit_table["rate_hz"] = rate_hz
-
-    # Unit filters.
-    reason = np.full(len(unit_table), "", dtype=object)
-    reason[unit_table["n_spikes"].to_numpy() == 0] = "no spikes"
-    keep_query = _apply_query(unit_table, settings.unit_filter, path, "unit_filter")
-    reason[(reason == "") & ~keep_query] = "unit_filter"
-    reason[(reason == "") & (rate_hz < settings.min_rate_hz)] = f"rate < {settings.min_rate_hz} Hz"
+    recording_stop = max(float(np.nanmax(trials["stop_time"])), last_spike(units, path))
+    observed_s = np.array([np.sum(np.diff(units.intervals(k, recording_stop, path), axis=1))
+                           for k in range(len(unit_table))])
+    reason = unit_drop_reasons(units, observed_s, settings, path)
     kept = reason == ""
     unit_table["kept"] = kept
     unit_table["drop_reason"] = reason.astype(str)
-    if not kept.any():
-        raise InputDataError(
-            path, "units",
-            f"no units left after filtering ({len(kept)} in file; unit_filter={settings.unit_filter!r},"
-            f" min_rate_hz={settings.min_rate_hz}); drop reasons: "
-            f"{pd.Series(reason).value_counts().to_dict()}")
-
     valid = None
     for k in np.flatnonzero(kept):
-        valid = unit_intervals(k) if valid is None else _intersect_intervals(valid, unit_intervals(k))
+        valid = units.intervals(k, recording_stop, path) if valid is None else \
+            intersect_intervals(valid, units.intervals(k, recording_stop, path))
 
-    # Trial filter.
-    trial_reason = np.full(len(trials), "", dtype=object)
-    trial_reason[~_apply_query(trials, settings.trial_filter, path, "trial_filter")] = "trial_filter"
-    trial_reason[(trial_reason == "") & np.isnan(event_times)] = f"{event} is NaN"
+    trial_reason = trial_drop_reasons(trials, settings, path)
     trials["kept"] = trial_reason == ""
     trials["drop_reason"] = trial_reason.astype(str)
 
-    # Behaviour (and ground truth, if the file is simulated) must exist before we write.
-    behavior = {}
-    for name in settings.behavior:
-        series = find_series(nwbfile, name)
-        if series is None:
-            raise InputDataError(path, f"processing/{BEHAVIOR_MODULE}/{name}",
-                                 "behaviour series named in the settings is not in the file")
-        behavior[name] = series
-    truth = {}
-    if TRUTH_MODULE in nwbfile.processing:
-        truth = dict(nwbfile.processing[TRUTH_MODULE].data_interfaces)
+    # Behaviour (and ground truth, if the file is simulated) is checked and read before writing.
+    behavior = _read_series(f, settings.behavior, path, BEHAVIOR_MODULE)
+    truth_group = f.get(f"processing/{TRUTH_MODULE}")
+    truth_names = [k for k, v in truth_group.items() if nr._is_series(v)] \
+        if isinstance(truth_group, h5py.Group) else []
+    truth = _read_series(f, truth_names, path, TRUTH_MODULE)
 
     summary = {
         "source": str(path),
@@ -318,23 +274,33 @@ def _ingest(path: Path, nwbfile, out_h5: Path, settings: IngestSettings, progres
         "trials_in_file": int(len(trials)),
         "trials_kept": int(trials["kept"].sum()),
         "trial_drop_reasons": pd.Series(trial_reason[trial_reason != ""]).value_counts().to_dict(),
+        "columns_not_ingested": {"units": units.skipped_columns,
+                                 "trials": trial_columns_skipped},
+        "heldout_column": units.heldout_column,
         "units_resorted": 0,
         "recording_stop_s": recording_stop,
         "lfads_core_version": __version__,
     }
+    ignored = {t: [c for c in cols if c not in ("spike_times", "obs_intervals")]
+               for t, cols in summary["columns_not_ingested"].items()}
+    if any(ignored.values()):
+        log.info("ingest: table columns not ingested (not one number or text per row): %s",
+                 {t: c for t, c in ignored.items() if c})
     with atomic_path(out_h5) as tmp, h5py.File(tmp, "w") as out:
         kept_idx = np.flatnonzero(kept)
         n_kept_spikes = int(unit_table["n_spikes"].to_numpy()[kept].sum())
         times_out = out.create_dataset("spikes/times", shape=(n_kept_spikes,), dtype="f8",
                                        chunks=(min(max(n_kept_spikes, 1), 1 << 20),))
         offsets = np.zeros(len(kept_idx) + 1, dtype=np.int64)
+        starts, ends = units.starts, units.ends
         for i, k in enumerate(kept_idx):
-            unit_spikes = np.asarray(spike_data[starts[k]:ends[k]], dtype=np.float64)
+            unit_spikes = nr.read(units.spike_data, path, "units.spike_times",
+                                  np.s_[starts[k]:ends[k]]).astype(np.float64, copy=False)
             unit_id = unit_table["id"].iat[k]
             if not np.all(np.isfinite(unit_spikes)):
                 raise InputDataError(path, "units.spike_times",
                                      f"unit id {unit_id} has non-finite spike times")
-            if unit_spikes[0] < 0 or unit_spikes.min() < 0:
+            if unit_spikes.min() < 0:
                 raise InputDataError(path, "units.spike_times",
                                      f"unit id {unit_id} has negative spike times "
                                      f"(min {unit_spikes.min():.6g} s); times must count from "
@@ -342,25 +308,29 @@ def _ingest(path: Path, nwbfile, out_h5: Path, settings: IngestSettings, progres
             if np.any(np.diff(unit_spikes) < 0):
                 warnings.warn(f"{path}: units.spike_times of unit id {unit_id} are not sorted; "
                               "sorting them")
-                log.warning("unit id %s: spike times not sorted; sorted them", unit_id)
                 unit_spikes = np.sort(unit_spikes)
                 summary["units_resorted"] += 1
+            recording_stop = max(recording_stop, float(unit_spikes[-1]))
             offsets[i + 1] = offsets[i] + len(unit_spikes)
             times_out[offsets[i]:offsets[i + 1]] = unit_spikes
             if progress_every and (i + 1) % progress_every == 0:
                 log.info("ingest: %d/%d units, %d spikes", i + 1, len(kept_idx), offsets[i + 1])
+        if units.obs is None:  # the whole recording, now that every spike has been seen
+            valid = np.array([[0.0, recording_stop]])
         out.create_dataset("spikes/unit_offsets", data=offsets)
         write_table(out.create_group("units"), unit_table)
         write_table(out.create_group("trials"), trials)
         out.create_dataset("valid_intervals", data=valid)
-        summary["behavior"] = {n: _write_series(out.require_group("behavior"), n, s)
+        summary["behavior"] = {n: _write_series(out.require_group("behavior"), n, *s)
                                for n, s in behavior.items()}
-        summary["ground_truth"] = {n: _write_series(out.require_group("truth"), n, s)
+        summary["ground_truth"] = {n: _write_series(out.require_group("truth"), n, *s)
                                    for n, s in truth.items()}
+        summary["recording_stop_s"] = recording_stop
         out.attrs["source"] = str(path)
         out.attrs["source_sha256"] = sha256sum(path)
         out.attrs["recording_start"] = 0.0
         out.attrs["recording_stop"] = recording_stop
+        out.attrs["heldout_column"] = units.heldout_column
         out.attrs["lfads_core_version"] = __version__
         summary["source_sha256"] = out.attrs["source_sha256"]
         summary["spikes_kept"] = int(n_kept_spikes)

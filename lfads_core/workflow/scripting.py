@@ -17,14 +17,16 @@ def rule_logging(snakemake):
     :mod:`lfads_core.provenance`).
 
     Bad input (:class:`InputDataError`, whose message names the file and field at fault) is
-    logged and ends the script with exit status 1, without a traceback; any other exception is
-    logged and re-raised. Either way the rule fails and Snakemake removes its outputs.
+    logged and ends the script with exit status 1; the console shows the message alone, the
+    log file also the traceback. Any other exception is logged and re-raised. Either way the
+    rule fails and Snakemake removes its outputs.
     """
     root = logging.getLogger()
     handlers = [logging.FileHandler(snakemake.log[0], mode="w"), logging.StreamHandler(sys.stderr)]
-    formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    handlers[0].setFormatter(logging.Formatter(fmt))
+    handlers[1].setFormatter(_NoTracebackFormatter(fmt))
     for handler in handlers:
-        handler.setFormatter(formatter)
         root.addHandler(handler)
     root.setLevel(logging.INFO)
     logging.captureWarnings(True)
@@ -33,7 +35,7 @@ def rule_logging(snakemake):
         if "provenance" in snakemake.output.keys():
             write_rule_record(snakemake, snakemake.output.provenance)
     except InputDataError as exc:
-        logging.getLogger("workflow").error("bad input: %s", exc)
+        logging.getLogger("workflow").error("bad input: %s", exc, exc_info=True)
         raise SystemExit(1)
     except Exception as exc:
         logging.getLogger("workflow").error("%s: %s", type(exc).__name__, exc)
@@ -43,3 +45,12 @@ def rule_logging(snakemake):
         for handler in handlers:
             root.removeHandler(handler)
             handler.close()
+
+
+class _NoTracebackFormatter(logging.Formatter):
+    """A formatter that leaves out tracebacks (the log file keeps them)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        record = logging.makeLogRecord(record.__dict__)
+        record.exc_info, record.exc_text = None, None
+        return super().format(record)

@@ -5,6 +5,7 @@ from pathlib import Path
 
 from lfads_core.nwb.alignment import AlignSettings
 from lfads_core.nwb.ingest import IngestSettings
+from lfads_core.workflow.preflight import preflight_or_exit
 from lfads_core.workflow.settings import load_dataset_sheet, lfads_settings_for, read_schema
 from lfads_core.workflow.sweep import DEFAULT_RUN, SELECTED_RUN, sweep_points
 
@@ -42,6 +43,8 @@ def _check_nwb_paths():
 
 
 _check_nwb_paths()
+# Settings against each file's metadata (lfads_core/workflow/preflight.py), before any job runs.
+preflight_or_exit(DATASETS, config["datasets"], config, SIMULATED_DIR)
 
 
 # LFADS settings of every dataset and run (config `lfads`, the dataset's overrides, the run's

@@ -1,0 +1,213 @@
+"""Checks made when the workflow starts, before any job: each dataset's settings against its
+NWB file's metadata, so that a setting the file cannot satisfy is named at once, with the
+sheet, the dataset, the field and the file, rather than by a later stage.
+
+Only metadata and small tables are read (h5py): the units and trials tables, the spike
+index, observation intervals and the datasets' shapes, types and stored sizes; never the
+spike times or behaviour samples. Counts of usable trials are upper bounds where the file
+must be read to know more (the recording's end needs the last spike; NaN behaviour needs the
+samples): the check never refuses a dataset the stages would accept, and the stages check
+again.
+
+Minimum trials (after every filter, window and split), from what the later stages need:
+
+- ``train_lfads``: 1 training trial, and 1 validation trial for the validation loss that
+  drives early stopping, the learning-rate schedule and model selection.
+- ``evaluate``: 1 validation trial (every metric is scored on them); with behaviour, as many
+  training trials as ``evaluation.decoding.inner_folds`` (the vel R^2 decoder's penalty is
+  chosen by that many folds over the training trials).
+- ``decode_behavior`` (with behaviour): ``evaluation.decoding.n_folds`` trials in all, and
+  enough that every outer training fold still holds ``inner_folds`` trials.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..errors import InputDataError
+from ..nwb import reading as nr
+from ..nwb.alignment import AlignSettings, assign_split, trial_window_flags, window_bins
+from ..nwb.ingest import IngestSettings, read_trials, read_units, trial_drop_reasons, unit_drop_reasons
+from ..nwb.intervals import inside_intervals, intersect_intervals, merge_intervals
+from ..values import split_list
+
+
+def minimum_trials(settings: dict, config: dict) -> list[tuple[str, str, int, str]]:
+    """``(stage, "train" | "valid" | "all", n, why)``: the trials each later stage needs."""
+    needs = [("train_lfads", "train", 1, "to train on"),
+             ("train_lfads", "valid", 1, "for the validation loss"),
+             ("evaluate", "valid", 1, "to score the metrics on")]
+    if split_list(settings["behavior"]):
+        decoding = config["evaluation"]["decoding"]
+        k, inner = int(decoding["n_folds"]), int(decoding["inner_folds"])
+        n = max(k, 2)
+        while n - math.ceil(n / k) < inner:
+            n += 1
+        needs += [("evaluate", "train", inner,
+                   f"for the vel R^2 decoder's {inner} inner folds "
+                   "(evaluation.decoding.inner_folds)"),
+                  ("decode_behavior", "all", n,
+                   f"for {k} folds (evaluation.decoding.n_folds) whose training parts each hold "
+                   f"{inner} trials (evaluation.decoding.inner_folds)")]
+    return needs
+
+
+def check_window(settings: dict, where: str) -> tuple[float, int]:
+    """Window order and whole bins, from the settings alone: ``(offset_s, n_window)``."""
+    align = AlignSettings.from_settings(settings)
+    if align.window_end_ms <= align.window_start_ms:
+        raise InputDataError(where, "window_end_ms", f"window end {align.window_end_ms:g} ms "
+                             f"must be after window start {align.window_start_ms:g} ms")
+    return window_bins(align, settings["bin_width_ms"] / 1e3, where)
+
+
+def _in_file(exc: InputDataError, where: str, setting: str | None = None) -> InputDataError:
+    """An error found in the file, re-raised naming the sheet's dataset (and the setting)."""
+    extra = f", setting '{setting}'" if setting else ""
+    return InputDataError(exc.path, exc.field, f"{exc.reason} [{where}{extra}]")
+
+
+def check_dataset(name: str, settings: dict, sheet, config: dict, read_file: bool = True
+                  ) -> dict:
+    """Check one dataset; returns what it found (upper bounds of the usable trials and units).
+    Raises :class:`InputDataError` naming the sheet, the dataset, the field and the file."""
+    where = f"{sheet} (dataset '{name}')"
+    try:
+        offset_s, n_window = check_window(settings, where)
+    except InputDataError as exc:
+        raise InputDataError(where, exc.field, f"{exc.reason} (file {settings['nwb']})")
+    found = {"n_window": n_window}
+    if not read_file:
+        return found
+    nwb = Path(settings["nwb"])
+    try:
+        with nr.open_nwb_h5(nwb) as f:
+            found.update(_check_file(f, nwb, settings, config, where, offset_s, n_window))
+    except InputDataError as exc:
+        raise exc if exc.path == where else _in_file(exc, where, _setting_of(exc.field))
+    return found
+
+
+def _setting_of(field: str) -> str | None:
+    """The sheet setting behind a file field, where there is one."""
+    if field.startswith("processing/"):
+        return "behavior"
+    return None
+
+
+def _check_file(f, nwb: Path, settings: dict, config: dict, where: str, offset_s: float,
+                n_window: int) -> dict:
+    ingest = IngestSettings.from_settings(settings)
+    align = AlignSettings.from_settings(settings)
+    units = read_units(f, nwb)
+    trials, _ = read_trials(f, nwb, ingest.align_event)
+    for column in align.condition_columns:
+        if column not in trials:
+            raise InputDataError(where, "condition_columns", f"{nwb}: trials table has no "
+                                 f"column '{column}'; its columns are {list(trials.columns)}")
+    if align.split == "file" and "split" not in trials:
+        raise InputDataError(where, "split", f"split is 'file' but the trials table of {nwb} has "
+                             "no 'split' column; set split to 'random' for this dataset")
+    for series in ingest.behavior:
+        group = nr.find_series(f, series, nwb)
+        nr.check_series(group, nwb, f"processing/{nr.BEHAVIOR_MODULE}/{series}")
+
+    # Units: the stop of the last trial bounds the recording from below, so rates (where the
+    # file has no obs_intervals) are upper bounds and the kept units a superset.
+    stop = float(np.nanmax(trials["stop_time"]))
+    if units.obs is not None:
+        data, ends = units.obs
+        all_obs = nr.read(data, nwb, "units.obs_intervals").astype(float)
+        starts = np.concatenate([[0], ends[:-1]])
+        per_unit = [merge_intervals(all_obs[s:e]) for s, e in zip(starts, ends)]
+    else:
+        per_unit = [np.array([[0.0, stop]])] * len(units.table)
+    observed = np.array([np.sum(np.diff(iv, axis=1)) for iv in per_unit])
+    kept_units = unit_drop_reasons(units, observed, ingest, nwb) == ""
+    heldout = units.table["heldout"].to_numpy(bool)[kept_units]
+    n_units = int(kept_units.sum())
+    if align.heldout == "file" and heldout.all():
+        raise InputDataError(where, "heldout", f"heldout is 'file' and {nwb}'s 'heldout' column "
+                             f"holds out all {n_units} kept units, leaving none as input")
+    if align.heldout not in ("file", "none") and \
+            round(float(align.heldout) * n_units) >= n_units:
+        raise InputDataError(where, "heldout", f"a fraction {align.heldout} of the {n_units} "
+                             f"kept units of {nwb} holds out all of them, leaving none as input")
+
+    valid = np.array([[0.0, np.inf]])
+    if units.obs is not None:
+        for k in np.flatnonzero(kept_units):
+            valid = intersect_intervals(valid, per_unit[k])
+
+    # Trials: ingestion's filters, then alignment's windows and split.
+    reason = trial_drop_reasons(trials, ingest, nwb)
+    width = settings["bin_width_ms"] / 1e3
+    first = np.round((trials[ingest.align_event].to_numpy(float) + offset_s) / width)
+    first = np.where(np.isfinite(first), first, -1)
+    win_start, win_stop = first * width, (first + n_window + align.fp_bins) * width
+    reason[(reason == "") & (first < 0)] = "window outside recording"
+    reason[(reason == "") & ~inside_intervals(win_start, win_stop, valid)] = \
+        "window outside obs_intervals"
+    outside, _ = trial_window_flags(trials, win_start, win_stop)
+    if align.outside_trial == "drop":
+        reason[(reason == "") & outside] = "window outside trial"
+    kept = np.flatnonzero(reason == "")
+    labels = assign_split(trials.iloc[kept], align, where) if len(kept) else np.array([])
+    reason[kept] = np.where(np.isin(labels, ["train", "valid"]), "", labels)
+    counts = {"train": int(np.sum(labels == "train")), "valid": int(np.sum(labels == "valid"))}
+    counts["all"] = counts["train"] + counts["valid"]
+    drops = pd.Series(reason[reason != ""]).value_counts().to_dict()
+    for stage, which, need, why in minimum_trials(settings, config):
+        if counts[which] >= need:
+            continue
+        field = _short_field(which, align, drops, len(kept), need)
+        raise InputDataError(
+            where, field,
+            f"{stage} needs at least {need} {'' if which == 'all' else which + ' '}trials "
+            f"{why}, but at most {counts['train']} train and {counts['valid']} valid trials "
+            f"of the {len(trials)} in {nwb} are left (window {align.window_start_ms:g}.."
+            f"{align.window_end_ms:g} ms + {align.fp_bins} forward bins around "
+            f"'{align.align_event}', split '{align.split}'; dropped: {drops or 'none'})")
+    return {"units": n_units, "heldout_units": int(heldout.sum()), **counts,
+            "windows_outside_trial": int(np.sum(outside & (reason == ""))), "dropped": drops}
+
+
+def _short_field(which: str, align: AlignSettings, drops: dict, n_kept: int, need: int) -> str:
+    """The setting most likely at fault for too few trials."""
+    if which != "all" and n_kept >= need:
+        return "valid_fraction" if align.split == "random" else "split"
+    setting = {"trial_filter": "trial_filter", "window outside recording": "window_start_ms",
+               "window outside obs_intervals": "window_start_ms",
+               "window outside trial": "outside_trial"}
+    for cause, _ in sorted(drops.items(), key=lambda kv: -kv[1]):
+        if cause in setting:
+            return setting[cause]
+        if cause.startswith("split="):
+            return "split"
+    return "nwb"
+
+
+def check_datasets(datasets: dict[str, dict], sheet, config: dict,
+                   simulated_dir: str = "resources/simulated") -> dict[str, dict]:
+    """Check every dataset of the sheet; a simulated file not yet written (the ``simulate``
+    rule writes it) gets only the checks that need no file."""
+    found = {}
+    for name, settings in datasets.items():
+        path = Path(settings["nwb"])
+        pending = path.parent == Path(simulated_dir) and not path.is_file()
+        found[name] = check_dataset(name, settings, sheet, config, read_file=not pending)
+    return found
+
+
+def preflight_or_exit(datasets: dict[str, dict], sheet, config: dict,
+                      simulated_dir: str = "resources/simulated") -> dict[str, dict]:
+    """:func:`check_datasets` for the Snakefile: bad input ends the run with the message alone
+    (no traceback) and a non-zero exit."""
+    try:
+        return check_datasets(datasets, sheet, config, simulated_dir)
+    except InputDataError as exc:
+        raise SystemExit(f"Error: {exc}")
