@@ -1,5 +1,6 @@
 # From NWB recordings to LFADS latent dynamics and behaviour decoding.
-# Stages and the files between them: README.md ("The workflow").
+# Stages and the files between them: README.md ("The workflow"). Light rules are marked
+# `localrule: True`: they run in the main Snakemake process, not as cluster jobs.
 
 from snakemake.utils import min_version, validate
 
@@ -27,27 +28,8 @@ include: "workflow/rules/report.smk"
 include: "workflow/rules/summary.smk"
 
 
-# Light rules run in the main Snakemake process, not as cluster jobs.
-localrules:
-    all,
-    simulate,
-    ingest,
-    bin_spikes,
-    align_trials,
-    extract_factors,
-    decode_behavior,
-    evaluate,
-    plot_training,
-    plot_metrics,
-    plot_decoding,
-    plot_latents,
-    figures,
-    workflow_config,
-    select_lfads_run,
-    summary,
-
-
 rule all:
+    localrule: True
     input:
         all_outputs(),
     default_target: True

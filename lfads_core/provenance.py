@@ -9,8 +9,8 @@ Every rule of the workflow writes one JSON record next to its outputs
 * ``versions`` of lfads_core, torch, numpy, h5py, pynwb and snakemake;
 * ``created``: when the record was written (UTC, ISO 8601).
 
-Following ``inputs`` from one record to the record whose ``outputs`` hold a file with the same
-checksum leads from any table or figure back to the recording (:func:`trace`).
+Following ``inputs`` from one record to the record whose ``outputs`` hold the same file (path
+and checksum) leads from any table or figure back to the recording (:func:`trace`).
 """
 
 from __future__ import annotations
@@ -76,28 +76,30 @@ def load_records(folder: str | Path) -> list[dict]:
 
 def trace(path: str | Path, records: list[dict]) -> list[dict]:
     """The chain of records that made ``path``: the record listing it as an output, then,
-    depth first, the records that made each of that record's inputs (by checksum).
+    depth first, the records that made each of that record's inputs (matched by path and
+    checksum; record paths are relative to the workflow's working directory).
 
     Inputs no record made (the recording) end the chain. Raises ``LookupError`` if no record
     lists ``path`` with its present checksum (it was not made by the workflow, or changed
     since)."""
-    by_sha = {}
-    for record in records:
-        for entry in _entries(record["outputs"]):
-            by_sha[entry["sha256"]] = record
-    chain, todo, seen = [], [sha256sum(path)], set()
+    made = {(entry["path"], entry["sha256"]): record
+            for record in records for entry in _entries(record["outputs"])}
+    start = Path(path).as_posix()
+    digest = sha256sum(path)
+    first = [key for key in made if key[1] == digest and start.endswith(key[0])]
+    if not first:
+        raise LookupError(f"{path}: no provenance record lists this file (sha256 {digest})")
+    chain, todo, seen = [], [first[0]], set()
     while todo:
-        digest = todo.pop()
-        if digest in seen:
+        key = todo.pop()
+        if key in seen:
             continue
-        seen.add(digest)
-        record = by_sha.get(digest)
+        seen.add(key)
+        record = made.get(key)
         if record is None:
-            if not chain:
-                raise LookupError(f"{path}: no provenance record lists this file (sha256 {digest})")
             continue  # a source: the recording, or a file made outside the workflow
         chain.append(record)
-        todo += [entry["sha256"] for entry in _entries(record["inputs"])]
+        todo += [(entry["path"], entry["sha256"]) for entry in _entries(record["inputs"])]
     return chain
 
 

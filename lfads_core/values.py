@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-__all__ = ["split_list"]
+__all__ = ["split_list", "ms_to_bins"]
+
+
+def ms_to_bins(ms: float, bin_width_s: float) -> float:
+    """A duration typed in milliseconds (a window, a kernel, a lag) in bins of ``bin_width_s``
+    seconds (not rounded)."""
+    return ms / (bin_width_s * 1e3)
 
 
 def split_list(text: str) -> list[str]:

@@ -115,19 +115,21 @@ def workflow_dir(tmp_path: Path, sheet: str, config_text: str | None = None) -> 
     return work
 
 
-# The tiny workflow configuration: a 30-neuron simulated recording and a small, quick model.
-TINY_SHEET = "dataset\tnwb\tbehavior\tcondition_columns\tfp_bins\n" \
-             "tiny\tresources/simulated/tiny.nwb\thand_vel\tcondition\t10\n"
+# The figures of a simulated dataset with behaviour, and the rules that draw them.
+FIGURES = ["training_curves", "raster_rates", "factor_trajectories", "method_comparison",
+           "decoded_behavior", "latents_vs_truth"]
+PLOT_RULES = ["plot_training", "plot_metrics", "plot_decoding", "plot_latents"]
+
+# The tiny workflow configuration (.test/config/: a 30-neuron simulated recording and a small,
+# quick model), and the project's configuration.
+TEST_CONFIG = ROOT / ".test" / "config"
+TINY_SHEET = (TEST_CONFIG / "datasets.tsv").read_text()
+CONFIG = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
 
 
 def tiny_config(**changes) -> str:
-    config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
-    config["simulations"] = {"tiny": {**config["simulations"]["lorenz"], "n_neurons": 30,
-                                      "n_conditions": 4, "trials_per_condition": 5}}
-    config["lfads"]["overrides"] = {"tiny": {  # a small, quick model
-        "model": {"ic_enc_dim": 16, "ci_enc_dim": 8, "con_dim": 8, "co_dim": 2, "ic_dim": 8,
-                  "gen_dim": 16, "fac_dim": 4},
-        "training": {"max_epochs": 3, "batch_size": 8, "posterior_samples": 4}}}
+    """The text of .test/config/config.yaml with top-level keys replaced by ``changes``."""
+    config = yaml.safe_load((TEST_CONFIG / "config.yaml").read_text())
     config.update(changes)
     return yaml.safe_dump(config)
 

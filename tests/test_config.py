@@ -4,13 +4,12 @@ import dataclasses
 
 import yaml
 
-from conftest import ROOT
+from conftest import CONFIG, ROOT
 from lfads_core.lfads.config import ModelConfig, TrainConfig
 
 # Set from the data by the training code, not by the user.
 DATA_FIELDS = {"encod_data_dims", "recon_data_dims", "encod_seq_len", "recon_seq_len",
                "ext_input_dim"}
-CONFIG = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
 SCHEMA = yaml.safe_load((ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text())
 
 

@@ -113,6 +113,7 @@ def test_obs_intervals_of_the_wrong_shape(make_nwb, tmp_path):
     refused(nwb, tmp_path, "units.obs_intervals", "(intervals, 2) expected")
 
 
+@pytest.mark.workflow
 def test_workflow_refuses_at_parse_time_without_traceback(good, tmp_path):
     replace_dataset(good, "units/spike_times_index", np.array([50, 100, 999_999_999], np.uint64))
     work = workflow_dir(tmp_path, f"dataset\tnwb\nlab\t{good}\n")
@@ -123,6 +124,7 @@ def test_workflow_refuses_at_parse_time_without_traceback(good, tmp_path):
     assert "Traceback" not in result.stdout and not (work / "results").exists()
 
 
+@pytest.mark.workflow
 def test_workflow_ingest_failure_shows_the_message_and_logs_the_traceback(make_nwb, tmp_path):
     """Negative spike times are only seen once the spikes are read (in the ingest job)."""
     nwb = make_nwb(spike_times=[[0.2, 0.4], [-0.1, 0.3], [0.5]] * 2,

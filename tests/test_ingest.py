@@ -48,7 +48,7 @@ def test_ingest_round_trip(small_recording, tmp_path):
         assert list(h5["behavior/hand_vel"].attrs["columns"]) == ["hand_vel_x", "hand_vel_y"]
         assert h5.attrs["source_sha256"] == summary["source_sha256"]
         # no obs_intervals in this file: the whole recording is valid
-        np.testing.assert_allclose(h5["valid_intervals"][()], [[0.0, summary["recording_stop_s"]]])
+        np.testing.assert_allclose(h5["observed_intervals"][()], [[0.0, summary["recording_stop_s"]]])
     assert summary["units_kept"] == 6 and summary["trials_kept"] == 10
 
 
@@ -69,7 +69,7 @@ def test_obs_intervals_intersect_over_kept_units(make_nwb, tmp_path):
                    obs_intervals=[[[0.0, 1.0], [1.2, 2.5]], [[0.5, 2.0]]])
     out, _ = ingest(nwb, tmp_path)
     with h5py.File(out, "r") as h5:
-        np.testing.assert_allclose(h5["valid_intervals"][()], [[0.5, 1.0], [1.2, 2.0]])
+        np.testing.assert_allclose(h5["observed_intervals"][()], [[0.5, 1.0], [1.2, 2.0]])
 
 
 def test_min_rate_drops_slow_units(small_recording, tmp_path):

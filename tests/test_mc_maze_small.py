@@ -10,9 +10,9 @@ import pytest
 
 from conftest import MC_MAZE_SMALL, ROOT, readme_command_args, run_snakemake
 
-pytestmark = pytest.mark.skipif(
+pytestmark = [pytest.mark.workflow, pytest.mark.skipif(
     not MC_MAZE_SMALL.is_file(),
-    reason=f"the shared MC_Maze_Small recording is not at {MC_MAZE_SMALL}")
+    reason=f"the shared MC_Maze_Small recording is not at {MC_MAZE_SMALL}")]
 
 SHA256 = "ca8a0bef5f189eafb9db1961d617e065cb461360718fde1c16a538922a6fa5fe"
 

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from lfads_core import metrics
+from lfads_core.analysis import metrics
 
 
 def test_bits_per_spike_by_hand():

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lfads_core import plotting
+from lfads_core.analysis import plotting, score_figures
 from lfads_core.analysis.ground_truth import latent_r2
 
 
@@ -119,7 +119,7 @@ def test_decoded_behavior(tmp_path):
     true = rng.normal(size=(6, 50, 2)).cumsum(axis=1) * 0.01
     decoded = true + rng.normal(0, 0.005, true.shape)
     stem = tmp_path / "decoding"
-    saved = plotting.plot_decoded_behavior(true, decoded, 0.02, ["hand_vel_x", "hand_vel_y"],
+    saved = score_figures.plot_decoded_behavior(true, decoded, 0.02, ["hand_vel_x", "hand_vel_y"],
                                            stem, n_trials=4, units="m/s", return_figure=True)
     fig = check_saved(saved, stem)
     check_style(fig)
@@ -130,7 +130,7 @@ def test_decoded_behavior(tmp_path):
     assert all(ax.get_xlabel() == "Time (s)" for ax in axes[4:])
     assert np.allclose(axes[1].lines[1].get_ydata(), decoded[1, :, 0])
     with pytest.raises(ValueError, match="names"):
-        plotting.plot_decoded_behavior(true, decoded, 0.02, ["x"], tmp_path / "bad")
+        score_figures.plot_decoded_behavior(true, decoded, 0.02, ["x"], tmp_path / "bad")
 
 
 def test_method_comparison(tmp_path):
@@ -140,20 +140,20 @@ def test_method_comparison(tmp_path):
         "value": [0.8, 0.5, 0.6, 0.9, 0.6, np.nan],
         "err": [0.02, np.nan, 0.03, 0.01, 0.05, np.nan]})
     stem = tmp_path / "comparison"
-    fig = check_saved(plotting.plot_method_comparison(table, stem, return_figure=True), stem)
+    fig = check_saved(score_figures.plot_method_comparison(table, stem, return_figure=True), stem)
     check_style(fig)
     left, right = fig.axes
     assert left.get_ylabel() == "rate R2" and right.get_ylabel() == "vel R2"
     assert [t.get_text() for t in left.get_xticklabels()] == ["LFADS", "smoothing", "GPFA"]
     assert [p.get_height() for p in left.patches] == pytest.approx([0.8, 0.5, 0.6])
     assert any(t.get_text() == "n/a" for t in right.texts)  # the missing score is marked
-    single = plotting.plot_method_comparison(table[table.metric == "vel R2"],
+    single = score_figures.plot_method_comparison(table[table.metric == "vel R2"],
                                              tmp_path / "one", return_figure=True)
     assert single.figure.get_size_inches()[0] == plotting.SINGLE_COLUMN_IN
     with pytest.raises(ValueError, match="several rows"):
-        plotting.plot_method_comparison(pd.concat([table, table]), tmp_path / "bad")
+        score_figures.plot_method_comparison(pd.concat([table, table]), tmp_path / "bad")
     with pytest.raises(ValueError, match="lacks column"):
-        plotting.plot_method_comparison(table.drop(columns="err"), tmp_path / "bad")
+        score_figures.plot_method_comparison(table.drop(columns="err"), tmp_path / "bad")
 
 
 def test_dataset_summary(tmp_path):
@@ -164,7 +164,7 @@ def test_dataset_summary(tmp_path):
         "value": [0.3, 0.2, 0.25, 0.1, 0.9, 0.8, 0.4],
         "err": [np.nan] * 4 + [0.01, 0.02, np.nan]})
     stem = tmp_path / "summary"
-    fig = check_saved(plotting.plot_dataset_summary(table, stem, return_figure=True), stem)
+    fig = check_saved(score_figures.plot_dataset_summary(table, stem, return_figure=True), stem)
     check_style(fig)
     left, right = visible_axes(fig)
     assert left.get_ylabel() == "co-bps" and right.get_ylabel() == "vel R2"
@@ -177,7 +177,7 @@ def test_dataset_summary(tmp_path):
     assert right.patches[0].get_facecolor() == lfads_colour  # one colour per method
     assert [t.get_text() for t in fig.legends[0].get_texts()] == ["lfads", "smoothing"]
     with pytest.raises(ValueError, match="lacks column"):
-        plotting.plot_dataset_summary(table.drop(columns="dataset"), tmp_path / "bad")
+        score_figures.plot_dataset_summary(table.drop(columns="dataset"), tmp_path / "bad")
 
 
 def test_latents_vs_truth(tmp_path):
@@ -186,7 +186,7 @@ def test_latents_vs_truth(tmp_path):
     latents = (latents - latents.mean()) / latents.std()
     factors = latents @ rng.normal(size=(3, 10)) + 0.5 + rng.normal(0, 0.3, (12, 30, 10))
     stem = tmp_path / "latents"
-    saved = plotting.plot_latents_vs_truth(factors[:8], latents[:8], factors[8:],
+    saved = score_figures.plot_latents_vs_truth(factors[:8], latents[:8], factors[8:],
                                            latents[8:], 0.01, stem, return_figure=True)
     fig = check_saved(saved, stem)
     check_style(fig)
@@ -200,5 +200,5 @@ def test_latents_vs_truth(tmp_path):
     # truth bins that are NaN (outside the simulated trial) are left out, not fatal
     latents_nan = latents.copy()
     latents_nan[:, :2] = np.nan
-    plotting.plot_latents_vs_truth(factors[:8], latents_nan[:8], factors[8:], latents_nan[8:],
+    score_figures.plot_latents_vs_truth(factors[:8], latents_nan[:8], factors[8:], latents_nan[8:],
                                    0.01, tmp_path / "nan")

@@ -204,6 +204,7 @@ def test_checks_read_metadata_only(make_nwb, tmp_path):
 
 # --- the same checks through Snakemake, at parse time ---------------------------------------
 
+@pytest.mark.workflow
 def test_workflow_names_a_bad_setting_before_any_job(tmp_path):
     data = tmp_path / "work" / "data"
     data.mkdir(parents=True)

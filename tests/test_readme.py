@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT, readme_commands
+from conftest import PLOT_RULES, ROOT, readme_commands
 
 COMMANDS = readme_commands("README.md", "config/README.md")
 # Commands that need finished results; tests/test_workflow.py runs them on a real run.
@@ -19,6 +19,7 @@ def test_the_readme_has_its_commands():
     assert any("tutorial_chaotic_rnn.yaml" in c for c in COMMANDS)
 
 
+@pytest.mark.workflow
 @pytest.mark.parametrize("command", sorted(set(COMMANDS)))
 def test_readme_command_parses_and_plans(command):
     """Each command, run from the project root as the README says, plans its jobs (dry run)."""
@@ -35,8 +36,6 @@ def test_readme_command_parses_and_plans(command):
 
 
 def test_the_figures_command_is_the_one_test_workflow_runs():
-    from test_workflow import PLOT_RULES
-
     (command,) = [c for c in COMMANDS if "--allowed-rules" in c]
     assert command.split("--allowed-rules ")[1].split() == PLOT_RULES
     assert "figures --forceall" in command

@@ -89,6 +89,8 @@ def test_every_result_traces_back_to_the_recording(tiny_run):
     assert "bin_width_ms" not in align["settings"]["settings"]  # only what the stage reads
     assert by_rule["train_lfads"]["settings"]["lfads"]["model"]["gen_dim"] == 16
     assert set(chain[0]["versions"]) == set(PACKAGES) and all(chain[0]["versions"].values())
+    # the summary's copy of the same table is traced to the summary
+    assert trace(results / "summary" / "metrics.tsv", records)[0]["rule"] == "summary"
     # every file under results/ is an output of some record with its present checksum ...
     for path in results.rglob("*"):
         if path.is_file() and path.parent.name != "provenance" and path.name != "checkpoint.pt":

@@ -8,7 +8,7 @@ import h5py
 import numpy as np
 import pytest
 
-from lfads_core import simulate
+from lfads_core.nwb import simulate
 from lfads_core.nwb.simulate import DEFAULT_PARAMS, simulate_session, simulate_to_nwb, write_nwb
 
 SMALL = {"n_conditions": 3, "trials_per_condition": 4, "n_neurons": 20}

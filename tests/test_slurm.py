@@ -34,8 +34,8 @@ def slurm_unavailable() -> str | None:
     return None
 
 
-pytestmark = pytest.mark.skipif(slurm_unavailable() is not None,
-                                reason=str(slurm_unavailable()))
+pytestmark = [pytest.mark.workflow,
+              pytest.mark.skipif(slurm_unavailable() is not None, reason=str(slurm_unavailable()))]
 
 
 @pytest.fixture(scope="module")

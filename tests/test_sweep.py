@@ -9,7 +9,7 @@ from lfads_core.errors import InputDataError
 from lfads_core.workflow.settings import lfads_settings_for
 from lfads_core.workflow.sweep import selection_table, sweep_points
 
-from test_config import CONFIG
+from conftest import CONFIG
 
 
 def test_no_sweep_is_one_default_run():

@@ -6,6 +6,7 @@ import os
 
 import nbclient
 import nbformat
+import pytest
 
 from conftest import ROOT
 
@@ -21,6 +22,7 @@ def test_notebook_is_committed_without_outputs():
     assert any("REDUCED" in c.source for c in code[:1]), "REDUCED must be set in the first cell"
 
 
+@pytest.mark.workflow
 def test_notebook_runs_in_reduced_mode(tmp_path, monkeypatch):
     out = tmp_path / "output"
     monkeypatch.setenv("LFADS_TUTORIAL_REDUCED", "1")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import ROOT, TINY_SHEET, run_snakemake, tiny_config, workflow_dir
+from conftest import FIGURES, PLOT_RULES, ROOT, TINY_SHEET, run_snakemake, tiny_config, workflow_dir
 
 pytestmark = pytest.mark.workflow
 
@@ -18,6 +18,15 @@ def test_dry_run_lists_the_stages():
     for rule in ("simulate", "ingest", "bin_spikes", "align_trials", "train_lfads",
                  "sample_posterior"):
         assert f"rule {rule}:" in result.stdout or f"localrule {rule}:" in result.stdout
+
+
+def test_snakemake_files_are_snakefmt_clean():
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "snakefmt", "--check", "Snakefile",
+                             "workflow/rules"], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
 
 
 def test_lint_is_clean():
@@ -140,9 +149,6 @@ def test_bad_simulation_parameter_is_named(tmp_path):
     assert not (work / "resources" / "simulated" / "tiny.nwb").exists()
 
 
-FIGURES = ["training_curves", "raster_rates", "factor_trajectories", "method_comparison",
-           "decoded_behavior", "latents_vs_truth"]
-PLOT_RULES = ["plot_training", "plot_metrics", "plot_decoding", "plot_latents"]
 
 
 def test_factors_metrics_decoding_and_figures(tiny_run):

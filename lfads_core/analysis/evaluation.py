@@ -12,6 +12,7 @@ import pandas as pd
 
 from . import metrics
 from .decoding import decode_behavior, fit_ridge, lagged
+from ..values import ms_to_bins
 from .ground_truth import latent_r2, rate_r2, smooth_spikes
 
 
@@ -29,7 +30,7 @@ def evaluate(data: dict, posterior: dict, smoothing_sigma_ms: float, psth_sigma_
              decoding: dict) -> pd.DataFrame:
     """Tidy table (method, metric, value, err) of the validation trials' scores."""
     attrs = data["attrs"]
-    width_ms = float(attrs["bin_width_s"]) * 1e3
+    bin_width_s = float(attrs["bin_width_s"])
     n_in, fp = int(attrs["n_heldin"]), int(attrs["fp_bins"])
     n_window = data["valid_encod_data"].shape[1]
     spikes = data["valid_recon_data"]
@@ -40,7 +41,7 @@ def evaluate(data: dict, posterior: dict, smoothing_sigma_ms: float, psth_sigma_
     smooth_all = np.concatenate(metrics.smoothing_baseline(
         data["train_encod_data"], data["train_recon_data"][:, :n_window, n_in:],
         np.concatenate([data["train_encod_data"], data["valid_encod_data"]]),
-        smoothing_sigma_ms / width_ms), axis=2)
+        ms_to_bins(smoothing_sigma_ms, bin_width_s)), axis=2)
     methods = {"lfads": rates[:, :n_window], "smoothing": smooth_all[n_train:]}
     if "valid_truth_rates" in data:  # simulated data: the true rates give each metric's ceiling
         methods["truth"] = data["valid_truth_rates"][:, :n_window]
@@ -59,11 +60,11 @@ def evaluate(data: dict, posterior: dict, smoothing_sigma_ms: float, psth_sigma_
         if len(np.unique(all_conditions)) > 1:
             add(method, "psth R2", metrics.psth_r2(r[:, :, psth_neurons], data["valid_cond_idx"],
                                                    all_spikes, all_conditions,
-                                                   psth_sigma_ms / width_ms))
+                                                   ms_to_bins(psth_sigma_ms, bin_width_s)))
     if fp:
         add("lfads", "fp-bps", metrics.fp_bps(rates[:, n_window:], spikes[:, n_window:]))
     if "valid_behavior" in data:
-        lag = int(round(decoding["lag_ms"] / width_ms))
+        lag = int(round(ms_to_bins(decoding["lag_ms"], bin_width_s)))
         train_rates = {"lfads": posterior["train_rates"][:, :n_window],
                        "smoothing": smooth_all[:n_train]}
         for method, r in methods.items():
@@ -77,7 +78,7 @@ def evaluate(data: dict, posterior: dict, smoothing_sigma_ms: float, psth_sigma_
     if "valid_truth_rates" in data:
         add("lfads", "rate R2 (truth)", rate_r2(rates, data["valid_truth_rates"]))
         add("smoothing", "rate R2 (truth)",
-            rate_r2(smooth_spikes(spikes, smoothing_sigma_ms / width_ms),
+            rate_r2(smooth_spikes(spikes, ms_to_bins(smoothing_sigma_ms, bin_width_s)),
                     data["valid_truth_rates"]))
         add("lfads", "latent R2 (truth)", latent_r2(
             posterior["train_factors"], data["train_truth_latents"], posterior["valid_factors"],
@@ -90,14 +91,15 @@ def decoding_features(data: dict, posterior: dict, smoothing_sigma_ms: float
     """Feature sets of every trial (train then valid) for behaviour decoding, and the
     behaviour: LFADS rates and factors, smoothed and binned held-in spikes."""
     n_window = data["valid_encod_data"].shape[1]
-    width_ms = float(data["attrs"]["bin_width_s"]) * 1e3
+    bin_width_s = float(data["attrs"]["bin_width_s"])
 
     def both(source, key, bins=n_window):
         return np.concatenate([source[f"train_{key}"][:, :bins], source[f"valid_{key}"][:, :bins]])
 
     spikes = both(data, "encod_data").astype(np.float64)
     features = {"lfads_rates": both(posterior, "rates"), "lfads_factors": both(posterior, "factors"),
-                "smoothed_spikes": smooth_spikes(spikes, smoothing_sigma_ms / width_ms),
+                "smoothed_spikes": smooth_spikes(spikes,
+                                                 ms_to_bins(smoothing_sigma_ms, bin_width_s)),
                 "binned_spikes": spikes}
     return features, both(data, "behavior")
 
@@ -108,7 +110,7 @@ def decode_dataset(data: dict, posterior: dict, smoothing_sigma_ms: float, decod
 
     features, behavior = decoding_features(data, posterior, smoothing_sigma_ms)
     columns = [str(c) for c in data["attrs"]["behavior_columns"]]
-    lag = int(round(decoding["lag_ms"] / (float(data["attrs"]["bin_width_s"]) * 1e3)))
+    lag = int(round(ms_to_bins(decoding["lag_ms"], float(data["attrs"]["bin_width_s"]))))
     scores, predictions = decode_behavior(features, behavior, columns, decoding["n_folds"], lag,
                                           decoding["alphas"], decoding["seed"],
                                           decoding["inner_folds"])

@@ -1,6 +1,6 @@
-"""Paper figures of an LFADS run: training curves, rasters with inferred rates, factor
-trajectories, decoded behaviour, method comparison, latents against a simulation's truth, and
-the summary of every dataset.
+"""Paper figures of an LFADS run, part 1: the figure style and how figures are saved, and the
+figures of training and latent dynamics (training curves, rasters with inferred rates, factor
+trajectories). The figures of scores are in :mod:`.score_figures`.
 
 Every function draws one figure sized for a journal column (3.5 or 7 inches wide, fonts of
 7-8 pt, no top/right spines), saves it as ``out_stem + ".png"`` (300 dpi) and
@@ -25,8 +25,6 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from .ground_truth import fit_latent_map, r2_per_channel
-
 DPI = 300
 SINGLE_COLUMN_IN = 3.5
 DOUBLE_COLUMN_IN = 7.0
@@ -41,9 +39,8 @@ STYLE = {
     "savefig.dpi": DPI, "figure.dpi": 100,
 }
 
-__all__ = ["SavedFigure", "plot_training_curves", "plot_raster_with_rates",
-           "plot_factor_trajectories", "plot_decoded_behavior", "plot_method_comparison",
-           "plot_dataset_summary", "plot_latents_vs_truth"]
+__all__ = ["SavedFigure", "paper_style", "new_figure", "save_figure", "condition_colors",
+           "plot_training_curves", "plot_raster_with_rates", "plot_factor_trajectories"]
 
 
 @dataclass
@@ -59,7 +56,7 @@ class SavedFigure:
         return self.png, self.pdf
 
 
-def _styled(func):
+def paper_style(func):
     """Run a plotting function under the paper style (rcParams restored afterwards)."""
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
@@ -68,13 +65,13 @@ def _styled(func):
     return wrapper
 
 
-def _new_figure(width_in: float, height_in: float) -> Figure:
+def new_figure(width_in: float, height_in: float) -> Figure:
     fig = Figure(figsize=(width_in, height_in), layout="constrained")
     FigureCanvasAgg(fig)
     return fig
 
 
-def _save(fig: Figure, out_stem: str | Path, return_figure: bool) -> SavedFigure:
+def save_figure(fig: Figure, out_stem: str | Path, return_figure: bool) -> SavedFigure:
     """Write ``out_stem``.png (300 dpi) and .pdf; the PNG's pixel size is figsize x 300."""
     stem = Path(out_stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
@@ -85,14 +82,14 @@ def _save(fig: Figure, out_stem: str | Path, return_figure: bool) -> SavedFigure
     return SavedFigure(png, pdf, fig if return_figure else None)
 
 
-def _condition_colors(n: int) -> list:
+def condition_colors(n: int) -> list:
     cmap = matplotlib.colormaps["tab10" if n <= 10 else "viridis"]
     return [cmap(i) if n <= 10 else cmap(i / max(n - 1, 1)) for i in range(n)]
 
 
 # ------------------------------------------------------------------ training curves
 
-@_styled
+@paper_style
 def plot_training_curves(train_log_csv: str | Path, out_stem: str | Path,
                          return_figure: bool = False) -> SavedFigure:
     """Three panels from ``train_log.csv`` against epoch: reconstruction loss (train, valid,
@@ -102,7 +99,7 @@ def plot_training_curves(train_log_csv: str | Path, out_stem: str | Path,
     if "epoch" not in log or log.empty:
         raise ValueError(f"{train_log_csv}: no 'epoch' column or no rows")
     epoch = log["epoch"].to_numpy()
-    fig = _new_figure(DOUBLE_COLUMN_IN, 2.8)
+    fig = new_figure(DOUBLE_COLUMN_IN, 2.8)
     ax_recon, ax_kl, ax_lr = fig.subplots(1, 3)
 
     def line(ax, column, label, **kw):
@@ -143,12 +140,12 @@ def plot_training_curves(train_log_csv: str | Path, out_stem: str | Path,
     handles = ax_lr.get_legend_handles_labels()
     more = weights.get_legend_handles_labels()
     ax_lr.legend(handles[0] + more[0], handles[1] + more[1], **below)
-    return _save(fig, out_stem, return_figure)
+    return save_figure(fig, out_stem, return_figure)
 
 
 # ------------------------------------------------------------------ raster with rates
 
-@_styled
+@paper_style
 def plot_raster_with_rates(spikes: np.ndarray, rates: np.ndarray, bin_width_s: float,
                            out_stem: str | Path, neurons: list[int] | np.ndarray | None = None,
                            start_s: float = 0.0, return_figure: bool = False) -> SavedFigure:
@@ -178,7 +175,7 @@ def plot_raster_with_rates(spikes: np.ndarray, rates: np.ndarray, bin_width_s: f
     peak = float(np.nanmax(rates_hz)) if np.isfinite(rates_hz).any() else 1.0
     peak = peak if peak > 0 else 1.0
 
-    fig = _new_figure(SINGLE_COLUMN_IN, max(2.0, 0.3 + 0.085 * len(neurons)))
+    fig = new_figure(SINGLE_COLUMN_IN, max(2.0, 0.3 + 0.085 * len(neurons)))
     ax = fig.subplots()
     for row, n in enumerate(neurons):
         hit = spikes[:, n] > 0
@@ -194,7 +191,7 @@ def plot_raster_with_rates(spikes: np.ndarray, rates: np.ndarray, bin_width_s: f
                   [str(n) for n in neurons[::step]])
     ax.set_title(f"Spikes (dots), inferred rates (lines)\nrow height = {peak:.3g} Hz",
                  fontsize=7)
-    return _save(fig, out_stem, return_figure)
+    return save_figure(fig, out_stem, return_figure)
 
 
 # ------------------------------------------------------------------ factor trajectories
@@ -225,7 +222,7 @@ def condition_average_pcs(factors: np.ndarray, conditions: np.ndarray, n_compone
     return projected, labels, explained
 
 
-@_styled
+@paper_style
 def plot_factor_trajectories(factors: np.ndarray, conditions: np.ndarray,
                              out_stem: str | Path, n_components: int = 3,
                              bin_width_s: float | None = None,
@@ -242,8 +239,8 @@ def plot_factor_trajectories(factors: np.ndarray, conditions: np.ndarray,
     k = projected.shape[-1]
     if k < 2:
         raise ValueError("need at least 2 principal components (factors and averages)")
-    colors = _condition_colors(len(labels))
-    fig = _new_figure(SINGLE_COLUMN_IN, SINGLE_COLUMN_IN if k == 3 else 3.0)
+    colors = condition_colors(len(labels))
+    fig = new_figure(SINGLE_COLUMN_IN, SINGLE_COLUMN_IN if k == 3 else 3.0)
     ax = fig.add_subplot(projection="3d" if k == 3 else None)
     for traj, color, label in zip(projected, colors, labels):
         ax.plot(*traj.T, color=color, lw=0.8, label=str(label))
@@ -262,196 +259,4 @@ def plot_factor_trajectories(factors: np.ndarray, conditions: np.ndarray,
     if len(labels) <= 10:
         ax.legend(title="Condition", loc="upper left", fontsize=7, title_fontsize=7,
                   bbox_to_anchor=(1.0, 1.0) if k == 2 else None)
-    return _save(fig, out_stem, return_figure)
-
-
-# ------------------------------------------------------------------ decoded behaviour
-
-@_styled
-def plot_decoded_behavior(true: np.ndarray, decoded: np.ndarray, bin_width_s: float,
-                          names: list[str], out_stem: str | Path, n_trials: int = 4,
-                          units: list[str] | str | None = None, start_s: float = 0.0,
-                          return_figure: bool = False) -> SavedFigure:
-    """Decoded (colour) against true (black) behaviour over time: one row per behaviour
-    variable, one column per trial (the first ``n_trials``).
-
-    true, decoded: trials x time bins x variables; names: one per variable; units: one per
-    variable (or one for all) for the axis labels. The R^2 of each variable over all trials
-    and bins is written in its row's first panel.
-    """
-    true, decoded = np.asarray(true, dtype=float), np.asarray(decoded, dtype=float)
-    if true.ndim != 3 or true.shape != decoded.shape:
-        raise ValueError(f"true {true.shape} and decoded {decoded.shape} must both be "
-                         "trials x time x variables")
-    n_var = true.shape[-1]
-    if len(names) != n_var:
-        raise ValueError(f"{len(names)} names for {n_var} behaviour variables")
-    if isinstance(units, str) or units is None:
-        units = [units or ""] * n_var
-    n_show = max(1, min(n_trials, len(true)))
-    r2 = r2_per_channel(decoded, true)
-    t = start_s + (np.arange(true.shape[1]) + 0.5) * bin_width_s
-
-    fig = _new_figure(DOUBLE_COLUMN_IN, 0.5 + 1.2 * n_var)
-    axes = np.atleast_2d(fig.subplots(n_var, n_show, sharex=True, sharey="row", squeeze=False))
-    for v in range(n_var):
-        for j in range(n_show):
-            ax = axes[v, j]
-            ax.plot(t, true[j, :, v], color="k", lw=0.8, label="true")
-            ax.plot(t, decoded[j, :, v], color="C0", lw=0.8, label="decoded")
-            if v == 0:
-                ax.set_title(f"Trial {j + 1}")
-            if v == n_var - 1:
-                ax.set_xlabel("Time (s)")
-        label = names[v] + (f" ({units[v]})" if units[v] else "")
-        axes[v, 0].set_ylabel(label)
-        axes[v, 0].text(0.02, 0.97, f"R$^2$ = {r2[v]:.2f}", transform=axes[v, 0].transAxes,
-                        va="top", fontsize=7)
-    fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="outside lower center", ncol=2)
-    return _save(fig, out_stem, return_figure)
-
-
-# ------------------------------------------------------------------ method comparison
-
-@_styled
-def plot_method_comparison(table: pd.DataFrame, out_stem: str | Path,
-                           return_figure: bool = False) -> SavedFigure:
-    """Bar chart of each method's score, one panel per metric, error bars where ``err`` is
-    finite. ``table``: tidy, columns method, metric, value, err (err may be NaN); methods and
-    metrics keep their order of first appearance, each method one colour in every panel. A
-    panel shows the methods that have a row for its metric (a NaN value shows as "n/a")."""
-    missing = {"method", "metric", "value", "err"} - set(table.columns)
-    if missing:
-        raise ValueError(f"method comparison table lacks column(s) {sorted(missing)}")
-    if table.empty:
-        raise ValueError("method comparison table has no rows")
-    if table.duplicated(["method", "metric"]).any():
-        dup = table[table.duplicated(["method", "metric"], keep=False)]
-        raise ValueError(f"several rows for one (method, metric): "
-                         f"{dup[['method', 'metric']].values.tolist()}")
-    methods = list(dict.fromkeys(table["method"]))
-    metrics = list(dict.fromkeys(table["metric"]))
-    colors = {m: f"C{i % 10}" for i, m in enumerate(methods)}
-    width = SINGLE_COLUMN_IN if len(metrics) == 1 else DOUBLE_COLUMN_IN
-    fig = _new_figure(width, 2.4)
-    axes = np.atleast_1d(fig.subplots(1, len(metrics), squeeze=False)[0])
-    for ax, metric in zip(axes, metrics):
-        rows = table[table["metric"] == metric].set_index("method")
-        shown = [m for m in methods if m in rows.index]
-        x = np.arange(len(shown))
-        values = rows.loc[shown, "value"].to_numpy(dtype=float)
-        errs = rows.loc[shown, "err"].to_numpy(dtype=float)
-        ax.bar(x, np.nan_to_num(values), color=[colors[m] for m in shown], width=0.7)
-        has_err = np.isfinite(errs) & np.isfinite(values)
-        if has_err.any():
-            ax.errorbar(x[has_err], values[has_err], yerr=errs[has_err], fmt="none",
-                        ecolor="k", elinewidth=0.7, capsize=2)
-        for i in np.flatnonzero(~np.isfinite(values)):
-            ax.text(x[i], 0, "n/a", ha="center", va="bottom", fontsize=7)
-        ax.set_xticks(x, shown, rotation=45, ha="right")
-        ax.set_ylabel(metric)
-        ax.set_xlabel("Method")
-        ax.axhline(0, color="k", lw=0.5)
-    return _save(fig, out_stem, return_figure)
-
-
-@_styled
-def plot_dataset_summary(table: pd.DataFrame, out_stem: str | Path,
-                         return_figure: bool = False) -> SavedFigure:
-    """Every dataset's scores side by side: one panel per metric, one group of bars per
-    dataset, one bar (same colour in every panel) per method, standard errors where ``err``
-    is finite. ``table``: tidy, columns dataset, method, metric, value, err (as
-    :func:`lfads_core.analysis.evaluation.method_scores` returns); order of first appearance kept."""
-    missing = {"dataset", "method", "metric", "value", "err"} - set(table.columns)
-    if missing:
-        raise ValueError(f"summary table lacks column(s) {sorted(missing)}")
-    if table.empty:
-        raise ValueError("summary table has no rows")
-    datasets = list(dict.fromkeys(table["dataset"]))
-    methods = list(dict.fromkeys(table["method"]))
-    metrics = list(dict.fromkeys(table["metric"]))
-    n_cols = min(len(metrics), 3)
-    n_rows = -(-len(metrics) // n_cols)
-    fig = _new_figure(DOUBLE_COLUMN_IN, 0.4 + 2.0 * n_rows)
-    axes = fig.subplots(n_rows, n_cols, squeeze=False).ravel()
-    colors = {m: f"C{i % 10}" for i, m in enumerate(methods)}
-    x = np.arange(len(datasets))
-    for ax, metric in zip(axes, metrics):
-        rows = table[table["metric"] == metric]
-        present = [m for m in methods if (rows["method"] == m).any()]
-        width = 0.8 / len(present)
-        for i, method in enumerate(present):
-            by_dataset = rows[rows["method"] == method].set_index("dataset").reindex(datasets)
-            shown = by_dataset["method"].notna().to_numpy()
-            values = by_dataset["value"].to_numpy(dtype=float)
-            errs = by_dataset["err"].to_numpy(dtype=float)
-            pos = x + (i - (len(present) - 1) / 2) * width
-            ax.bar(pos[shown], np.nan_to_num(values[shown]), width, color=colors[method],
-                   label=method)
-            has_err = shown & np.isfinite(errs) & np.isfinite(values)
-            if has_err.any():
-                ax.errorbar(pos[has_err], values[has_err], yerr=errs[has_err], fmt="none",
-                            ecolor="k", elinewidth=0.7, capsize=1.5)
-        ax.set_xticks(x, datasets, rotation=30 if len(datasets) > 3 else 0,
-                      ha="right" if len(datasets) > 3 else "center")
-        ax.set_ylabel(metric)
-        ax.axhline(0, color="k", lw=0.5)
-    for ax in axes[len(metrics):]:
-        ax.set_visible(False)
-    handles = {}
-    for ax in axes[:len(metrics)]:
-        for handle, label in zip(*ax.get_legend_handles_labels()):
-            handles.setdefault(label, handle)
-    fig.legend(handles.values(), handles.keys(), loc="outside lower center",
-               ncol=min(len(handles), 6))
-    return _save(fig, out_stem, return_figure)
-
-
-# ------------------------------------------------------------------ latents vs truth
-
-@_styled
-def plot_latents_vs_truth(factors_train: np.ndarray, latents_train: np.ndarray,
-                          factors_valid: np.ndarray, latents_valid: np.ndarray,
-                          bin_width_s: float, out_stem: str | Path, n_trials: int = 3,
-                          return_figure: bool = False) -> SavedFigure:
-    """True latents (solid) and their affine prediction from the factors (dashed) for the
-    first ``n_trials`` validation trials, one panel per latent dimension; the panel title
-    gives that dimension's R^2 over all validation trials and bins.
-
-    factors_*: trials x time bins x factors; latents_*: trials x time bins x latents (same
-    trials and bins). The map is fitted on the training trials only.
-    """
-    for f, z, split in ((factors_train, latents_train, "train"),
-                        (factors_valid, latents_valid, "valid")):
-        if f.ndim != 3 or z.ndim != 3 or f.shape[:2] != z.shape[:2]:
-            raise ValueError(f"{split}: factors {f.shape} and latents {z.shape} must be "
-                             "trials x time x dims with the same trials and bins")
-    predicted = fit_latent_map(factors_train, latents_train, factors_valid)
-    truth = np.asarray(latents_valid, dtype=float)
-    ok = np.isfinite(truth).all(axis=-1).reshape(-1)
-    r2 = r2_per_channel(predicted.reshape(-1, truth.shape[-1])[ok],
-                        truth.reshape(-1, truth.shape[-1])[ok])
-    n_lat = truth.shape[-1]
-    n_show = max(1, min(n_trials, len(truth)))
-    t = (np.arange(truth.shape[1]) + 0.5) * bin_width_s
-    cols = min(n_lat, 3)
-    rows = int(np.ceil(n_lat / cols))
-    fig = _new_figure(DOUBLE_COLUMN_IN if cols > 1 else SINGLE_COLUMN_IN, 0.4 + 1.8 * rows)
-    axes = fig.subplots(rows, cols, squeeze=False).ravel()
-    for d in range(n_lat):
-        ax = axes[d]
-        for j in range(n_show):
-            color = f"C{j % 10}"
-            ax.plot(t, truth[j, :, d], color=color, lw=0.9,
-                    label=f"trial {j + 1} true" if d == 0 else None)
-            ax.plot(t, predicted[j, :, d], color=color, lw=0.9, ls="--",
-                    label=f"trial {j + 1} from factors" if d == 0 else None)
-        ax.set_title(f"Latent {d + 1}: R$^2$ = {r2[d]:.2f}")
-        ax.set_xlabel("Time in window (s)")
-        ax.set_ylabel(f"Latent {d + 1} (z-scored)")
-    for ax in axes[n_lat:]:
-        ax.set_visible(False)
-    fig.legend(loc="outside lower center", ncol=min(2 * n_show, 6))
-    fig.suptitle(f"Affine map factors -> true latents (fitted on train trials); "
-                 f"mean validation R$^2$ = {np.mean(r2):.2f}")
-    return _save(fig, out_stem, return_figure)
+    return save_figure(fig, out_stem, return_figure)

@@ -35,7 +35,7 @@ import pandas as pd
 
 from ..errors import InputDataError
 from ..fileio import atomic_path, read_table, write_json
-from ..values import split_list
+from ..values import ms_to_bins, split_list
 from .binning import bin_centres, dense_block, sample_series, window_counts
 from .intervals import TOLERANCE_S, inside_intervals
 
@@ -70,15 +70,16 @@ class AlignSettings:
                    outside_trial=s.get("outside_trial", "warn"))
 
 
-def window_bins(settings: AlignSettings, bin_width: float, where: str) -> tuple[int, int]:
-    """``(offset, length)`` of the window in bins; the length must be a whole number of bins."""
-    length_s = (settings.window_end_ms - settings.window_start_ms) / 1e3
-    n = length_s / bin_width
-    if length_s <= 0:
+def window_bins(settings: AlignSettings, bin_width: float, where: str) -> tuple[float, int]:
+    """``(start_s, n_bins)``: the window's start relative to the event (s) and its length in
+    bins of ``bin_width`` (s), which must be a whole number."""
+    length_ms = settings.window_end_ms - settings.window_start_ms
+    n = ms_to_bins(length_ms, bin_width)
+    if length_ms <= 0:
         raise InputDataError(where, "window_end_ms", "window end must be after window start")
     if abs(n - round(n)) > 1e-6:
         raise InputDataError(where, "window_start_ms",
-                             f"window length {length_s * 1e3:g} ms is not a whole number of "
+                             f"window length {length_ms:g} ms is not a whole number of "
                              f"{bin_width * 1e3:g} ms bins")
     return settings.window_start_ms / 1e3, int(round(n))
 
@@ -153,14 +154,14 @@ def align_trials(binned_h5, out_h5, settings: AlignSettings, metadata_json=None)
         def fail(field, message):
             return InputDataError(source, field, f"{message} (aligning {binned_h5})")
 
-        bin_width = float(src.attrs["bin_width"])
-        t_start = float(src.attrs["t_start"])
+        bin_width = float(src.attrs["bin_width_s"])
+        t_start = float(src.attrs["t_start_s"])
         n_bins = int(src.attrs["n_bins"])
         offset_s, n_window = window_bins(settings, bin_width, source)
         n_total = n_window + settings.fp_bins
         trials = read_table(src["trials"])
         units = read_table(src["units"])
-        valid_intervals = src["valid_intervals"][()]
+        observed_intervals = src["observed_intervals"][()]
         event = settings.align_event
         if event not in trials:
             raise fail(f"trials.{event}", "alignment column missing")
@@ -172,7 +173,7 @@ def align_trials(binned_h5, out_h5, settings: AlignSettings, metadata_json=None)
         win_start = t_start + first_bin * bin_width
         win_stop = t_start + (first_bin + n_total) * bin_width
         in_recording = (first_bin >= 0) & (first_bin + n_total <= n_bins)
-        in_observed = inside_intervals(win_start, win_stop, valid_intervals)
+        in_observed = inside_intervals(win_start, win_stop, observed_intervals)
         candidates = reason == ""
         reason[candidates & ~in_recording] = "window outside recording"
         reason[(reason == "") & ~in_observed] = "window outside obs_intervals"

@@ -202,11 +202,11 @@ def bin_session(session_h5, out_h5, bin_width: float) -> dict:
 
     Output: ``spikes/bins`` (the bin index of every kept spike on the grid, units
     concatenated, int32, or int64 for grids of 2^31 bins or more) and ``spikes/unit_offsets``
-    (kept units + 1); attrs ``t_start``, ``bin_width`` (s) and ``n_bins``;
+    (kept units + 1); attrs ``t_start_s``, ``bin_width_s`` (s) and ``n_bins``;
     ``behavior/{name}`` and ``truth/{name}``: groups of ``timestamps`` and ``data`` (samples x
     dims, float64), the series prefiltered for the bin width (:func:`prefilter_series`), with
     attrs ``unit`` and ``columns``; ``units`` (kept units) and ``trials`` tables and
-    ``valid_intervals`` copied over. Streams unit by unit. Returns a summary dict.
+    ``observed_intervals`` copied over. Streams unit by unit. Returns a summary dict.
     """
     import h5py
 
@@ -238,7 +238,7 @@ def bin_session(session_h5, out_h5, bin_width: float) -> dict:
             if new_offsets[-1] < n_spikes:
                 bins_out.resize((int(new_offsets[-1]),))
             out.create_dataset("spikes/unit_offsets", data=new_offsets)
-            out.attrs.update(t_start=t_start, bin_width=bin_width, n_bins=n_bins)
+            out.attrs.update(t_start_s=t_start, bin_width_s=bin_width, n_bins=n_bins)
             for key in ("source", "source_sha256", "lfads_core_version"):
                 out.attrs[key] = src.attrs[key]
             out.attrs["heldout_column"] = bool(src.attrs.get("heldout_column", True))
@@ -254,7 +254,7 @@ def bin_session(session_h5, out_h5, bin_width: float) -> dict:
                     sub.attrs["columns"] = group.attrs["columns"]
             write_table(out.create_group("units"), units)
             write_table(out.create_group("trials"), read_table(src["trials"]))
-            out.create_dataset("valid_intervals", data=src["valid_intervals"][()])
+            out.create_dataset("observed_intervals", data=src["observed_intervals"][()])
     return {"bin_width_s": bin_width, "t_start_s": t_start, "n_bins": n_bins,
             "n_units": int(len(units)), "spikes_in_file": int(offsets[-1]),
             "spikes_binned": int(new_offsets[-1]),

@@ -11,7 +11,7 @@ Output ``session.h5`` (times in seconds on the recording's clock):
 - ``spikes/times`` (float64, kept units' spikes, concatenated unit by unit, each sorted) and
   ``spikes/unit_offsets`` (kept units + 1): unit ``k``'s spikes are ``times[off[k]:off[k+1]]``.
 - ``trials/``: table of every trial with the file's scalar columns, ``kept`` and ``drop_reason``.
-- ``valid_intervals`` (n x 2): where every kept unit was observed (``obs_intervals``), or the
+- ``observed_intervals`` (n x 2): where every kept unit was observed (``obs_intervals``), or the
   whole recording if the file has none.
 - ``behavior/{name}`` and ``truth/{name}``: ``data`` (samples x dims) with attrs ``unit`` and
   ``columns``, plus ``timestamps`` (samples).
@@ -320,7 +320,7 @@ def _ingest(path: Path, f: h5py.File, out_h5: Path, settings: IngestSettings,
         out.create_dataset("spikes/unit_offsets", data=offsets)
         write_table(out.create_group("units"), unit_table)
         write_table(out.create_group("trials"), trials)
-        out.create_dataset("valid_intervals", data=valid)
+        out.create_dataset("observed_intervals", data=valid)
         summary["behavior"] = {n: _write_series(out.require_group("behavior"), n, *s)
                                for n, s in behavior.items()}
         summary["ground_truth"] = {n: _write_series(out.require_group("truth"), n, *s)

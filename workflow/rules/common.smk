@@ -84,10 +84,14 @@ def evaluation_settings():
     """What `evaluate` reads of config `evaluation` (the vel R^2 ridge uses the decoding
     penalties, inner folds, lag and seed; the number of outer folds is decoding's alone)."""
     evaluation = config["evaluation"]
-    decoding = {key: evaluation["decoding"][key] for key in ("lag_ms", "alphas", "inner_folds",
-                                                               "seed")}
-    return {"smoothing_sigma_ms": evaluation["smoothing_sigma_ms"],
-            "psth_sigma_ms": evaluation["psth_sigma_ms"], "decoding": decoding}
+    decoding = {
+        key: evaluation["decoding"][key] for key in ("lag_ms", "alphas", "inner_folds", "seed")
+    }
+    return {
+        "smoothing_sigma_ms": evaluation["smoothing_sigma_ms"],
+        "psth_sigma_ms": evaluation["psth_sigma_ms"],
+        "decoding": decoding,
+    }
 
 
 def nwb_file(wildcards):
@@ -139,9 +143,13 @@ def figure_files():
     files = []
     for dataset in DATASETS:
         extra = (["decoded_behavior"] if has_behavior(dataset) else []) + (
-            ["latents_vs_truth"] if is_simulated(dataset) else [])
-        files += [f"results/{dataset}/figures/{name}.{ext}" for name in names + extra
-                  for ext in ("png", "pdf")]
+            ["latents_vs_truth"] if is_simulated(dataset) else []
+        )
+        files += [
+            f"results/{dataset}/figures/{name}.{ext}"
+            for name in names + extra
+            for ext in ("png", "pdf")
+        ]
     return files
 
 
@@ -164,8 +172,11 @@ def all_outputs():
     """Final targets: every stage's result for every dataset of the sheet, and the summary."""
     files = ["results/config.yaml"] + figure_files() + list(rules.summary.output)
     for dataset in DATASETS:
-        files += [f"results/{dataset}/align/summary.json", f"results/{dataset}/factors.nwb",
-                  f"results/{dataset}/metrics.tsv"]
+        files += [
+            f"results/{dataset}/align/summary.json",
+            f"results/{dataset}/factors.nwb",
+            f"results/{dataset}/metrics.tsv",
+        ]
         if has_behavior(dataset):
             files.append(f"results/{dataset}/decoding/summary.tsv")
     return files

@@ -4,6 +4,7 @@
 
 rule plot_training:
     """Training curves, one trial's raster with inferred rates, factor trajectories."""
+    localrule: True
     input:
         train_log=train_log_file,
         posterior=posterior_file,
@@ -41,6 +42,7 @@ rule plot_training:
 
 rule plot_metrics:
     """Bar chart of every method's NLB metrics and decoding R^2."""
+    localrule: True
     input:
         unpack(metric_tables),
     output:
@@ -62,6 +64,7 @@ rule plot_metrics:
 
 rule plot_decoding:
     """Decoded vs true behaviour for a few validation trials."""
+    localrule: True
     input:
         predictions="results/{dataset}/decoding/predictions.h5",
     output:
@@ -83,6 +86,7 @@ rule plot_decoding:
 
 rule plot_latents:
     """Simulated data: LFADS factors mapped onto the true latents."""
+    localrule: True
     input:
         posterior=posterior_file,
         data="results/{dataset}/lfads_input.h5",
@@ -105,5 +109,6 @@ rule plot_latents:
 
 rule figures:
     """Every figure of every dataset (target: `snakemake figures`)."""
+    localrule: True
     input:
         figure_files(),

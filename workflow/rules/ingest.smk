@@ -1,5 +1,6 @@
 rule ingest:
     """Read the dataset's NWB file into the normalised session file."""
+    localrule: True
     input:
         nwb=nwb_file,
     output:

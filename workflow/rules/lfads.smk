@@ -18,6 +18,8 @@ rule train_lfads:
         run="|".join(SWEEP),  # the configured runs; `selected` is a copy of one of them
     log:
         "logs/{dataset}/train_lfads_{run}.log",
+    benchmark:
+        "logs/{dataset}/benchmark/train_lfads_{run}.tsv"
     conda:
         "../envs/lfads_core.yaml"
     script:
@@ -41,6 +43,8 @@ rule sample_posterior:
         runtime=60,
     log:
         "logs/{dataset}/sample_posterior_{run}.log",
+    benchmark:
+        "logs/{dataset}/benchmark/sample_posterior_{run}.tsv"
     conda:
         "../envs/lfads_core.yaml"
     script:
@@ -49,6 +53,7 @@ rule sample_posterior:
 
 rule select_lfads_run:
     """Sweep: keep the run with the lowest smoothed validation loss for downstream stages."""
+    localrule: True
     input:
         unpack(sweep_run_files),
     output:

@@ -1,5 +1,6 @@
 rule workflow_config:
     """The configuration and dataset settings this run used, for the report."""
+    localrule: True
     output:
         config=report(
             "results/config.yaml",

@@ -1,8 +1,10 @@
 rule summary:
     """Every dataset's metrics and decoding scores in one table and one figure."""
+    localrule: True
     input:
         unpack(summary_inputs),
     output:
+        **({"selection": "results/summary/selection.tsv"} if SWEEPING else {}),
         metrics=report(
             "results/summary/metrics.tsv",
             caption="../report/summary_metrics.rst",
@@ -17,7 +19,6 @@ rule summary:
         pdf="results/summary/metrics.pdf",
         provenance="results/summary/provenance/summary.json",
         # the run each dataset's sweep chose, with every run's validation loss
-        **({"selection": "results/summary/selection.tsv"} if SWEEPING else {}),
     log:
         "logs/summary.log",
     conda:

@@ -1,6 +1,6 @@
 import h5py
 
-from lfads_core.analysis.plotting import plot_decoded_behavior
+from lfads_core.analysis.score_figures import plot_decoded_behavior
 from lfads_core.workflow.scripting import rule_logging
 
 with rule_logging(snakemake) as log:

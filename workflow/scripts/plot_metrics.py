@@ -1,7 +1,7 @@
 import pandas as pd
 
 from lfads_core.analysis.evaluation import method_scores
-from lfads_core.analysis.plotting import plot_method_comparison
+from lfads_core.analysis.score_figures import plot_method_comparison
 from lfads_core.workflow.scripting import rule_logging
 
 with rule_logging(snakemake) as log:
