@@ -190,7 +190,8 @@ def write_factors_nwb(source_nwb: str | Path, lfads_input_json: str | Path,
                 f"LFADS output (latent factors, inferred firing rates and inferred inputs) "
                 f"of the recording {source_name} (sha256 {sha}, identifier {src.identifier}). "
                 f"The recording's description: {src.session_description}"),
-            identifier=str(uuid.uuid5(uuid.NAMESPACE_URL, f"lfads_core.nwb.export:"
+            # the module's first name: the same inputs keep the same identifier across versions
+            identifier=str(uuid.uuid5(uuid.NAMESPACE_URL, f"lfads_core.nwb_export:"
                                       f"{src.identifier}:{posterior_sha}")),
             session_start_time=src.session_start_time,
             timestamps_reference_time=src.timestamps_reference_time,

@@ -307,7 +307,9 @@ def write_nwb(session: SimulatedSession, path: str | Path) -> None:
     nwb = NWBFile(
         session_description=f"Simulated spiking recording ({p['system']} latent dynamics, "
                             f"Poisson spikes); parameters: {text}",
-        identifier=str(uuid.uuid5(uuid.NAMESPACE_URL, "lfads_core.nwb.simulate:" + text)),
+        # the namespace keeps the module's first name, so that a file's identifier stays
+        # the same across versions of the package
+        identifier=str(uuid.uuid5(uuid.NAMESPACE_URL, "lfads_core.simulate:" + text)),
         session_start_time=SESSION_START,
         file_create_date=SESSION_START,  # fixed, so the same params give the same bytes
         experiment_description="Synthetic data with known latent dynamics and firing rates, "
