@@ -135,7 +135,7 @@ def test_binned_file_is_sparse_and_independent_of_the_window(small_recording, tm
     ingest_nwb(small_recording, tmp_path / "s.h5", IngestSettings(behavior=["hand_vel"]))
     summary = bin_session(tmp_path / "s.h5", tmp_path / "b.h5", 0.001)
     with h5py.File(tmp_path / "s.h5", "r") as s, h5py.File(tmp_path / "b.h5", "r") as b:
-        times = s["spikes/times"][()]
+        times = s["spikes/times_s"][()]
         assert "counts" not in b and b["spikes/bins"].dtype == np.int32
         np.testing.assert_array_equal(b["spikes/bins"][()], np.floor(times / 0.001 + 1e-9))
         np.testing.assert_array_equal(b["spikes/unit_offsets"][()], s["spikes/unit_offsets"][()])

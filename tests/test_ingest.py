@@ -37,7 +37,7 @@ def test_ingest_round_trip(small_recording, tmp_path):
         nwb = io.read()
         offsets = h5["spikes/unit_offsets"][()]
         for k in range(len(nwb.units)):
-            np.testing.assert_array_equal(h5["spikes/times"][offsets[k]:offsets[k + 1]],
+            np.testing.assert_array_equal(h5["spikes/times_s"][offsets[k]:offsets[k + 1]],
                                           nwb.units["spike_times"][k])
         units = read_table(h5["units"])
         assert units["heldout"].tolist() == [False] * 4 + [True] * 2
@@ -161,7 +161,7 @@ def test_unsorted_spike_times_are_sorted_with_a_warning(make_nwb, tmp_path):
         out, summary = ingest(nwb, tmp_path)
     assert summary["units_resorted"] == 1
     with h5py.File(out, "r") as h5:
-        np.testing.assert_array_equal(h5["spikes/times"][()], [0.2, 0.4, 0.3, 0.35, 0.5])
+        np.testing.assert_array_equal(h5["spikes/times_s"][()], [0.2, 0.4, 0.3, 0.35, 0.5])
 
 
 def test_columns_ingestion_leaves_out_are_counted(make_nwb, tmp_path):

@@ -194,7 +194,7 @@ def align_trials(binned_h5, out_h5, settings: AlignSettings, metadata_json=None)
             if settings.outside_trial == "drop":
                 reason[outside & (reason == "")] = "window outside trial"
 
-        series = {kind: {name: (grp["timestamps"][()], grp["data"][()]) for name, grp in
+        series = {kind: {name: (grp["timestamps_s"][()], grp["data"][()]) for name, grp in
                          src.get(kind, {}).items()} for kind in ("behavior", "truth")}
         behavior_columns = [c for g in src.get("behavior", {}).values() for c in g.attrs["columns"]]
         truth_units = {name: g.attrs["unit"] for name, g in src.get("truth", {}).items()}

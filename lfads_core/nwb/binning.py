@@ -203,7 +203,7 @@ def bin_session(session_h5, out_h5, bin_width: float) -> dict:
     Output: ``spikes/bins`` (the bin index of every kept spike on the grid, units
     concatenated, int32, or int64 for grids of 2^31 bins or more) and ``spikes/unit_offsets``
     (kept units + 1); attrs ``t_start_s``, ``bin_width_s`` (s) and ``n_bins``;
-    ``behavior/{name}`` and ``truth/{name}``: groups of ``timestamps`` and ``data`` (samples x
+    ``behavior/{name}`` and ``truth/{name}``: groups of ``timestamps_s`` and ``data`` (samples x
     dims, float64), the series prefiltered for the bin width (:func:`prefilter_series`), with
     attrs ``unit`` and ``columns``; ``units`` (kept units) and ``trials`` tables and
     ``observed_intervals`` copied over. Streams unit by unit. Returns a summary dict.
@@ -214,10 +214,10 @@ def bin_session(session_h5, out_h5, bin_width: float) -> dict:
 
     check_bin_width(bin_width, where=str(session_h5))
     with h5py.File(session_h5, "r") as src:
-        t_start, n_bins = make_grid(float(src.attrs["recording_start"]),
-                                    float(src.attrs["recording_stop"]), bin_width)
+        t_start, n_bins = make_grid(float(src.attrs["recording_start_s"]),
+                                    float(src.attrs["recording_stop_s"]), bin_width)
         offsets = src["spikes/unit_offsets"][()]
-        times = src["spikes/times"]
+        times = src["spikes/times_s"]
         units = read_table(src["units"])
         units = units[units["kept"]].reset_index(drop=True)
         log.info("binning %d spikes of %d units on a grid of %d bins of %g ms", offsets[-1],
@@ -244,10 +244,10 @@ def bin_session(session_h5, out_h5, bin_width: float) -> dict:
             out.attrs["heldout_column"] = bool(src.attrs.get("heldout_column", True))
             for kind in ("behavior", "truth"):
                 for name, group in src.get(kind, {}).items():
-                    stamps, values = prefilter_series(group["timestamps"][()],
+                    stamps, values = prefilter_series(group["timestamps_s"][()],
                                                       group["data"][()], bin_width)
                     sub = out.create_group(f"{kind}/{name}")
-                    sub.create_dataset("timestamps", data=stamps)
+                    sub.create_dataset("timestamps_s", data=stamps)
                     sub.create_dataset("data", data=values, compression="gzip",
                                        compression_opts=1, shuffle=True)
                     sub.attrs["unit"] = group.attrs["unit"]

@@ -8,14 +8,14 @@ Output ``session.h5`` (times in seconds on the recording's clock):
 
 - ``units/``: table of every unit of the file: ``id``, ``n_spikes``, ``heldout``, ``kept``,
   ``drop_reason`` and the file's other scalar unit columns.
-- ``spikes/times`` (float64, kept units' spikes, concatenated unit by unit, each sorted) and
+- ``spikes/times_s`` (float64, kept units' spikes, concatenated unit by unit, each sorted) and
   ``spikes/unit_offsets`` (kept units + 1): unit ``k``'s spikes are ``times[off[k]:off[k+1]]``.
 - ``trials/``: table of every trial with the file's scalar columns, ``kept`` and ``drop_reason``.
 - ``observed_intervals`` (n x 2): where every kept unit was observed (``obs_intervals``), or the
   whole recording if the file has none.
 - ``behavior/{name}`` and ``truth/{name}``: ``data`` (samples x dims) with attrs ``unit`` and
-  ``columns``, plus ``timestamps`` (samples).
-- attrs: ``source``, ``source_sha256``, ``recording_start``, ``recording_stop``,
+  ``columns``, plus ``timestamps_s`` (samples, s).
+- attrs: ``source``, ``source_sha256``, ``recording_start_s``, ``recording_stop_s``,
   ``heldout_column`` (whether the file's units table has a ``heldout`` column).
 
 Spike-time policy: spike times that are not sorted within a unit are sorted, with a warning
@@ -208,7 +208,7 @@ def _series_columns(name: str, n_dims: int) -> list[str]:
 
 def _write_series(group: h5py.Group, name: str, times, data, unit: str) -> dict:
     sub = group.create_group(name)
-    sub.create_dataset("timestamps", data=times)
+    sub.create_dataset("timestamps_s", data=times)
     sub.create_dataset("data", data=data, compression="gzip", compression_opts=1, shuffle=True)
     sub.attrs["unit"] = unit
     sub.attrs["columns"] = _series_columns(name, data.shape[1])
@@ -289,7 +289,7 @@ def _ingest(path: Path, f: h5py.File, out_h5: Path, settings: IngestSettings,
     with atomic_path(out_h5) as tmp, h5py.File(tmp, "w") as out:
         kept_idx = np.flatnonzero(kept)
         n_kept_spikes = int(unit_table["n_spikes"].to_numpy()[kept].sum())
-        times_out = out.create_dataset("spikes/times", shape=(n_kept_spikes,), dtype="f8",
+        times_out = out.create_dataset("spikes/times_s", shape=(n_kept_spikes,), dtype="f8",
                                        chunks=(min(max(n_kept_spikes, 1), 1 << 20),))
         offsets = np.zeros(len(kept_idx) + 1, dtype=np.int64)
         starts, ends = units.starts, units.ends
@@ -328,8 +328,8 @@ def _ingest(path: Path, f: h5py.File, out_h5: Path, settings: IngestSettings,
         summary["recording_stop_s"] = recording_stop
         out.attrs["source"] = str(path)
         out.attrs["source_sha256"] = sha256sum(path)
-        out.attrs["recording_start"] = 0.0
-        out.attrs["recording_stop"] = recording_stop
+        out.attrs["recording_start_s"] = 0.0
+        out.attrs["recording_stop_s"] = recording_stop
         out.attrs["heldout_column"] = units.heldout_column
         out.attrs["lfads_core_version"] = __version__
         summary["source_sha256"] = out.attrs["source_sha256"]
