@@ -33,7 +33,8 @@ def test_schema_knows_every_hyperparameter():
 def test_config_readme_documents_every_key():
     readme = (ROOT / "config" / "README.md").read_text()
     keys = set(CONFIG) | set(CONFIG["defaults"]) | set(CONFIG["simulations"]["lorenz"]) | \
-        set(CONFIG["lfads"]) | set(CONFIG["lfads"]["sweep"]) | user_fields(ModelConfig) | \
+        set(CONFIG["lfads"]) | set(CONFIG["lfads"]["sweep"]) | set(CONFIG["lfads"]["pbt"]) | \
+        user_fields(ModelConfig) | \
         user_fields(TrainConfig) | \
         set(CONFIG["evaluation"]) | set(CONFIG["evaluation"]["decoding"])
     missing = sorted(k for k in keys if f"`{k}`" not in readme)

@@ -40,7 +40,8 @@ STYLE = {
 }
 
 __all__ = ["SavedFigure", "paper_style", "new_figure", "save_figure", "condition_colors",
-           "plot_training_curves", "plot_raster_with_rates", "plot_factor_trajectories"]
+           "plot_training_curves", "plot_raster_with_rates", "plot_factor_trajectories",
+           "plot_pbt_progress"]
 
 
 @dataclass
@@ -259,4 +260,49 @@ def plot_factor_trajectories(factors: np.ndarray, conditions: np.ndarray,
     if len(labels) <= 10:
         ax.legend(title="Condition", loc="upper left", fontsize=7, title_fontsize=7,
                   bbox_to_anchor=(1.0, 1.0) if k == 2 else None)
+    return save_figure(fig, out_stem, return_figure)
+
+
+# ------------------------------------------------------------------ population-based training
+
+@paper_style
+def plot_pbt_progress(table: pd.DataFrame, out_stem: str | Path, log_scale: tuple[str, ...] = (),
+                      return_figure: bool = False) -> SavedFigure:
+    """One panel per searched setting and one for the smoothed validation loss (nats per
+    trial), against generation; each member is a point at the end of each generation, joined to
+    its parent's point of the generation before, coloured by the first-generation member it
+    descends from (its lineage). ``table``: ``pbt/generations.tsv`` (columns generation,
+    member, parent, founder, the settings, valid_loss_smooth); ``log_scale``: settings drawn
+    on a log axis."""
+    fixed = {"dataset", "generation", "member", "parent", "founder", "valid_loss_smooth", "why",
+             "epochs_run", "seconds", "selected"}
+    settings = [c for c in table.columns if c not in fixed]
+    panels = settings + ["valid_loss_smooth"]
+    ncols = min(4, len(panels))
+    nrows = -(-len(panels) // ncols)
+    fig = new_figure(DOUBLE_COLUMN_IN, 2.0 * nrows + 0.4)
+    axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
+    colors = condition_colors(int(table["founder"].max()) + 1)
+    index = table.set_index(["generation", "member"])
+    for ax, column in zip(axes, panels):
+        for (generation, member), row in index.iterrows():
+            color = colors[int(row["founder"])]
+            ax.plot(generation, row[column], "o", ms=3, color=color)
+            if generation > 0 and (generation - 1, row["parent"]) in index.index:
+                before = index.loc[(generation - 1, row["parent"]), column]
+                copied = row["parent"] != member
+                ax.plot([generation - 1, generation], [before, row[column]], color=color,
+                        lw=0.8, ls="--" if copied else "-")
+        if "selected" in table and table["selected"].any():
+            best = table[table["selected"].astype(bool)].iloc[0]
+            ax.plot(best["generation"], best[column], "*", ms=9, color="k", zorder=5)
+        if column in log_scale:
+            ax.set_yscale("log")
+        ax.set_title("smoothed validation loss" if column == "valid_loss_smooth" else column)
+        ax.set_xlabel("Generation")
+    axes[len(panels) - 1].set_ylabel("nats / trial")
+    for ax in axes[len(panels):]:
+        ax.set_visible(False)
+    fig.suptitle("Population-based training: solid = kept its state, dashed = copied a better "
+                 "member; colour = lineage, star = selected", fontsize="small")
     return save_figure(fig, out_stem, return_figure)

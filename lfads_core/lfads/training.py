@@ -135,6 +135,22 @@ def _stop_on_sigterm(stop: StopRequested, ckpt_path: Path):
         signal.signal(signal.SIGTERM, previous)
 
 
+def _continue_from(tr: EpochRunner, path: str | Path, input_sha256: str, tcfg: TrainConfig) -> None:
+    """Load another run's checkpoint into ``tr.state`` for :func:`train`'s ``start_from``."""
+    blob = load_checkpoint(Path(path))
+    if blob.get("input_sha256") != input_sha256:
+        raise ValueError(f"{path} belongs to another input file (sha256 "
+                         f"{str(blob.get('input_sha256'))[:12]}, the input's is {input_sha256[:12]})")
+    st = tr.state
+    st.load_state_dict(blob)
+    _seed_everything(tcfg.seed)
+    tr.batcher.seed = tcfg.seed
+    for group in tr.optimizer.param_groups:
+        group["weight_decay"] = tcfg.weight_decay
+    tr.scheduler.set_lr(tcfg.lr)
+    st.stop_reason, st.rollbacks, st.bad_epochs = "", 0, 0
+
+
 def _run_epochs(tr: "EpochRunner", tcfg: TrainConfig, save, rollback, ckpt_path: Path, log_path: Path,
                 progress) -> None:
     """The epoch loop of :func:`train`: train, validate, schedule, checkpoint, log.
@@ -211,6 +227,7 @@ def train(
     progress: Callable[[dict[str, Any]], None] | None = None,
     resume: bool | str = True,
     loss_hook: Callable[[int, int, torch.Tensor], torch.Tensor] | None = None,
+    start_from: str | Path | None = None,
 ) -> TrainResult:
     """Train LFADS on ``input_h5``; outputs go to ``out_dir`` (see module docstring).
 
@@ -222,6 +239,13 @@ def train(
       wants when a user changes a setting); with False the checkpoint is ignored.
     loss_hook: ``(epoch, batch, loss) -> loss``, applied to each training loss before
       the finiteness check (fault injection for tests).
+    start_from: the checkpoint of another run of the same input to continue under these
+      settings (population-based training: a member starting from its parent). Its weights,
+      optimiser moments, epoch count and log rows are loaded; the learning rate and weight
+      decay become ``train_cfg``'s and the RNGs and the batch order are reseeded with
+      ``train_cfg.seed``. Training then runs up to ``train_cfg.max_epochs`` in all. The
+      checkpoint this run writes records the parent's checksum, so after an interruption it
+      resumes from its own checkpoint only when that started from the same parent.
     """
     model_cfg = model_cfg or ModelConfig()
     train_cfg = train_cfg or TrainConfig()
@@ -243,6 +267,8 @@ def train(
     # checkpoint whose input checksum and resolved settings both match is resumed.
     input_sha256 = sha256sum(input_h5)
     settings = {"model": mcfg.to_dict(), "training": train_cfg.to_dict()}
+    if start_from is not None:
+        settings["start_from"] = {"sha256": sha256sum(start_from)}
     st = tr.state
 
     def save() -> None:
@@ -265,7 +291,10 @@ def train(
         rollback()
         log.info("resuming from %s at epoch %d", ckpt_path, st.epoch)
     else:
-        save()  # epoch-0 state: the rollback target for a failure in the first epoch
+        if start_from is not None:
+            _continue_from(tr, start_from, input_sha256, train_cfg)
+            log.info("starting from %s at epoch %d", start_from, st.epoch)
+        save()  # the rollback target for a failure in the first epoch
 
     with _stop_on_sigterm(tr.stop, ckpt_path):
         _run_epochs(tr, train_cfg, save, rollback, ckpt_path, log_path, progress)

@@ -7,6 +7,7 @@ from lfads_core.nwb.alignment import AlignSettings
 from lfads_core.nwb.ingest import IngestSettings
 from lfads_core.workflow.preflight import preflight_or_exit
 from lfads_core.workflow.settings import load_dataset_sheet, lfads_settings_for, read_schema
+from lfads_core.workflow.pbt import pbt_settings
 from lfads_core.workflow.sweep import DEFAULT_RUN, SELECTED_RUN, sweep_points
 
 DATASETS = load_dataset_sheet(
@@ -18,12 +19,17 @@ SIMULATED_DIR = "resources/simulated"
 # Training runs per dataset: `default`, or one per point of the sweep (config lfads.sweep).
 SWEEP = sweep_points(config["lfads"].get("sweep"))
 SWEEPING = list(SWEEP) != [DEFAULT_RUN]
+# Population-based training (config lfads.pbt; None when off): generations x population
+# member jobs from the `default` run's settings, the best member of the last one `selected`.
+PBT = pbt_settings(config["lfads"].get("pbt"), config["lfads"].get("sweep"))
 
 
 wildcard_constraints:
     dataset="|".join(DATASETS),
     name="[A-Za-z0-9_.-]+",
     run="|".join([*SWEEP, SELECTED_RUN]),
+    generation="[0-9]{3}",
+    member="[0-9]{3}",
 
 
 def _check_nwb_paths():
@@ -73,10 +79,11 @@ def bin_width_ms(wildcards):
     return DATASETS[wildcards.dataset]["bin_width_ms"]
 
 
-def lfads_training_settings(wildcards):
-    """The model and training settings of one dataset and run: what training reads (the
-    device and the posterior batch size change no weights, so they are not among them)."""
-    settings = LFADS_SETTINGS[(wildcards.dataset, wildcards.run)]
+def lfads_training_settings(wildcards, run=None):
+    """The model and training settings of one dataset and run (default: the `run` wildcard):
+    what training reads (the device and the posterior batch size change no weights, so they
+    are not among them)."""
+    settings = LFADS_SETTINGS[(wildcards.dataset, run or wildcards.run)]
     return {"model": settings["model"], "training": settings["training"]}
 
 
@@ -107,8 +114,9 @@ def is_simulated(dataset):
 
 
 def used_run():
-    """The LFADS run the downstream stages use: the sweep's selected run, or `default`."""
-    return SELECTED_RUN if SWEEPING else DEFAULT_RUN
+    """The LFADS run the downstream stages use: the sweep's or PBT's selected run, or
+    `default`."""
+    return SELECTED_RUN if SWEEPING or PBT else DEFAULT_RUN
 
 
 def posterior_file(wildcards):
@@ -129,6 +137,62 @@ def sweep_run_files(wildcards):
     }
 
 
+def pbt_member_dir(dataset, generation, member):
+    """The folder of one PBT member in one generation."""
+    return f"results/{dataset}/lfads/pbt/gen_{int(generation):03d}/member_{int(member):03d}"
+
+
+def pbt_generation_files(dataset, generation, name):
+    """One file (`name`) of every member of one PBT generation, in member order."""
+    return [
+        f"{pbt_member_dir(dataset, generation, member)}/{name}" for member in range(PBT.population)
+    ]
+
+
+def pbt_plan_inputs(wildcards):
+    """A plan's inputs: nothing for generation 0; else the previous generation's table."""
+    generation = int(wildcards.generation)
+    if generation == 0:
+        return {}
+    return {"table": f"results/{wildcards.dataset}/lfads/pbt/generation_{generation - 1:03d}.tsv"}
+
+
+def pbt_member_inputs(wildcards):
+    """A member's inputs: the data, its generation's plan and the previous generation's states
+    (the plan names the member's parent among them)."""
+    generation = int(wildcards.generation)
+    inputs = {
+        "data": f"results/{wildcards.dataset}/lfads_input.h5",
+        "plan": f"results/{wildcards.dataset}/lfads/pbt/plan_{generation:03d}.yaml",
+    }
+    if generation > 0:
+        inputs["parents"] = pbt_generation_files(wildcards.dataset, generation - 1, "state.pt")
+    return inputs
+
+
+def pbt_generation_results(wildcards):
+    """One generation's plan and every member's result (for its table)."""
+    generation = int(wildcards.generation)
+    return {
+        "plan": f"results/{wildcards.dataset}/lfads/pbt/plan_{generation:03d}.yaml",
+        "results": pbt_generation_files(wildcards.dataset, generation, "result.yaml"),
+    }
+
+
+def pbt_selection_inputs(wildcards):
+    """Every generation's table, and the last generation's models, logs and results."""
+    last = PBT.generations - 1
+    return {
+        "tables": [
+            f"results/{wildcards.dataset}/lfads/pbt/generation_{g:03d}.tsv"
+            for g in range(PBT.generations)
+        ],
+        "models": pbt_generation_files(wildcards.dataset, last, "model.pt"),
+        "train_logs": pbt_generation_files(wildcards.dataset, last, "train_log.csv"),
+        "results": pbt_generation_files(wildcards.dataset, last, "result.yaml"),
+    }
+
+
 def metric_tables(wildcards):
     """The metrics table, and the decoding summary where the dataset has behaviour."""
     tables = {"metrics": f"results/{wildcards.dataset}/metrics.tsv"}
@@ -140,6 +204,7 @@ def metric_tables(wildcards):
 def figure_files():
     """Every figure (PNG and PDF) of every dataset; which ones depends on the data."""
     names = ["training_curves", "raster_rates", "factor_trajectories", "method_comparison"]
+    names += ["pbt_progress"] if PBT else []
     files = []
     for dataset in DATASETS:
         extra = (["decoded_behavior"] if has_behavior(dataset) else []) + (

@@ -51,27 +51,29 @@ rule sample_posterior:
         "../scripts/sample_posterior.py"
 
 
-rule select_lfads_run:
-    """Sweep: keep the run with the lowest smoothed validation loss for downstream stages."""
-    localrule: True
-    input:
-        unpack(sweep_run_files),
-    output:
-        model="results/{dataset}/lfads/selected/model.pt",
-        train_log="results/{dataset}/lfads/selected/train_log.csv",
-        config="results/{dataset}/lfads/selected/config.yaml",
-        table=report(
-            "results/{dataset}/lfads/selection.tsv",
-            caption="../report/selection.rst",
-            category="Tables",
-            subcategory="{dataset}",
-        ),
-        provenance="results/{dataset}/provenance/select_lfads_run.json",
-    params:
-        points=SWEEP,
-    log:
-        "logs/{dataset}/select_lfads_run.log",
-    conda:
-        "../envs/lfads_core.yaml"
-    script:
-        "../scripts/select_lfads_run.py"
+if SWEEPING:
+
+    rule select_lfads_run:
+        """Sweep: keep the run with the lowest smoothed validation loss for downstream stages."""
+        localrule: True
+        input:
+            unpack(sweep_run_files),
+        output:
+            model="results/{dataset}/lfads/selected/model.pt",
+            train_log="results/{dataset}/lfads/selected/train_log.csv",
+            config="results/{dataset}/lfads/selected/config.yaml",
+            table=report(
+                "results/{dataset}/lfads/selection.tsv",
+                caption="../report/selection.rst",
+                category="Tables",
+                subcategory="{dataset}",
+            ),
+            provenance="results/{dataset}/provenance/select_lfads_run.json",
+        params:
+            points=SWEEP,
+        log:
+            "logs/{dataset}/select_lfads_run.log",
+        conda:
+            "../envs/lfads_core.yaml"
+        script:
+            "../scripts/select_lfads_run.py"

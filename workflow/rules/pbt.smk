@@ -1,0 +1,111 @@
+# Population-based training (config lfads.pbt; lfads_core/workflow/pbt.py): a plan per
+# generation, one training job per member, a table per generation, the best member selected.
+# The number of generations is fixed, so `snakemake -n` lists every job up front.
+
+
+if PBT:
+
+    rule pbt_plan:
+        """PBT: the members' parents and settings for one generation (exploit and explore)."""
+        localrule: True
+        input:
+            unpack(pbt_plan_inputs),
+        output:
+            plan="results/{dataset}/lfads/pbt/plan_{generation}.yaml",
+            provenance="results/{dataset}/provenance/pbt_plan_{generation}.json",
+        params:
+            pbt=config["lfads"]["pbt"],
+        log:
+            "logs/{dataset}/pbt/plan_{generation}.log",
+        conda:
+            "../envs/lfads_core.yaml"
+        script:
+            "../scripts/pbt_plan.py"
+
+    rule train_pbt_member:
+        """PBT: one member trains one generation's epochs from its parent's state."""
+        input:
+            unpack(pbt_member_inputs),
+        output:
+            state="results/{dataset}/lfads/pbt/gen_{generation}/member_{member}/state.pt",
+            model="results/{dataset}/lfads/pbt/gen_{generation}/member_{member}/model.pt",
+            train_log="results/{dataset}/lfads/pbt/gen_{generation}/member_{member}/train_log.csv",
+            result="results/{dataset}/lfads/pbt/gen_{generation}/member_{member}/result.yaml",
+            provenance="results/{dataset}/provenance/train_pbt_member_{generation}_{member}.json",
+        params:
+            lfads=lambda wildcards: lfads_training_settings(wildcards, run=DEFAULT_RUN),
+            pbt=config["lfads"]["pbt"],
+        threads: 2
+        resources:
+            gpu=1,
+            mem_mb=2500,  # as train_lfads
+            runtime=60,
+        log:
+            "logs/{dataset}/pbt/train_{generation}_{member}.log",
+        benchmark:
+            "logs/{dataset}/benchmark/train_pbt_member_{generation}_{member}.tsv"
+        conda:
+            "../envs/lfads_core.yaml"
+        script:
+            "../scripts/train_pbt_member.py"
+
+    rule pbt_generation_table:
+        """PBT: one generation's members, parents, settings and validation losses."""
+        localrule: True
+        input:
+            unpack(pbt_generation_results),
+        output:
+            table="results/{dataset}/lfads/pbt/generation_{generation}.tsv",
+            provenance="results/{dataset}/provenance/pbt_generation_table_{generation}.json",
+        log:
+            "logs/{dataset}/pbt/generation_table_{generation}.log",
+        conda:
+            "../envs/lfads_core.yaml"
+        script:
+            "../scripts/pbt_generation_table.py"
+
+    rule select_pbt_member:
+        """PBT: the last generation's member with the lowest smoothed validation loss."""
+        localrule: True
+        input:
+            unpack(pbt_selection_inputs),
+        output:
+            model="results/{dataset}/lfads/selected/model.pt",
+            train_log="results/{dataset}/lfads/selected/train_log.csv",
+            config="results/{dataset}/lfads/selected/config.yaml",
+            table=report(
+                "results/{dataset}/lfads/pbt/generations.tsv",
+                caption="../report/pbt_generations.rst",
+                category="Tables",
+                subcategory="{dataset}",
+            ),
+            provenance="results/{dataset}/provenance/select_pbt_member.json",
+        log:
+            "logs/{dataset}/select_pbt_member.log",
+        conda:
+            "../envs/lfads_core.yaml"
+        script:
+            "../scripts/select_pbt_member.py"
+
+    rule plot_pbt:
+        """PBT: each searched setting and the validation loss over generations, by lineage."""
+        localrule: True
+        input:
+            table="results/{dataset}/lfads/pbt/generations.tsv",
+        output:
+            png=report(
+                "results/{dataset}/figures/pbt_progress.png",
+                caption="../report/pbt_progress.rst",
+                category="Training",
+                subcategory="{dataset}",
+            ),
+            pdf="results/{dataset}/figures/pbt_progress.pdf",
+            provenance="results/{dataset}/provenance/plot_pbt.json",
+        params:
+            log_scale=[name for name, r in PBT.parameters.items() if r.scale == "log"],
+        log:
+            "logs/{dataset}/plot_pbt.log",
+        conda:
+            "../envs/lfads_core.yaml"
+        script:
+            "../scripts/plot_pbt.py"
