@@ -4,7 +4,8 @@
 and gpu, a node with one GPU backed by /dev/null). The test runs a 2-point
 hyperparameter sweep and checks from SLURM's own records that train_lfads (once per point) and
 sample_posterior ran as batch jobs on the gpu partition with a GPU allocated, that no light rule
-went through sbatch, and that the results match a local run.
+went through sbatch, and that the results match a local run; then a tiny population-based
+training, whose members (population x generations jobs) run the same way.
 """
 
 import os
@@ -51,7 +52,7 @@ def small_node_profile(directory: Path) -> Path:
     flags a cluster without accounting needs."""
     profile = yaml.safe_load((ROOT / "workflow/profiles/slurm/config.yaml").read_text())
     profile["default-resources"].update(mem_mb=1000, runtime=10)
-    for rule in ("train_lfads", "sample_posterior"):
+    for rule in ("train_lfads", "train_pbt_member", "sample_posterior"):
         profile["set-resources"][rule].update(cpus_per_gpu=1, mem_mb=2000)
         profile["set-threads"][rule] = 1
     profile.update({"slurm-status-command": "squeue", "slurm-no-account": True})
@@ -67,13 +68,11 @@ def sweep_config() -> str:
     return yaml.safe_dump(config)
 
 
-def test_training_runs_on_the_gpu_partition_and_matches_a_local_run(cluster, tmp_path):
-    on_slurm = workflow_dir(tmp_path / "slurm", TINY_SHEET, sweep_config())
-    run_snakemake(on_slurm, "--workflow-profile", str(small_node_profile(tmp_path / "profile")))
-    local = workflow_dir(tmp_path / "local", TINY_SHEET, sweep_config())
-    run_snakemake(local, "--set-threads", "train_lfads=1", "sample_posterior=1")
-
-    records = (cluster / "jobcomp.txt").read_text().strip().splitlines()
+def slurm_rules(cluster) -> list[str]:
+    """The rule of every job in SLURM's job-completion records, after checking that each ran
+    as a batch job on the gpu partition with one GPU and completed."""
+    completions = cluster / "jobcomp.txt"
+    records = completions.read_text().strip().splitlines() if completions.exists() else []
     jobs = [dict(re.findall(r"(\w+)=(\S*)", line)) for line in records]
     rules = []
     for job in jobs:
@@ -83,6 +82,17 @@ def test_training_runs_on_the_gpu_partition_and_matches_a_local_run(cluster, tmp
         rules.append(rule)
         assert job["JobState"] == "COMPLETED" and job["Partition"] == "gpu", rule
         assert "BatchFlag=1" in detail and "JOB_GRES=gpu:1" in detail, rule
+    return rules
+
+
+def test_training_runs_on_the_gpu_partition_and_matches_a_local_run(cluster, tmp_path):
+    done = len(slurm_rules(cluster))  # jobs of other tests
+    on_slurm = workflow_dir(tmp_path / "slurm", TINY_SHEET, sweep_config())
+    run_snakemake(on_slurm, "--workflow-profile", str(small_node_profile(tmp_path / "profile")))
+    local = workflow_dir(tmp_path / "local", TINY_SHEET, sweep_config())
+    run_snakemake(local, "--set-threads", "train_lfads=1", "sample_posterior=1")
+
+    rules = slurm_rules(cluster)[done:]
     # one training job per sweep point, one posterior job for the selected run; the light
     # rules (the selection among them) ran locally
     assert sorted(rules) == ["sample_posterior", "train_lfads", "train_lfads"]
@@ -97,3 +107,18 @@ def test_training_runs_on_the_gpu_partition_and_matches_a_local_run(cluster, tmp
     for name in ("metrics.tsv", "lfads/selection.tsv"):
         assert (on_slurm / "results/tiny" / name).read_text() == \
             (local / "results/tiny" / name).read_text(), name
+
+
+def test_pbt_members_run_on_the_gpu_partition(cluster, tmp_path):
+    """Population 2, 2 generations: 4 member jobs and the posterior through sbatch; the plans,
+    tables and selection ran locally."""
+    done = len(slurm_rules(cluster))  # jobs of other tests
+    config = yaml.safe_load(tiny_config())
+    config["lfads"]["pbt"].update(enabled=True, population=2, generations=2,
+                                  epochs_per_generation=2)
+    work = workflow_dir(tmp_path / "slurm", TINY_SHEET, yaml.safe_dump(config))
+    run_snakemake(work, "--workflow-profile", str(small_node_profile(tmp_path / "profile")))
+    rules = slurm_rules(cluster)[done:]
+    assert sorted(rules) == ["sample_posterior"] + ["train_pbt_member"] * 4
+    table = (work / "results/tiny/lfads/pbt/generations.tsv").read_text().splitlines()
+    assert len(table) == 1 + 4

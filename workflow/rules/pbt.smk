@@ -17,6 +17,8 @@ if PBT:
             pbt=config["lfads"]["pbt"],
         log:
             "logs/{dataset}/pbt/plan_{generation}.log",
+        benchmark:
+            "logs/{dataset}/benchmark/pbt_plan_{generation}.tsv"
         conda:
             "../envs/lfads_core.yaml"
         script:
@@ -59,6 +61,8 @@ if PBT:
             provenance="results/{dataset}/provenance/pbt_generation_table_{generation}.json",
         log:
             "logs/{dataset}/pbt/generation_table_{generation}.log",
+        benchmark:
+            "logs/{dataset}/benchmark/pbt_generation_table_{generation}.tsv"
         conda:
             "../envs/lfads_core.yaml"
         script:

@@ -46,7 +46,8 @@ with rule_logging(snakemake) as log, claim_device(snakemake.config["lfads"]["dev
     summary = {"generation": generation, "member": member, "parent": entry["parent"],
                "founder": entry["founder"], "settings": entry["settings"],
                "valid_loss_smooth": loss, "epochs_run": epochs, "stop_reason": stop,
-               "device": str(device), "seconds": round(time.perf_counter() - started, 2)}
+               "device": str(device), "seconds": round(time.perf_counter() - started, 2),
+               "model": model_cfg.to_dict(), "training": train_cfg.to_dict()}
     with atomic_path(snakemake.output.result) as tmp:
         tmp.write_text(yaml.safe_dump(summary, sort_keys=False))
     log.info("generation %d, member %d: smoothed validation loss %.4f after %d epochs", generation,
