@@ -21,7 +21,7 @@ import torch
 
 from ..fileio import atomic_path
 from .config import ModelConfig, TrainConfig
-from .data import EpochBatcher
+from .data import SessionBatcher
 from .devices import select_device
 from .model import LFADS
 from .schedules import PlateauScheduler
@@ -50,7 +50,7 @@ class TrainingState:
     optimizer: torch.optim.Optimizer
     scheduler: PlateauScheduler
     scaler: torch.amp.GradScaler
-    batcher: EpochBatcher
+    batcher: SessionBatcher
     epoch: int = 0  # epochs done = the next epoch's index
     ema: float | None = None  # smoothed validation metric
     best_metric: float = math.inf
@@ -118,9 +118,11 @@ def checkpoint_mismatch(blob: dict[str, Any], input_sha256: str, settings: dict[
 
 
 def write_train_log(path: Path, rows: list[dict[str, Any]]) -> None:
-    """``train_log.csv``: one row per epoch (atomically)."""
+    """``train_log.csv``: one row per epoch (atomically); :data:`LOG_COLUMNS`, then a stitched
+    model's per-session validation losses."""
     out = io.StringIO()
-    w = csv.DictWriter(out, fieldnames=LOG_COLUMNS, extrasaction="ignore")
+    extra = [k for k in (rows[0] if rows else {}) if k not in LOG_COLUMNS]  # per session
+    w = csv.DictWriter(out, fieldnames=LOG_COLUMNS + extra, extrasaction="ignore")
     w.writeheader()
     for r in rows:
         w.writerow(r)

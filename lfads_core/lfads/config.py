@@ -72,6 +72,8 @@ class ModelConfig(_DictMixin):
     # None = identity read-in (single session, encoders see the raw counts);
     # an int = per-session linear read-in to this width (needed for multi-session).
     readin_dim: int | None = None
+    readin_init: str = "align"  # several sessions: "align" (shared PCs, Pandarinath 2018) or "random"
+    train_readin: bool = True  # several sessions: train the read-ins (false: keep them as initialised)
     ic_enc_dim: int = 100  # IC encoder GRU units per direction (orig. LFADS 128, lfads-torch 100)
     ci_enc_dim: int = 80  # controller-input encoder GRU units per direction
     ci_lag: int = 1  # bins by which controller inputs lag the data (no identity shortcut)
@@ -114,6 +116,8 @@ class ModelConfig(_DictMixin):
             raise ValueError("recon_seq_len must be >= encod_seq_len")
         if len(self.encod_data_dims) > 1 and self.readin_dim is None:
             raise ValueError("multi-session models need readin_dim (a shared encoder width)")
+        if self.readin_init not in ("align", "random"):
+            raise ValueError(f"readin_init must be 'align' or 'random', got {self.readin_init!r}")
         if not 0.0 <= self.dropout_rate < 1.0:
             raise ValueError("dropout_rate must be in [0, 1)")
         if not 0.0 <= self.cd_rate < 1.0:

@@ -11,7 +11,7 @@ File layout (per split ``train`` / ``valid``):
 
 Batching is index based (data stay in one tensor, moved to the device once) and
 the shuffle order of epoch ``e`` depends only on (seed, e), so resuming at any
-epoch reproduces the same batches.
+epoch reproduces the same batches; with several sessions each batch comes from one.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import h5py
 import numpy as np
 import torch
 
-__all__ = ["SplitData", "LFADSData", "load_lfads_h5", "EpochBatcher"]
+__all__ = ["SplitData", "LFADSData", "load_lfads_h5", "SessionBatcher"]
 
 SPLITS = ("train", "valid")
 
@@ -118,27 +118,33 @@ def load_lfads_h5(path: str | Path, sv_rate: float = 0.0, sv_seed: int = 0) -> L
     return LFADSData(tr, va, attrs)
 
 
-class EpochBatcher:
-    """Index batches for one split.  Epoch ``e`` uses ``randperm`` seeded by
-    (seed, e), so the order is reproducible and resumable; ``state_dict``
-    records the seed and the next epoch."""
+class SessionBatcher:
+    """Training batches over one or more sessions (stitched LFADS): each batch holds trials of
+    one session. Epoch ``e`` shuffles each session's trials with ``randperm`` seeded by
+    (seed, e, session), cuts them into batches, and interleaves the sessions' batches in an
+    order seeded by (seed, e); so the order is reproducible and resumable."""
 
-    def __init__(self, n: int, batch_size: int, shuffle: bool, seed: int = 0):
-        self.n, self.batch_size, self.shuffle, self.seed = n, batch_size, shuffle, seed
+    def __init__(self, sizes: list[int], batch_size: int, seed: int = 0):
+        self.sizes, self.batch_size, self.seed = list(sizes), batch_size, seed
         self.epoch = 0
 
-    def batches(self, epoch: int) -> list[torch.Tensor]:
+    def batches(self, epoch: int) -> list[tuple[int, torch.Tensor]]:
+        """``(session, trial indices)`` pairs of epoch ``epoch``, in training order."""
         self.epoch = epoch + 1
-        if self.shuffle:
-            g = torch.Generator().manual_seed(int(self.seed) * 7919 + int(epoch))
-            order = torch.randperm(self.n, generator=g)
-        else:
-            order = torch.arange(self.n)
-        return list(order.split(self.batch_size))
+        pairs = []
+        for session, n in enumerate(self.sizes):
+            seed = int(self.seed) * 7919 + int(epoch) + 1_000_003 * session
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+            pairs += [(session, idx) for idx in order.split(self.batch_size)]
+        if len(self.sizes) > 1:
+            g = torch.Generator().manual_seed((int(self.seed) * 7919 + int(epoch)) * 31 + 17)
+            pairs = [pairs[i] for i in torch.randperm(len(pairs), generator=g).tolist()]
+        return pairs
 
     def state_dict(self) -> dict[str, Any]:
-        return {"n": self.n, "batch_size": self.batch_size, "shuffle": self.shuffle, "seed": self.seed, "epoch": self.epoch}
+        return {"sizes": self.sizes, "batch_size": self.batch_size, "seed": self.seed,
+                "epoch": self.epoch}
 
     def load_state_dict(self, d: dict[str, Any]) -> None:
-        self.n, self.batch_size, self.shuffle = d["n"], d["batch_size"], d["shuffle"]
-        self.seed, self.epoch = d["seed"], d["epoch"]
+        self.sizes = d["sizes"] if "sizes" in d else [d["n"]]  # written before stitching
+        self.batch_size, self.seed, self.epoch = d["batch_size"], d["seed"], d["epoch"]

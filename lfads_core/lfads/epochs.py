@@ -19,7 +19,7 @@ import torch
 
 from .checkpoint import TrainingState
 from .config import TrainConfig
-from .data import EpochBatcher, LFADSData, SplitData
+from .data import LFADSData, SessionBatcher, SplitData
 from .model import LFADS, CoordinatedDropout, SampleValidation
 from .schedules import PlateauScheduler, ramp_weight
 
@@ -59,17 +59,21 @@ class EpochRunner:
     schedule, the grad scaler, the batch order (together: :attr:`state`), mixed precision and
     ``torch.compile`` on CUDA, coordinated dropout and sample validation."""
 
-    def __init__(self, model: LFADS, data: LFADSData, tcfg: TrainConfig, device: torch.device,
-                 loss_hook: Callable | None):
-        self.model, self.data, self.cfg, self.device = model, data, tcfg, device
+    def __init__(self, model: LFADS, data: LFADSData | list[LFADSData], tcfg: TrainConfig,
+                 device: torch.device, loss_hook: Callable | None):
+        """``data``: one session, or a list of sessions (stitched: session ``k`` uses read-in
+        and read-out ``k`` of ``model``)."""
+        self.model, self.cfg, self.device = model, tcfg, device
+        self.sessions = list(data) if isinstance(data, (list, tuple)) else [data]
         mcfg = model.cfg
         self.cd = CoordinatedDropout(mcfg.cd_rate)
         self.sv = SampleValidation(mcfg.sv_rate, mcfg.sv_seed)
         self.loss_hook = loss_hook
         self.stop = StopRequested()
-        self.train_split = data.train.to(device)
-        self.valid_split = data.valid.to(device)
-        self.batcher = EpochBatcher(len(data.train), tcfg.batch_size, shuffle=True, seed=tcfg.seed)
+        self.train_splits = [session.train.to(device) for session in self.sessions]
+        self.valid_splits = [session.valid.to(device) for session in self.sessions]
+        self.batcher = SessionBatcher([len(s.train) for s in self.sessions], tcfg.batch_size,
+                                      seed=tcfg.seed)
         self.optimizer = torch.optim.AdamW(
             model.parameters(), lr=tcfg.lr, betas=(tcfg.adam_beta1, tcfg.adam_beta2), eps=tcfg.adam_eps,
             weight_decay=tcfg.weight_decay,
@@ -130,13 +134,13 @@ class EpochRunner:
         model.train()
         sums = {"loss": 0.0, "recon": 0.0, "kl_ic": 0.0, "kl_co": 0.0, "l2": 0.0}
         n_total = 0
-        for b, idx in enumerate(self.batcher.batches(epoch)):
+        for b, (session, idx) in enumerate(self.batcher.batches(epoch)):
             if self.stop.signal is not None:
                 raise TrainingPreempted(f"signal {self.stop.signal} during epoch {epoch}")
-            x, recon, svm, ext = self._inputs(self.train_split, idx)
+            x, recon, svm, ext = self._inputs(self.train_splits[session], idx)
             x, keep = self.cd.mask_input(x) if self.cd.rate > 0 else (x, None)
             with self._autocast():
-                out = self.run_model(x, ext_input=ext, sample_posteriors=True)
+                out = self.run_model(x, session=session, ext_input=ext, sample_posteriors=True)
             nll = model.recon_nll(out, recon)
             if keep is not None:
                 nll = self.cd.route_gradients(nll, keep)
@@ -166,25 +170,33 @@ class EpochRunner:
 
     @torch.no_grad()
     def valid_epoch(self, epoch: int) -> dict[str, float]:
+        """Validation losses per trial over all sessions' validation trials; with several
+        sessions also each session's reconstruction loss (``recon_session_{k}``)."""
         model, w = self.model, self.weights(epoch)
         model.eval()
-        split = self.valid_split
         sums = {"recon": 0.0, "recon_sv": 0.0, "kl_ic": 0.0, "kl_co": 0.0}
-        for idx in torch.arange(len(split)).split(self.cfg.batch_size):
-            x, recon, svm, ext = self._inputs(split, idx)
-            with self._autocast():
-                out = self.run_model(x, ext_input=ext, sample_posteriors=False)
-            nll = model.recon_nll(out, recon)
-            if svm is not None:
-                nll, nll_sv = self.sv.split_nll(nll, svm)
-                sums["recon_sv"] += float(nll_sv.sum())
-            sums["recon"] += float(nll.sum())
-            sums["kl_ic"] += float(model.kl_ic(out).sum())
-            sums["kl_co"] += float(model.kl_co(out).sum())
-        res = {k: v / max(len(split), 1) for k, v in sums.items()}
+        per_session = []
+        for session, split in enumerate(self.valid_splits):
+            recon_before = sums["recon"]
+            for idx in torch.arange(len(split)).split(self.cfg.batch_size):
+                x, recon, svm, ext = self._inputs(split, idx)
+                with self._autocast():
+                    out = self.run_model(x, session=session, ext_input=ext, sample_posteriors=False)
+                nll = model.recon_nll(out, recon)
+                if svm is not None:
+                    nll, nll_sv = self.sv.split_nll(nll, svm)
+                    sums["recon_sv"] += float(nll_sv.sum())
+                sums["recon"] += float(nll.sum())
+                sums["kl_ic"] += float(model.kl_ic(out).sum())
+                sums["kl_co"] += float(model.kl_co(out).sum())
+            per_session.append((sums["recon"] - recon_before) / max(len(split), 1))
+        n_valid = sum(len(split) for split in self.valid_splits)
+        res = {k: v / max(n_valid, 1) for k, v in sums.items()}
         l2 = w["l2_gen"] * float(model.l2_gen()) + w["l2_con"] * float(model.l2_con())
         res["loss"] = res["recon"] + w["kl_ic"] * res["kl_ic"] + w["kl_co"] * res["kl_co"] + l2
         if not all(math.isfinite(v) for v in res.values()):
             raise NonFiniteValue(f"validation loss at epoch {epoch}")
         res["metric"] = res["recon_sv"] if self.model.cfg.sv_rate > 0 else res["recon"]
+        if len(per_session) > 1:
+            res.update({f"recon_session_{k}": v for k, v in enumerate(per_session)})
         return res

@@ -54,6 +54,7 @@ from .data import LFADSData, SplitData, load_lfads_h5
 from .devices import select_device
 from .epochs import EpochRunner, NonFiniteValue, StopRequested, TrainingPreempted
 from .model import LFADS
+from .stitching import init_from_alignment
 
 __all__ = ["train", "TrainingPreempted", "TrainResult", "NonFiniteLossError", "model_config_for_data"]
 
@@ -76,14 +77,21 @@ class TrainResult:
 
 
 # ---------------------------------------------------------------- helpers
-def model_config_for_data(model_cfg: ModelConfig, data: LFADSData) -> ModelConfig:
-    """Fill the data dimensions of ``model_cfg`` from ``data`` (error if set and different)."""
+def model_config_for_data(model_cfg: ModelConfig, data: LFADSData | list[LFADSData]) -> ModelConfig:
+    """Fill the data dimensions of ``model_cfg`` from ``data`` (one session or a list of them;
+    error if set and different, or if the sessions' bins or external inputs differ)."""
+    sessions = data if isinstance(data, (list, tuple)) else [data]
+    for name in ("encod_seq_len", "recon_seq_len", "ext_input_dim"):
+        values = [getattr(s, name) for s in sessions]
+        if len(set(values)) > 1:
+            raise ValueError(f"the sessions disagree on {name}: {values}")
+    first = sessions[0]
     dims = {
-        "encod_data_dims": [data.n_heldin],
-        "recon_data_dims": [data.n_recon],
-        "encod_seq_len": data.encod_seq_len,
-        "recon_seq_len": data.recon_seq_len,
-        "ext_input_dim": data.ext_input_dim,
+        "encod_data_dims": [s.n_heldin for s in sessions],
+        "recon_data_dims": [s.n_recon for s in sessions],
+        "encod_seq_len": first.encod_seq_len,
+        "recon_seq_len": first.recon_seq_len,
+        "ext_input_dim": first.ext_input_dim,
     }
     for k, v in dims.items():
         cur = getattr(model_cfg, k)
@@ -202,6 +210,7 @@ def _run_epochs(tr: "EpochRunner", tcfg: TrainConfig, save, rollback, ckpt_path:
             "valid_kl_co": vam["kl_co"], "valid_metric_smooth": st.ema, "lr": lr_used,
             "kl_ic_weight": w["kl_ic"], "kl_co_weight": w["kl_co"], "time_s": time.perf_counter() - t0,
         }
+        row.update({f"valid_{k}": v for k, v in vam.items() if k.startswith("recon_session_")})
         st.rows.append(row)
         st.epoch = epoch + 1
         save()
@@ -219,7 +228,7 @@ def _run_epochs(tr: "EpochRunner", tcfg: TrainConfig, save, rollback, ckpt_path:
 
 
 def train(
-    input_h5: str | Path,
+    input_h5: str | Path | list[str | Path],
     out_dir: str | Path,
     model_cfg: ModelConfig | None = None,
     train_cfg: TrainConfig | None = None,
@@ -230,6 +239,11 @@ def train(
     start_from: str | Path | None = None,
 ) -> TrainResult:
     """Train LFADS on ``input_h5``; outputs go to ``out_dir`` (see module docstring).
+
+    input_h5: one ``lfads_input.h5``, or a list of them (stitched LFADS: one model for several
+      sessions with the same bins, each with its own read-in and read-out; see
+      :mod:`.stitching`). Model selection then uses the loss per trial over all sessions'
+      validation trials, and the log adds each session's (``valid_recon_session_{k}``).
 
     progress: called with the epoch's log row (a dict) after each epoch's checkpoint
       is written (a line is also logged at INFO level).
@@ -252,20 +266,24 @@ def train(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     dev = select_device(device)
-    data = load_lfads_h5(input_h5, model_cfg.sv_rate, model_cfg.sv_seed)
-    mcfg = model_config_for_data(model_cfg, data)
+    paths = list(input_h5) if isinstance(input_h5, (list, tuple)) else [input_h5]
+    sessions = [load_lfads_h5(path, model_cfg.sv_rate, model_cfg.sv_seed) for path in paths]
+    mcfg = model_config_for_data(model_cfg, sessions)
 
     _seed_everything(train_cfg.seed)
     model = LFADS(mcfg)
-    model.init_readout_bias(_channel_means(data.train))
+    for k, session in enumerate(sessions):
+        model.init_readout_bias(_channel_means(session.train), session=k)
+    if len(sessions) > 1:
+        init_from_alignment(model, sessions)
     model.to(dev)
-    tr = EpochRunner(model, data, train_cfg, dev, loss_hook)
+    tr = EpochRunner(model, sessions, train_cfg, dev, loss_hook)
 
     ckpt_path = out_dir / "checkpoint.pt"
     log_path = out_dir / "train_log.csv"
     # A checkpoint belongs to its data and its settings: it records both, and only a
     # checkpoint whose input checksum and resolved settings both match is resumed.
-    input_sha256 = sha256sum(input_h5)
+    input_sha256 = "+".join(sha256sum(path) for path in paths)
     settings = {"model": mcfg.to_dict(), "training": train_cfg.to_dict()}
     if start_from is not None:
         settings["start_from"] = {"sha256": sha256sum(start_from)}
@@ -310,7 +328,9 @@ def train(
     model_path = out_dir / "model.pt"
     save_model(model_path, best_state, mcfg, train_cfg, {
         "best_epoch": best_epoch, "best_metric": best_metric, "epochs_run": st.epoch,
-        "stop_reason": stop_reason, "data_attrs": data.attrs, "input_h5": str(input_h5),
+        "stop_reason": stop_reason,
+        "data_attrs": sessions[0].attrs if len(sessions) == 1 else [s.attrs for s in sessions],
+        "input_h5": str(paths[0]) if len(paths) == 1 else [str(path) for path in paths],
         "input_sha256": input_sha256,
     })
     return TrainResult(out_dir, model_path, log_path, best_epoch, best_metric, st.epoch, stop_reason)
