@@ -41,11 +41,12 @@ BUDGET = {"lorenz": 200, "mc_maze_small": 500}  # the default run's max_epochs p
 METRICS = ("co-bps", "vel R2", "rate R2 (truth)")
 
 
-def prepare(work: Path, dataset: str, seed: int, pbt: bool) -> list[str]:
-    """A fresh working directory; returns the extra snakemake arguments."""
-    if work.exists():
+def prepare(work: Path, dataset: str, seed: int, pbt: bool, keep: bool = False) -> list[str]:
+    """A fresh working directory (``keep``: the existing one); returns the extra snakemake
+    arguments."""
+    if work.exists() and not keep:
         shutil.rmtree(work)
-    shutil.copytree(ROOT / "config", work / "config")
+    shutil.copytree(ROOT / "config", work / "config", dirs_exist_ok=True)
     overlay = {"lfads": {"training": {"seed": seed}}}
     if dataset == "mc_maze_small":
         (work / "config" / "bench.tsv").write_text(
@@ -92,19 +93,25 @@ def pbt_costs(work: Path, dataset: str) -> dict:
                                        / max(epochs, 1e-9), 4)}
 
 
-def run(work: Path, dataset: str, seed: int, pbt: bool, cores: int) -> dict:
-    extra = prepare(work, dataset, seed, pbt)
+def run(work: Path, dataset: str, seed: int, pbt: bool, cores: int, resume: bool) -> dict:
+    """One workflow run; ``resume``: continue an interrupted run in ``work`` (jobs done stay
+    done; its wall time then counts the continuation only)."""
+    done = resume and (work / "results" / dataset / "metrics.tsv").exists()
+    extra = prepare(work, dataset, seed, pbt, keep=resume)
     targets = [f"results/{dataset}/metrics.tsv"]
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"),
            "--directory", str(work), "--cores", str(cores), *targets, *extra]
+    if resume:
+        cmd += ["--rerun-incomplete", "--rerun-triggers", "mtime"]
     start = time.perf_counter()
-    with open(work / "snakemake.log", "w") as log:
-        subprocess.run(cmd, check=True, stdout=log, stderr=subprocess.STDOUT)
+    if not done:
+        with open(work / "snakemake.log", "a") as log:
+            subprocess.run(cmd, check=True, stdout=log, stderr=subprocess.STDOUT)
     wall = time.perf_counter() - start
     metrics = pd.read_csv(work / "results" / dataset / "metrics.tsv", sep="\t")
     lfads = metrics[metrics["method"] == "lfads"].set_index("metric")["value"]
     out = {"dataset": dataset, "seed": seed, "method": "pbt" if pbt else "default",
-           "wall_s": round(wall, 1), **{m: float(lfads[m]) for m in METRICS if m in lfads}}
+           "wall_s": None if resume else round(wall, 1), **{m: float(lfads[m]) for m in METRICS if m in lfads}}
     run_dir = "selected" if pbt else "default"
     train_log = pd.read_csv(work / "results" / dataset / "lfads" / run_dir / "train_log.csv")
     out["epochs"] = len(train_log)
@@ -126,6 +133,8 @@ def main():
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/pbt_quality"))
     parser.add_argument("--out", type=Path, default=Path("pbt_quality.json"))
+    parser.add_argument("--resume", action="store_true",
+                        help="continue interrupted runs in --workdir instead of starting afresh")
     args = parser.parse_args()
 
     rows = []
@@ -133,7 +142,7 @@ def main():
         for seed in args.seeds:
             for pbt in (False, True):
                 work = args.workdir / f"{dataset}_seed{seed}_{'pbt' if pbt else 'default'}"
-                row = run(work, dataset, seed, pbt, args.cores)
+                row = run(work, dataset, seed, pbt, args.cores, args.resume)
                 rows.append(row)
                 print(json.dumps(row), flush=True)
                 args.out.write_text(json.dumps(rows, indent=1))
