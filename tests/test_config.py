@@ -34,6 +34,7 @@ def test_config_readme_documents_every_key():
     readme = (ROOT / "config" / "README.md").read_text()
     keys = set(CONFIG) | set(CONFIG["defaults"]) | set(CONFIG["simulations"]["lorenz"]) | \
         set(CONFIG["lfads"]) | set(CONFIG["lfads"]["sweep"]) | set(CONFIG["lfads"]["pbt"]) | \
+        set(CONFIG["lfads"]["stitching"]) | \
         user_fields(ModelConfig) | \
         user_fields(TrainConfig) | \
         set(CONFIG["evaluation"]) | set(CONFIG["evaluation"]["decoding"])

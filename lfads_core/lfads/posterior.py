@@ -32,8 +32,9 @@ __all__ = ["sample_posterior", "write_posterior_h5", "run_posterior"]
 
 @torch.no_grad()
 def sample_split(model: LFADS, split: SplitData, n_samples: int = 50, batch_size: int = 128,
-                 device: torch.device | str | None = None) -> dict[str, np.ndarray]:
-    """Posterior averages for one split (numpy, float32)."""
+                 device: torch.device | str | None = None, session: int = 0) -> dict[str, np.ndarray]:
+    """Posterior averages for one split (numpy, float32); ``session``: the read-in and read-out
+    of a stitched model."""
     device = torch.device(device) if device is not None else next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -44,7 +45,7 @@ def sample_split(model: LFADS, split: SplitData, n_samples: int = 50, batch_size
         ext = split.ext_input[idx].to(device, non_blocking=True) if split.ext_input is not None else None
         acc = {}
         for s in range(n_samples):
-            out = model(x, ext_input=ext, sample_posteriors=True)
+            out = model(x, session=session, ext_input=ext, sample_posteriors=True)
             vals = {"rates": model.predicted_mean(out), "factors": out.factors.float(), "inputs": out.co_mean.float()}
             for k, v in vals.items():
                 acc[k] = v.clone() if s == 0 else acc[k].add_(v)
@@ -60,7 +61,8 @@ def sample_split(model: LFADS, split: SplitData, n_samples: int = 50, batch_size
 
 def sample_posterior(model: LFADS, data: LFADSData, n_samples: int = 50, batch_size: int = 128,
                      device: torch.device | str | None = None, seed: int = 0,
-                     splits: tuple[str, ...] = ("train", "valid")) -> dict[str, np.ndarray]:
+                     splits: tuple[str, ...] = ("train", "valid"),
+                     session: int = 0) -> dict[str, np.ndarray]:
     """Posterior averages for every split -> ``{f"{split}_{key}": array}``.  Seeded."""
     gen_state = torch.get_rng_state()
     cuda_state = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
@@ -68,7 +70,8 @@ def sample_posterior(model: LFADS, data: LFADSData, n_samples: int = 50, batch_s
     try:
         out = {}
         for s in splits:
-            for k, v in sample_split(model, data.split(s), n_samples, batch_size, device).items():
+            for k, v in sample_split(model, data.split(s), n_samples, batch_size, device,
+                                     session).items():
                 out[f"{s}_{k}"] = v
     finally:
         torch.set_rng_state(gen_state)
@@ -92,8 +95,9 @@ def write_posterior_h5(path: str | Path, results: dict[str, np.ndarray], attrs: 
 
 def run_posterior(model_path: str | Path, input_h5: str | Path, output_h5: str | Path,
                   n_samples: int | None = None, batch_size: int = 128, device: str = "auto",
-                  seed: int | None = None) -> dict[str, np.ndarray]:
-    """Load ``model.pt``, sample posteriors for all trials of ``input_h5``, write ``output_h5``.
+                  seed: int | None = None, session: int = 0) -> dict[str, np.ndarray]:
+    """Load ``model.pt``, sample posteriors for all trials of ``input_h5`` (session ``session``
+    of a stitched model), write ``output_h5``.
     ``n_samples`` and ``seed`` default to the model's ``TrainConfig.posterior_samples`` and
     ``seed``."""
     dev = select_device(device)
@@ -101,8 +105,9 @@ def run_posterior(model_path: str | Path, input_h5: str | Path, output_h5: str |
     data = load_lfads_h5(input_h5)
     n = n_samples or tcfg.posterior_samples
     seed = tcfg.seed if seed is None else seed
-    res = sample_posterior(model, data, n, batch_size, dev, seed)
-    attrs = {"n_samples": n, "seed": seed, "best_epoch": meta.get("best_epoch", -1)}
+    res = sample_posterior(model, data, n, batch_size, dev, seed, session=session)
+    attrs = {"n_samples": n, "seed": seed, "best_epoch": meta.get("best_epoch", -1),
+             "session": session}
     for k in ("bin_width_s", "n_heldin", "n_heldout", "fp_bins"):
         if k in data.attrs:
             attrs[k] = data.attrs[k]

@@ -79,7 +79,8 @@ class TrainResult:
 # ---------------------------------------------------------------- helpers
 def model_config_for_data(model_cfg: ModelConfig, data: LFADSData | list[LFADSData]) -> ModelConfig:
     """Fill the data dimensions of ``model_cfg`` from ``data`` (one session or a list of them;
-    error if set and different, or if the sessions' bins or external inputs differ)."""
+    error if set and different, or if the sessions' bins or external inputs differ). Several
+    sessions without a ``readin_dim`` get the fewest held-in units of any session."""
     sessions = data if isinstance(data, (list, tuple)) else [data]
     for name in ("encod_seq_len", "recon_seq_len", "ext_input_dim"):
         values = [getattr(s, name) for s in sessions]
@@ -93,7 +94,11 @@ def model_config_for_data(model_cfg: ModelConfig, data: LFADSData | list[LFADSDa
         "recon_seq_len": first.recon_seq_len,
         "ext_input_dim": first.ext_input_dim,
     }
+    if len(sessions) > 1 and model_cfg.readin_dim is None:  # the fewest held-in units
+        dims["readin_dim"] = min(dims["encod_data_dims"])
     for k, v in dims.items():
+        if k == "readin_dim":
+            continue
         cur = getattr(model_cfg, k)
         if cur and cur != v:
             raise ValueError(f"ModelConfig.{k}={cur!r} does not match the data ({v!r})")

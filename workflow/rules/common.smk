@@ -7,6 +7,7 @@ from lfads_core.nwb.alignment import AlignSettings
 from lfads_core.nwb.ingest import IngestSettings
 from lfads_core.workflow.preflight import preflight_or_exit
 from lfads_core.workflow.settings import load_dataset_sheet, lfads_settings_for, read_schema
+from lfads_core.workflow.groups import model_groups
 from lfads_core.workflow.pbt import pbt_settings
 from lfads_core.workflow.sweep import DEFAULT_RUN, SELECTED_RUN, sweep_points
 
@@ -15,6 +16,16 @@ DATASETS = load_dataset_sheet(
     config["defaults"],
     read_schema(workflow.source_path("../schemas/datasets.schema.yaml")),
 )
+# Stitching: rows with the same sheet `group` train one model (results/{group}/lfads/), each
+# row a session of it; with lfads.stitching.single_session_baseline every such row also trains
+# a model of its own, for comparison. MODELS: what trains, by the name of its results folder.
+GROUPS = model_groups(DATASETS, config["datasets"])
+GROUP_OF = {dataset: group for group, rows in GROUPS.items() for dataset in rows}
+SINGLE_BASELINE = config["lfads"].get("stitching", {}).get("single_session_baseline", True)
+MODELS = {
+    **{d: [d] for d in DATASETS if d not in GROUP_OF or SINGLE_BASELINE},
+    **GROUPS,
+}
 SIMULATED_DIR = "resources/simulated"
 # Training runs per dataset: `default`, or one per point of the sweep (config lfads.sweep).
 SWEEP = sweep_points(config["lfads"].get("sweep"))
@@ -26,6 +37,7 @@ PBT = pbt_settings(config["lfads"].get("pbt"), config["lfads"].get("sweep"))
 
 wildcard_constraints:
     dataset="|".join(DATASETS),
+    model="|".join(MODELS),
     name="[A-Za-z0-9_.-]+",
     run="|".join([*SWEEP, SELECTED_RUN]),
     generation="[0-9]{3}",
@@ -57,7 +69,7 @@ preflight_or_exit(DATASETS, config["datasets"], config, SIMULATED_DIR)
 # sweep point), checked now.
 LFADS_SETTINGS = {
     (name, run): lfads_settings_for(config["lfads"], name, run, point)
-    for name in DATASETS
+    for name in MODELS
     for run, point in SWEEP.items()
 }
 
@@ -83,7 +95,7 @@ def lfads_training_settings(wildcards, run=None):
     """The model and training settings of one dataset and run (default: the `run` wildcard):
     what training reads (the device and the posterior batch size change no weights, so they
     are not among them)."""
-    settings = LFADS_SETTINGS[(wildcards.dataset, run or wildcards.run)]
+    settings = LFADS_SETTINGS[(wildcards.model, run or wildcards.run)]
     return {"model": settings["model"], "training": settings["training"]}
 
 
@@ -119,17 +131,44 @@ def used_run():
     return SELECTED_RUN if SWEEPING or PBT else DEFAULT_RUN
 
 
+def lfads_inputs(wildcards):
+    """A model's training data: the `lfads_input.h5` of each of its sessions (one, or a
+    group's rows in sheet order)."""
+    return [f"results/{dataset}/lfads_input.h5" for dataset in MODELS[wildcards.model]]
+
+
 def posterior_file(wildcards):
+    """The posterior the later stages of a dataset use: from its group's model if it has one."""
+    if wildcards.dataset in GROUP_OF:
+        return f"results/{wildcards.dataset}/lfads/stitched/{used_run()}/posterior.h5"
     return f"results/{wildcards.dataset}/lfads/{used_run()}/posterior.h5"
 
 
+def single_session_posterior(wildcards):
+    """A grouped dataset's single-session posterior (with the baseline), for `evaluate`."""
+    if wildcards.dataset in GROUP_OF and SINGLE_BASELINE:
+        return {"single": f"results/{wildcards.dataset}/lfads/{used_run()}/posterior.h5"}
+    return {}
+
+
+def group_model(wildcards):
+    """A grouped dataset's model, and its session number in it."""
+    group = GROUP_OF[wildcards.dataset]
+    return f"results/{group}/lfads/{wildcards.run}/model.pt"
+
+
+def session_index(wildcards):
+    return GROUPS[GROUP_OF[wildcards.dataset]].index(wildcards.dataset)
+
+
 def train_log_file(wildcards):
-    return f"results/{wildcards.dataset}/lfads/{used_run()}/train_log.csv"
+    model = GROUP_OF.get(wildcards.dataset, wildcards.dataset)
+    return f"results/{model}/lfads/{used_run()}/train_log.csv"
 
 
 def sweep_run_files(wildcards):
     """Every sweep run's model, training log and resolved config (for the selection)."""
-    runs = [f"results/{wildcards.dataset}/lfads/{run}" for run in SWEEP]
+    runs = [f"results/{wildcards.model}/lfads/{run}" for run in SWEEP]
     return {
         "models": [f"{run}/model.pt" for run in runs],
         "train_logs": [f"{run}/train_log.csv" for run in runs],
@@ -137,15 +176,15 @@ def sweep_run_files(wildcards):
     }
 
 
-def pbt_member_dir(dataset, generation, member):
+def pbt_member_dir(model, generation, member):
     """The folder of one PBT member in one generation."""
-    return f"results/{dataset}/lfads/pbt/gen_{int(generation):03d}/member_{int(member):03d}"
+    return f"results/{model}/lfads/pbt/gen_{int(generation):03d}/member_{int(member):03d}"
 
 
-def pbt_generation_files(dataset, generation, name):
+def pbt_generation_files(model, generation, name):
     """One file (`name`) of every member of one PBT generation, in member order."""
     return [
-        f"{pbt_member_dir(dataset, generation, member)}/{name}" for member in range(PBT.population)
+        f"{pbt_member_dir(model, generation, member)}/{name}" for member in range(PBT.population)
     ]
 
 
@@ -154,7 +193,7 @@ def pbt_plan_inputs(wildcards):
     generation = int(wildcards.generation)
     if generation == 0:
         return {}
-    return {"table": f"results/{wildcards.dataset}/lfads/pbt/generation_{generation - 1:03d}.tsv"}
+    return {"table": f"results/{wildcards.model}/lfads/pbt/generation_{generation - 1:03d}.tsv"}
 
 
 def pbt_member_inputs(wildcards):
@@ -162,11 +201,11 @@ def pbt_member_inputs(wildcards):
     (the plan names the member's parent among them)."""
     generation = int(wildcards.generation)
     inputs = {
-        "data": f"results/{wildcards.dataset}/lfads_input.h5",
-        "plan": f"results/{wildcards.dataset}/lfads/pbt/plan_{generation:03d}.yaml",
+        "data": lfads_inputs(wildcards),
+        "plan": f"results/{wildcards.model}/lfads/pbt/plan_{generation:03d}.yaml",
     }
     if generation > 0:
-        inputs["parents"] = pbt_generation_files(wildcards.dataset, generation - 1, "state.pt")
+        inputs["parents"] = pbt_generation_files(wildcards.model, generation - 1, "state.pt")
     return inputs
 
 
@@ -174,8 +213,8 @@ def pbt_generation_results(wildcards):
     """One generation's plan and every member's result (for its table)."""
     generation = int(wildcards.generation)
     return {
-        "plan": f"results/{wildcards.dataset}/lfads/pbt/plan_{generation:03d}.yaml",
-        "results": pbt_generation_files(wildcards.dataset, generation, "result.yaml"),
+        "plan": f"results/{wildcards.model}/lfads/pbt/plan_{generation:03d}.yaml",
+        "results": pbt_generation_files(wildcards.model, generation, "result.yaml"),
     }
 
 
@@ -184,12 +223,12 @@ def pbt_selection_inputs(wildcards):
     last = PBT.generations - 1
     return {
         "tables": [
-            f"results/{wildcards.dataset}/lfads/pbt/generation_{g:03d}.tsv"
+            f"results/{wildcards.model}/lfads/pbt/generation_{g:03d}.tsv"
             for g in range(PBT.generations)
         ],
-        "models": pbt_generation_files(wildcards.dataset, last, "model.pt"),
-        "train_logs": pbt_generation_files(wildcards.dataset, last, "train_log.csv"),
-        "results": pbt_generation_files(wildcards.dataset, last, "result.yaml"),
+        "models": pbt_generation_files(wildcards.model, last, "model.pt"),
+        "train_logs": pbt_generation_files(wildcards.model, last, "train_log.csv"),
+        "results": pbt_generation_files(wildcards.model, last, "result.yaml"),
     }
 
 
@@ -204,8 +243,8 @@ def metric_tables(wildcards):
 def figure_files():
     """Every figure (PNG and PDF) of every dataset; which ones depends on the data."""
     names = ["training_curves", "raster_rates", "factor_trajectories", "method_comparison"]
-    names += ["pbt_progress"] if PBT else []
-    files = []
+    files = [f"results/{model}/figures/pbt_progress.{ext}" for model in MODELS if PBT
+             for ext in ("png", "pdf")]
     for dataset in DATASETS:
         extra = (["decoded_behavior"] if has_behavior(dataset) else []) + (
             ["latents_vs_truth"] if is_simulated(dataset) else []
@@ -229,7 +268,7 @@ def summary_inputs(wildcards):
         ],
     }
     if SWEEPING:
-        tables["selections"] = [f"results/{dataset}/lfads/selection.tsv" for dataset in DATASETS]
+        tables["selections"] = [f"results/{model}/lfads/selection.tsv" for model in MODELS]
     return tables
 
 

@@ -47,9 +47,11 @@ rule decode_behavior:
 
 
 rule evaluate:
-    """NLB metrics of LFADS and of the spike-smoothing baseline (and ground truth R^2)."""
+    """NLB metrics of LFADS and of the spike-smoothing baseline (and ground truth R^2); for a
+    stitched session also its single-session model's."""
     localrule: True
     input:
+        unpack(single_session_posterior),
         posterior=posterior_file,
         data="results/{dataset}/lfads_input.h5",
     output:

@@ -1,12 +1,13 @@
 rule train_lfads:
-    """Train LFADS on the aligned trials; resumes from its checkpoint after an interruption."""
+    """Train LFADS on the aligned trials (of one dataset, or of a group's datasets: one stitched
+    model); resumes from its checkpoint after an interruption."""
     input:
-        data="results/{dataset}/lfads_input.h5",
+        data=lfads_inputs,
     output:
-        model="results/{dataset}/lfads/{run}/model.pt",
-        train_log="results/{dataset}/lfads/{run}/train_log.csv",
-        config="results/{dataset}/lfads/{run}/config.yaml",
-        provenance="results/{dataset}/provenance/train_lfads_{run}.json",
+        model="results/{model}/lfads/{run}/model.pt",
+        train_log="results/{model}/lfads/{run}/train_log.csv",
+        config="results/{model}/lfads/{run}/config.yaml",
+        provenance="results/{model}/provenance/train_lfads_{run}.json",
     params:
         lfads=lfads_training_settings,
     threads: 2
@@ -17,9 +18,9 @@ rule train_lfads:
     wildcard_constraints:
         run="|".join(SWEEP),  # the configured runs; `selected` is a copy of one of them
     log:
-        "logs/{dataset}/train_lfads_{run}.log",
+        "logs/{model}/train_lfads_{run}.log",
     benchmark:
-        "logs/{dataset}/benchmark/train_lfads_{run}.tsv"
+        "logs/{model}/benchmark/train_lfads_{run}.tsv"
     conda:
         "../envs/lfads_core.yaml"
     script:
@@ -51,6 +52,32 @@ rule sample_posterior:
         "../scripts/sample_posterior.py"
 
 
+rule sample_stitched_posterior:
+    """Stitching: a grouped dataset's posterior from its group's model (its own session)."""
+    input:
+        model=group_model,
+        data="results/{dataset}/lfads_input.h5",
+    output:
+        posterior="results/{dataset}/lfads/stitched/{run}/posterior.h5",
+        provenance="results/{dataset}/provenance/sample_stitched_posterior_{run}.json",
+    params:
+        batch_size=config["lfads"]["posterior_batch_size"],
+        session=session_index,
+    threads: 2
+    resources:
+        gpu=1,
+        mem_mb=1500,  # as sample_posterior
+        runtime=60,
+    log:
+        "logs/{dataset}/sample_stitched_posterior_{run}.log",
+    benchmark:
+        "logs/{dataset}/benchmark/sample_stitched_posterior_{run}.tsv"
+    conda:
+        "../envs/lfads_core.yaml"
+    script:
+        "../scripts/sample_posterior.py"
+
+
 if SWEEPING:
 
     rule select_lfads_run:
@@ -59,20 +86,20 @@ if SWEEPING:
         input:
             unpack(sweep_run_files),
         output:
-            model="results/{dataset}/lfads/selected/model.pt",
-            train_log="results/{dataset}/lfads/selected/train_log.csv",
-            config="results/{dataset}/lfads/selected/config.yaml",
+            model="results/{model}/lfads/selected/model.pt",
+            train_log="results/{model}/lfads/selected/train_log.csv",
+            config="results/{model}/lfads/selected/config.yaml",
             table=report(
-                "results/{dataset}/lfads/selection.tsv",
+                "results/{model}/lfads/selection.tsv",
                 caption="../report/selection.rst",
                 category="Tables",
-                subcategory="{dataset}",
+                subcategory="{model}",
             ),
-            provenance="results/{dataset}/provenance/select_lfads_run.json",
+            provenance="results/{model}/provenance/select_lfads_run.json",
         params:
             points=SWEEP,
         log:
-            "logs/{dataset}/select_lfads_run.log",
+            "logs/{model}/select_lfads_run.log",
         conda:
             "../envs/lfads_core.yaml"
         script:

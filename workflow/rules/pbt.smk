@@ -11,14 +11,14 @@ if PBT:
         input:
             unpack(pbt_plan_inputs),
         output:
-            plan="results/{dataset}/lfads/pbt/plan_{generation}.yaml",
-            provenance="results/{dataset}/provenance/pbt_plan_{generation}.json",
+            plan="results/{model}/lfads/pbt/plan_{generation}.yaml",
+            provenance="results/{model}/provenance/pbt_plan_{generation}.json",
         params:
             pbt=config["lfads"]["pbt"],
         log:
-            "logs/{dataset}/pbt/plan_{generation}.log",
+            "logs/{model}/pbt/plan_{generation}.log",
         benchmark:
-            "logs/{dataset}/benchmark/pbt_plan_{generation}.tsv"
+            "logs/{model}/benchmark/pbt_plan_{generation}.tsv"
         conda:
             "../envs/lfads_core.yaml"
         script:
@@ -29,11 +29,11 @@ if PBT:
         input:
             unpack(pbt_member_inputs),
         output:
-            state="results/{dataset}/lfads/pbt/gen_{generation}/member_{member}/state.pt",
-            model="results/{dataset}/lfads/pbt/gen_{generation}/member_{member}/model.pt",
-            train_log="results/{dataset}/lfads/pbt/gen_{generation}/member_{member}/train_log.csv",
-            result="results/{dataset}/lfads/pbt/gen_{generation}/member_{member}/result.yaml",
-            provenance="results/{dataset}/provenance/train_pbt_member_{generation}_{member}.json",
+            state="results/{model}/lfads/pbt/gen_{generation}/member_{member}/state.pt",
+            model="results/{model}/lfads/pbt/gen_{generation}/member_{member}/model.pt",
+            train_log="results/{model}/lfads/pbt/gen_{generation}/member_{member}/train_log.csv",
+            result="results/{model}/lfads/pbt/gen_{generation}/member_{member}/result.yaml",
+            provenance="results/{model}/provenance/train_pbt_member_{generation}_{member}.json",
         params:
             lfads=lambda wildcards: lfads_training_settings(wildcards, run=DEFAULT_RUN),
             pbt=config["lfads"]["pbt"],
@@ -43,9 +43,9 @@ if PBT:
             mem_mb=2500,  # as train_lfads
             runtime=60,
         log:
-            "logs/{dataset}/pbt/train_{generation}_{member}.log",
+            "logs/{model}/pbt/train_{generation}_{member}.log",
         benchmark:
-            "logs/{dataset}/benchmark/train_pbt_member_{generation}_{member}.tsv"
+            "logs/{model}/benchmark/train_pbt_member_{generation}_{member}.tsv"
         conda:
             "../envs/lfads_core.yaml"
         script:
@@ -57,12 +57,12 @@ if PBT:
         input:
             unpack(pbt_generation_results),
         output:
-            table="results/{dataset}/lfads/pbt/generation_{generation}.tsv",
-            provenance="results/{dataset}/provenance/pbt_generation_table_{generation}.json",
+            table="results/{model}/lfads/pbt/generation_{generation}.tsv",
+            provenance="results/{model}/provenance/pbt_generation_table_{generation}.json",
         log:
-            "logs/{dataset}/pbt/generation_table_{generation}.log",
+            "logs/{model}/pbt/generation_table_{generation}.log",
         benchmark:
-            "logs/{dataset}/benchmark/pbt_generation_table_{generation}.tsv"
+            "logs/{model}/benchmark/pbt_generation_table_{generation}.tsv"
         conda:
             "../envs/lfads_core.yaml"
         script:
@@ -74,18 +74,18 @@ if PBT:
         input:
             unpack(pbt_selection_inputs),
         output:
-            model="results/{dataset}/lfads/selected/model.pt",
-            train_log="results/{dataset}/lfads/selected/train_log.csv",
-            config="results/{dataset}/lfads/selected/config.yaml",
+            model="results/{model}/lfads/selected/model.pt",
+            train_log="results/{model}/lfads/selected/train_log.csv",
+            config="results/{model}/lfads/selected/config.yaml",
             table=report(
-                "results/{dataset}/lfads/pbt/generations.tsv",
+                "results/{model}/lfads/pbt/generations.tsv",
                 caption="../report/pbt_generations.rst",
                 category="Tables",
-                subcategory="{dataset}",
+                subcategory="{model}",
             ),
-            provenance="results/{dataset}/provenance/select_pbt_member.json",
+            provenance="results/{model}/provenance/select_pbt_member.json",
         log:
-            "logs/{dataset}/select_pbt_member.log",
+            "logs/{model}/select_pbt_member.log",
         conda:
             "../envs/lfads_core.yaml"
         script:
@@ -95,20 +95,20 @@ if PBT:
         """PBT: each searched setting and the validation loss over generations, by lineage."""
         localrule: True
         input:
-            table="results/{dataset}/lfads/pbt/generations.tsv",
+            table="results/{model}/lfads/pbt/generations.tsv",
         output:
             png=report(
-                "results/{dataset}/figures/pbt_progress.png",
+                "results/{model}/figures/pbt_progress.png",
                 caption="../report/pbt_progress.rst",
                 category="Training",
-                subcategory="{dataset}",
+                subcategory="{model}",
             ),
-            pdf="results/{dataset}/figures/pbt_progress.pdf",
-            provenance="results/{dataset}/provenance/plot_pbt.json",
+            pdf="results/{model}/figures/pbt_progress.pdf",
+            provenance="results/{model}/provenance/plot_pbt.json",
         params:
             log_scale=[name for name, r in PBT.parameters.items() if r.scale == "log"],
         log:
-            "logs/{dataset}/plot_pbt.log",
+            "logs/{model}/plot_pbt.log",
         conda:
             "../envs/lfads_core.yaml"
         script:

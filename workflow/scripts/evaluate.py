@@ -1,11 +1,22 @@
+import pandas as pd
+
 from lfads_core.analysis.evaluation import evaluate, load_arrays
 from lfads_core.workflow.scripting import rule_logging
 
 with rule_logging(snakemake) as log:
     settings = snakemake.params.evaluation
-    table = evaluate(load_arrays(snakemake.input.data), load_arrays(snakemake.input.posterior),
-                     settings["smoothing_sigma_ms"], settings["psth_sigma_ms"],
-                     settings["decoding"])
+    data = load_arrays(snakemake.input.data)
+
+    def scores(posterior):
+        return evaluate(data, load_arrays(posterior), settings["smoothing_sigma_ms"],
+                        settings["psth_sigma_ms"], settings["decoding"])
+
+    table = scores(snakemake.input.posterior)
+    if "single" in snakemake.input.keys():  # a stitched session beside its own model
+        table["method"] = table["method"].replace({"lfads": "lfads stitched"})
+        single = scores(snakemake.input.single)
+        single = single[single["method"] == "lfads"].assign(method="lfads single-session")
+        table = pd.concat([table, single], ignore_index=True)
     table.insert(0, "dataset", snakemake.wildcards.dataset)
     table.to_csv(snakemake.output.metrics, sep="\t", index=False)
     log.info("metrics:\n%s", table.to_string(index=False))

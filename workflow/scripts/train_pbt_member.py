@@ -29,8 +29,9 @@ with rule_logging(snakemake) as log, claim_device(snakemake.config["lfads"]["dev
     log.info("generation %d, member %d on %s: %s; settings %s", generation, member, device,
              entry["why"], entry["settings"])
     try:
-        result = train(snakemake.input.data, out_dir, model_cfg, train_cfg, device=device,
-                       resume="if_compatible", start_from=parent)
+        data = list(snakemake.input.data)  # one session, or a group's sessions (stitched)
+        result = train(data if len(data) > 1 else data[0], out_dir, model_cfg, train_cfg,
+                       device=device, resume="if_compatible", start_from=parent)
         loss, epochs, stop = float(result.best_metric), result.epochs_run, result.stop_reason
     except NonFiniteLossError as exc:  # replaced in the next generation, never copied
         log.warning("member %d diverged; its loss counts as NaN: %s", member, exc)

@@ -1,0 +1,85 @@
+"""A stitched group of three simulated sessions through Snakemake, and bad groups."""
+
+from __future__ import annotations
+
+import h5py
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from conftest import run_snakemake, tiny_config, workflow_dir
+
+pytestmark = pytest.mark.workflow
+
+SESSIONS = {"s_a": (24, 4, 1), "s_b": (30, 5, 2), "s_c": (20, 6, 3)}  # neurons, trials/cond, seed
+
+
+def group_config() -> str:
+    config = yaml.safe_load(tiny_config())
+    tiny = config["simulations"].pop("tiny")
+    for name, (neurons, trials, seed) in SESSIONS.items():
+        config["simulations"][name] = {**tiny, "n_neurons": neurons,
+                                       "trials_per_condition": trials, "seed": seed}
+    overrides = config["lfads"]["overrides"].pop("tiny")
+    config["lfads"]["overrides"] = {name: overrides for name in [*SESSIONS, "maze"]}
+    return yaml.safe_dump(config)
+
+
+def sheet(**changes) -> str:
+    rows = ["dataset\tnwb\tbehavior\tcondition_columns\tfp_bins\tgroup\tbin_width_ms"]
+    for name in SESSIONS:
+        width = changes.get(name, 5)
+        rows.append(f"{name}\tresources/simulated/{name}.nwb\thand_vel\tcondition\t10\t"
+                    f"{changes.get('group', 'maze')}\t{width}")
+    return "\n".join(rows) + "\n"
+
+
+@pytest.fixture(scope="module")
+def group_run(tmp_path_factory):
+    work = workflow_dir(tmp_path_factory.mktemp("stitch"), sheet(), group_config())
+    dry = run_snakemake(work, "-n", "--quiet", "rules")
+    run_snakemake(work)
+    return work, dry.stdout
+
+
+def test_one_model_for_the_group_and_one_per_session(group_run):
+    work, dry = group_run
+    counts = {line.split()[0]: int(line.split()[1]) for line in dry.splitlines()
+              if len(line.split()) == 2 and line.split()[1].isdigit()}
+    assert counts["train_lfads"] == 1 + 3  # the group, and each session's baseline
+    assert counts["sample_stitched_posterior"] == 3 and counts["sample_posterior"] == 3
+    blob = torch.load(work / "results/maze/lfads/default/model.pt", weights_only=False)
+    dims = blob["model_cfg"]["encod_data_dims"]
+    assert len(dims) == 3 and blob["model_cfg"]["readin_dim"] == min(dims)
+    log = pd.read_csv(work / "results/maze/lfads/default/train_log.csv")
+    assert {f"valid_recon_session_{k}" for k in range(3)} <= set(log.columns)
+
+
+def test_every_session_gets_its_own_results_from_the_shared_model(group_run):
+    work, _ = group_run
+    for k, name in enumerate(SESSIONS):
+        results = work / "results" / name
+        with h5py.File(results / "lfads/stitched/default/posterior.h5") as post, \
+                h5py.File(results / "lfads_input.h5") as data:
+            assert post.attrs["session"] == k
+            assert post["valid_rates"].shape == data["valid_recon_data"].shape
+        metrics = pd.read_csv(results / "metrics.tsv", sep="\t")
+        methods = set(metrics["method"])
+        assert {"lfads stitched", "lfads single-session", "smoothing"} <= methods
+        assert (results / "factors.nwb").is_file() and (results / "decoding/summary.tsv").is_file()
+        assert (results / "figures/latents_vs_truth.png").is_file()
+    summary = pd.read_csv(work / "results/summary/metrics.tsv", sep="\t")
+    both = summary[summary["method"].isin(["lfads stitched", "lfads single-session"])]
+    assert set(both["dataset"]) == set(SESSIONS)
+
+
+@pytest.mark.parametrize("changes, words", [
+    ({"s_b": 10}, "(group 'maze', rows ['s_a', 's_b', 's_c']): field 'bin_width_ms': must agree"),
+    ({"group": "s_a"}, "field 'group': 's_a' is also the name of a dataset"),
+])
+def test_bad_groups_stop_before_any_job(tmp_path, changes, words):
+    work = workflow_dir(tmp_path, sheet(**changes), group_config())
+    result = run_snakemake(work, check=False)
+    assert result.returncode != 0 and words in result.stdout
+    assert not (work / "results").exists() and not (work / "resources").exists()
