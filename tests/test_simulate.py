@@ -348,3 +348,31 @@ def test_config_readme_documents_every_simulation_key():
     section = readme[readme.index("## `simulations`"):]
     missing = sorted(k for k in DEFAULT_PARAMS if f"| `{k}` |" not in section)
     assert not missing, f"config/README.md does not document simulation keys {missing}"
+
+
+def test_sessions_share_the_latent_system_and_differ_in_the_rest():
+    params = {**SMALL, "n_conditions": 6, "n_neurons": 40, "sessions": 3,
+              "neurons_per_session": 15, "conditions_per_session": 4,
+              "session_trials_per_condition": [2, 5]}
+    sessions = [simulate_session(params, k) for k in range(3)]
+    for k, s in enumerate(sessions):
+        assert len(s.spike_times) == 15 and s.session == k
+        per_condition = s.trials["condition"].value_counts()
+        assert len(per_condition) == 4 and per_condition.nunique() == 1
+        assert 2 <= per_condition.iloc[0] <= 5
+    # the same condition follows the same latent path in every session (z-scored over each
+    # session's own trials, so compare correlations)
+    def condition_path(s, c):
+        start = s.trials.loc[s.trials["condition"] == c, "start_time"].iloc[0]
+        first = int(round((start - 0.5 / s.truth_rate_hz) * s.truth_rate_hz)) + 1
+        return s.truth_latents[first:first + 150]
+    shared = set(sessions[0].trials["condition"]) & set(sessions[1].trials["condition"])
+    assert shared
+    for c in shared:
+        a, b = condition_path(sessions[0], c), condition_path(sessions[1], c)
+        assert np.corrcoef(a[:, 0], b[:, 0])[0, 1] > 0.99
+    # different neurons and trials
+    assert not np.array_equal(sessions[0].truth_rates_hz[:50], sessions[1].truth_rates_hz[:50])
+    assert simulate_session(params, 1).trials.equals(sessions[1].trials)  # deterministic
+    with pytest.raises(ValueError, match="session 3 of a 3-session simulation"):
+        simulate_session(params, 3)

@@ -12,15 +12,16 @@ from conftest import run_snakemake, tiny_config, workflow_dir
 
 pytestmark = pytest.mark.workflow
 
-SESSIONS = {"s_a": (24, 4, 1), "s_b": (30, 5, 2), "s_c": (20, 6, 3)}  # neurons, trials/cond, seed
+SESSIONS = ["s_a", "s_b", "s_c"]
 
 
 def group_config() -> str:
+    """One simulated latent system seen in three sessions (own neurons and trial counts)."""
     config = yaml.safe_load(tiny_config())
     tiny = config["simulations"].pop("tiny")
-    for name, (neurons, trials, seed) in SESSIONS.items():
-        config["simulations"][name] = {**tiny, "n_neurons": neurons,
-                                       "trials_per_condition": trials, "seed": seed}
+    config["simulations"]["lorenz3"] = {**tiny, "n_neurons": 40, "sessions": 3,
+                                        "neurons_per_session": 24,
+                                        "session_trials_per_condition": [4, 6]}
     overrides = config["lfads"]["overrides"].pop("tiny")
     config["lfads"]["overrides"] = {name: overrides for name in [*SESSIONS, "maze"]}
     return yaml.safe_dump(config)
@@ -28,10 +29,9 @@ def group_config() -> str:
 
 def sheet(**changes) -> str:
     rows = ["dataset\tnwb\tbehavior\tcondition_columns\tfp_bins\tgroup\tbin_width_ms"]
-    for name in SESSIONS:
-        width = changes.get(name, 5)
-        rows.append(f"{name}\tresources/simulated/{name}.nwb\thand_vel\tcondition\t10\t"
-                    f"{changes.get('group', 'maze')}\t{width}")
+    for k, name in enumerate(SESSIONS):
+        rows.append(f"{name}\tresources/simulated/lorenz3_session{k}.nwb\thand_vel\tcondition\t"
+                    f"10\t{changes.get('group', 'maze')}\t{changes.get(name, 5)}")
     return "\n".join(rows) + "\n"
 
 

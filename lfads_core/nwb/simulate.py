@@ -64,11 +64,21 @@ DEFAULT_PARAMS: dict = {
     # trial start), amplitude in units of the RNN state (x jumps by ~ amplitude * width / tau)
     "input_pulse": False, "pulse_amplitude": 10.0, "pulse_window_s": [0.25, 0.75],
     "pulse_width_ms": 10,
+    # several sessions of one latent system (stitching): each observes neurons_per_session of
+    # the n_neurons population (0: all), conditions_per_session of the n_conditions (0: all)
+    # and trials_per_condition drawn from session_trials_per_condition ([low, high]; null: all
+    # sessions trials_per_condition)
+    "sessions": 1, "neurons_per_session": 0, "conditions_per_session": 0,
+    "session_trials_per_condition": None,
 }
 # Keys added after the first files were written: left out of a file's description while at
 # their defaults, so that the same params still give the same file.
 _OMIT_IF_DEFAULT = ("readout", "max_rate_hz", "input_pulse", "pulse_amplitude",
-                    "pulse_window_s", "pulse_width_ms")
+                    "pulse_window_s", "pulse_width_ms", "sessions", "neurons_per_session",
+                    "conditions_per_session", "session_trials_per_condition")
+# What each session of a multi-session simulation draws for itself (the latent system, the
+# conditions' initial states and the neuron population are shared).
+_SESSION_STREAMS = ("trials", "split", "spikes", "heldout", "pulses")
 READOUTS = ("loglinear", "tanh")
 FIRST_TRIAL_S = 0.1
 LOG_RATE_STD = 0.7  # std of each neuron's log-rate modulation
@@ -95,6 +105,7 @@ class SimulatedSession:
     obs_intervals: np.ndarray  # (trials, 2) where every unit was observed
     params: dict
     truth_inputs: np.ndarray | None = None  # (samples, 1) input u(t) at T/2 + j*T, if pulses
+    session: int = 0  # which session of a multi-session simulation
 
 
 def _check_params(params: dict) -> dict:
@@ -150,6 +161,19 @@ def _check_params(params: dict) -> dict:
     if abs(truth_ms - round(truth_ms)) > 1e-9:
         bad("truth_rate_hz", "its step (1000 / rate ms) must be a whole number of ms")
 
+    number("sessions", 1, integer=True)
+    for key in ("neurons_per_session", "conditions_per_session"):
+        number(key, 0, integer=True)
+    if p["neurons_per_session"] > p["n_neurons"]:
+        bad("neurons_per_session", f"must be <= n_neurons ({p['n_neurons']})")
+    if p["conditions_per_session"] > p["n_conditions"]:
+        bad("conditions_per_session", f"must be <= n_conditions ({p['n_conditions']})")
+    if p["session_trials_per_condition"] is not None:
+        pair = p["session_trials_per_condition"]
+        if not isinstance(pair, (list, tuple)) or len(pair) != 2 or \
+                not all(isinstance(v, int) and not isinstance(v, bool) for v in pair) or \
+                not 1 <= pair[0] <= pair[1]:
+            bad("session_trials_per_condition", "must be [low, high] integers, 1 <= low <= high")
     if p["readout"] not in READOUTS:
         bad("readout", f"must be one of {READOUTS}")
     number("max_rate_hz", 0, low_ok=False)
@@ -181,18 +205,39 @@ def _block_means(values: np.ndarray, offsets: np.ndarray, conds: np.ndarray,
     return ((csum[conds, offsets + width] - csum[conds, offsets]) / width).astype(np.float32)
 
 
-def simulate_session(params: dict) -> SimulatedSession:
-    """Simulate a recording from ``params`` (missing keys from DEFAULT_PARAMS); deterministic."""
+def simulate_session(params: dict, session: int = 0) -> SimulatedSession:
+    """Simulate a recording from ``params`` (missing keys from DEFAULT_PARAMS); deterministic.
+    ``session``: which session of a multi-session simulation (``sessions`` > 1): the latent
+    system, the conditions' initial states and the neuron population come from ``seed``; the
+    session's neurons, conditions, trial count, trials, split, spikes, held-out units and
+    behaviour noise from ``(seed, session)``."""
     p = _check_params(params)
     rng = dict(zip(_STREAMS, np.random.default_rng(p["seed"]).spawn(len(_STREAMS))))
+    noise_rng = rng["behavior"]
     dt = p["dt_ms"] * 1e-3
     steps_per_ms = round(1.0 / p["dt_ms"])
     n_steps = round(p["trial_duration_s"] * 1e3) * steps_per_ms  # per trial
-    n_neurons, n_trials = p["n_neurons"], p["n_conditions"] * p["trials_per_condition"]
+    n_neurons, per_condition = p["n_neurons"], p["trials_per_condition"]
+    neurons, conditions = np.arange(n_neurons), np.arange(p["n_conditions"])
+    if p["sessions"] > 1:
+        if not 0 <= session < p["sessions"]:
+            raise ValueError(f"session {session} of a {p['sessions']}-session simulation")
+        own = dict(zip(_STREAMS, np.random.default_rng([p["seed"], 1 + session]).spawn(
+            len(_STREAMS))))
+        rng.update({name: own[name] for name in _SESSION_STREAMS})
+        noise_rng, pick = own["behavior"], own["readout"]
+        if p["neurons_per_session"]:
+            neurons = np.sort(pick.choice(n_neurons, p["neurons_per_session"], replace=False))
+        if p["conditions_per_session"]:
+            conditions = np.sort(pick.choice(p["n_conditions"], p["conditions_per_session"],
+                                             replace=False))
+        if p["session_trials_per_condition"] is not None:
+            low, high = p["session_trials_per_condition"]
+            per_condition = int(pick.integers(low, high + 1))
+    n_trials = len(conditions) * per_condition
 
     # Trials: shuffled conditions, random gaps on a 1 ms grid; times in integer steps.
-    conds = rng["trials"].permutation(np.repeat(np.arange(p["n_conditions"]),
-                                                p["trials_per_condition"]))
+    conds = rng["trials"].permutation(np.repeat(conditions, per_condition))
     gaps_ms = np.round(rng["trials"].uniform(*p["iti_s"], n_trials - 1) * 1e3).astype(np.int64)
     start_ms = round(FIRST_TRIAL_S * 1e3) + np.concatenate(
         [[0], np.cumsum(gaps_ms + n_steps // steps_per_ms)])
@@ -236,6 +281,8 @@ def simulate_session(params: dict) -> SimulatedSession:
         w *= LOG_RATE_STD / np.maximum((z_flat @ w).std(0), 1e-12)
         b = np.log(target) - np.log(np.exp(z_flat @ w).mean(0))
         rates = np.exp(b + z @ w)  # (rows, steps, neurons) Hz
+    if len(neurons) < n_neurons:  # a session's subset of the population
+        rates, n_neurons = rates[..., neurons], len(neurons)
 
     # Spikes: Poisson counts per step and neuron, times uniform within the step (on a grid of
     # SPIKE_TICKS_PER_STEP ticks per step, the Units resolution: 30 kHz for 1 ms steps).
@@ -267,7 +314,7 @@ def simulate_session(params: dict) -> SimulatedSession:
     inside = (k >= 0) & (global_step < start_step[np.maximum(k, 0)] + n_steps)
     hand_vel = np.full((n_beh, 2), np.nan)
     signal = z[row[k[inside]], global_step[inside] - start_step[k[inside]]] @ mix
-    hand_vel[inside] = signal + rng["behavior"].normal(
+    hand_vel[inside] = signal + noise_rng.normal(
         0.0, p["behavior_noise"] * HAND_SPEED_STD, signal.shape)
 
     # Ground truth: means over truth steps lying wholly inside a trial.
@@ -291,7 +338,7 @@ def simulate_session(params: dict) -> SimulatedSession:
         truth_rate_hz=float(p["truth_rate_hz"]), truth_latents=truth_latents,
         truth_rates_hz=truth_rates,
         obs_intervals=trials[["start_time", "stop_time"]].to_numpy(), params=p,
-        truth_inputs=truth_inputs)
+        truth_inputs=truth_inputs, session=session)
 
 
 def write_nwb(session: SimulatedSession, path: str | Path) -> None:
@@ -302,8 +349,10 @@ def write_nwb(session: SimulatedSession, path: str | Path) -> None:
     from pynwb.misc import Units
 
     p = session.params
-    text = json.dumps({k: v for k, v in p.items()
-                       if k not in _OMIT_IF_DEFAULT or v != DEFAULT_PARAMS[k]}, sort_keys=True)
+    described = {k: v for k, v in p.items() if k not in _OMIT_IF_DEFAULT or v != DEFAULT_PARAMS[k]}
+    if p["sessions"] > 1:
+        described["session"] = session.session
+    text = json.dumps(described, sort_keys=True)
     nwb = NWBFile(
         session_description=f"Simulated spiking recording ({p['system']} latent dynamics, "
                             f"Poisson spikes); parameters: {text}",
@@ -316,7 +365,8 @@ def write_nwb(session: SimulatedSession, path: str | Path) -> None:
                                "written by lfads_core.nwb.simulate to test latent-dynamics models.",
         keywords=["simulation", "latent dynamics", p["system"], "Poisson spiking"],
         institution="simulated", lab="simulated", experimenter=["Simulator, LFADS"],
-        session_id=f"sim-{p['system']}-seed{p['seed']}",
+        session_id=f"sim-{p['system']}-seed{p['seed']}" + (
+            f"-session{session.session}" if p["sessions"] > 1 else ""),
         subject=Subject(subject_id="sim", species="Macaca mulatta", age="P5Y", sex="U",
                         description="Simulated subject; no animal was recorded."))
 
@@ -370,9 +420,10 @@ def write_nwb(session: SimulatedSession, path: str | Path) -> None:
         io.write(nwb)
 
 
-def simulate_to_nwb(params: dict, path: str | Path) -> SimulatedSession:
-    """Simulate and write to ``path`` atomically (temporary file in the same folder, renamed)."""
-    session = simulate_session(params)
+def simulate_to_nwb(params: dict, path: str | Path, session: int = 0) -> SimulatedSession:
+    """Simulate (session ``session`` of a multi-session simulation) and write to ``path``
+    atomically (temporary file in the same folder, renamed)."""
+    session = simulate_session(params, session)
     with atomic_path(path) as tmp:
         write_nwb(session, tmp)
     return session

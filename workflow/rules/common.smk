@@ -44,15 +44,29 @@ wildcard_constraints:
     member="[0-9]{3}",
 
 
+def simulated_session(stem):
+    """(simulation, session) a simulated file's name stands for: `{simulation}`, or
+    `{simulation}_session{k}` for session k of a simulation with `sessions` > 1; None if the
+    config has no such simulation."""
+    simulations = config.get("simulations", {})
+    if stem in simulations:
+        return stem, 0
+    name, _, session = stem.rpartition("_session")
+    if session.isdigit() and int(session) < simulations.get(name, {}).get("sessions", 1):
+        return name, int(session)
+    return None
+
+
 def _check_nwb_paths():
     """Every sheet path must exist, or be a simulation this config can write."""
     for name, settings in DATASETS.items():
         path = Path(settings["nwb"])
         simulated = path.parent == Path(SIMULATED_DIR) and path.suffix == ".nwb"
-        if simulated and path.stem not in config.get("simulations", {}):
+        if simulated and simulated_session(path.stem) is None:
             raise ValueError(
                 f"{config['datasets']} (dataset '{name}'): field 'nwb': {path} is a simulated "
-                f"file but config 'simulations' has no entry '{path.stem}'"
+                f"file but config 'simulations' has no entry '{path.stem}' (nor a "
+                f"multi-session simulation of which it is `{{name}}_session{{k}}`)"
             )
         if not simulated and not path.is_file():
             raise ValueError(
@@ -243,8 +257,12 @@ def metric_tables(wildcards):
 def figure_files():
     """Every figure (PNG and PDF) of every dataset; which ones depends on the data."""
     names = ["training_curves", "raster_rates", "factor_trajectories", "method_comparison"]
-    files = [f"results/{model}/figures/pbt_progress.{ext}" for model in MODELS if PBT
-             for ext in ("png", "pdf")]
+    files = [
+        f"results/{model}/figures/pbt_progress.{ext}"
+        for model in MODELS
+        if PBT
+        for ext in ("png", "pdf")
+    ]
     for dataset in DATASETS:
         extra = (["decoded_behavior"] if has_behavior(dataset) else []) + (
             ["latents_vs_truth"] if is_simulated(dataset) else []

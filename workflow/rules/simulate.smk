@@ -4,7 +4,8 @@ rule simulate:
     output:
         nwb=f"{SIMULATED_DIR}/{{name}}.nwb",
     params:
-        simulation=lambda wildcards: config["simulations"][wildcards.name],
+        simulation=lambda wildcards: config["simulations"][simulated_session(wildcards.name)[0]],
+        session=lambda wildcards: simulated_session(wildcards.name)[1],
     log:
         "logs/simulate/{name}.log",
     conda:
