@@ -69,6 +69,8 @@ class EpochRunner:
         self.stop = StopRequested()
         self.train_split = data.train.to(device)
         self.valid_split = data.valid.to(device)
+        # the likelihood's data-only term (Poisson: log k!) once per split, not every batch
+        self.nll_constants = {id(sp): model.nll_constant(sp.recon) for sp in (self.train_split, self.valid_split)}
         self.batcher = EpochBatcher(len(data.train), tcfg.batch_size, shuffle=True, seed=tcfg.seed)
         self.optimizer = torch.optim.AdamW(
             model.parameters(), lr=tcfg.lr, betas=(tcfg.adam_beta1, tcfg.adam_beta2), eps=tcfg.adam_eps,
@@ -123,7 +125,8 @@ class EpochRunner:
         if svm is not None:
             x = self.sv.mask_input(x, svm)
         ext = split.ext_input[idx] if split.ext_input is not None else None
-        return x, split.recon[idx], svm, ext
+        const = self.nll_constants.get(id(split))
+        return x, split.recon[idx], svm, ext, (const[idx] if const is not None else None)
 
     def train_epoch(self, epoch: int) -> dict[str, float]:
         model, w = self.model, self.weights(epoch)
@@ -133,11 +136,11 @@ class EpochRunner:
         for b, idx in enumerate(self.batcher.batches(epoch)):
             if self.stop.signal is not None:
                 raise TrainingPreempted(f"signal {self.stop.signal} during epoch {epoch}")
-            x, recon, svm, ext = self._inputs(self.train_split, idx)
+            x, recon, svm, ext, const = self._inputs(self.train_split, idx)
             x, keep = self.cd.mask_input(x) if self.cd.rate > 0 else (x, None)
             with self._autocast():
                 out = self.run_model(x, ext_input=ext, sample_posteriors=True)
-            nll = model.recon_nll(out, recon)
+            nll = model.recon_nll(out, recon, const)
             if keep is not None:
                 nll = self.cd.route_gradients(nll, keep)
             if svm is not None:
@@ -171,10 +174,10 @@ class EpochRunner:
         split = self.valid_split
         sums = {"recon": 0.0, "recon_sv": 0.0, "kl_ic": 0.0, "kl_co": 0.0}
         for idx in torch.arange(len(split)).split(self.cfg.batch_size):
-            x, recon, svm, ext = self._inputs(split, idx)
+            x, recon, svm, ext, const = self._inputs(split, idx)
             with self._autocast():
                 out = self.run_model(x, ext_input=ext, sample_posteriors=False)
-            nll = model.recon_nll(out, recon)
+            nll = model.recon_nll(out, recon, const)
             if svm is not None:
                 nll, nll_sv = self.sv.split_nll(nll, svm)
                 sums["recon_sv"] += float(nll_sv.sum())

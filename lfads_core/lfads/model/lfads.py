@@ -30,7 +30,7 @@ from ..config import ModelConfig
 from .controller import Controller
 from .encoders import CIEncoder, ICEncoder
 from .generator import Generator
-from .kernels import DecoderScan, gru_scan
+from .kernels import decoder_scan, gru_scan
 from .likelihoods import get_likelihood
 from .priors import GaussianPrior, make_co_prior
 from .readout import ReadIn, ReadOut
@@ -204,16 +204,26 @@ class LFADS(nn.Module):
         cx = F.linear(ci.transpose(0, 1), cell_c.weight_ih[:, :ci_dim], cell_c.bias_ih)
         w_gc = cell_c.weight_ih[:, ci_dim:] @ gen.factor_matrix()  # dropped gen state -> controller input
         hc0 = con.initial_state(B)
-        gs, gds, cps, cos = DecoderScan.apply(
+        gs, gds, cps, cos = decoder_scan(
             g0, hc0, cx, gx, w_gc, cell_c.weight_hh, cell_c.bias_hh, con.to_co.weight, con.to_co.bias,
             w_ih_g[:, :co_dim], cell_g.weight_hh, cell_g.bias_hh, gen_masks, co_eps, cell_g.clip,
         )
         return gs, gds, cps, cos
 
     # ------------------------------------------------------------------ losses
-    def recon_nll(self, out: LFADSOutput, recon_data: torch.Tensor) -> torch.Tensor:
-        """Per-entry negative log-likelihood, B x T_r x N_r."""
-        return self.likelihood.nll(out.params.float(), recon_data.float())
+    def recon_nll(self, out: LFADSOutput, recon_data: torch.Tensor,
+                  constant: torch.Tensor | None = None) -> torch.Tensor:
+        """Per-entry negative log-likelihood, B x T_r x N_r.  ``constant``: the likelihood's
+        data-only term (:meth:`nll_constant`) of ``recon_data``, if cached."""
+        if constant is None:
+            return self.likelihood.nll(out.params.float(), recon_data.float())
+        return self.likelihood.nll(out.params.float(), recon_data.float(), constant)
+
+    def nll_constant(self, recon_data: torch.Tensor) -> torch.Tensor | None:
+        """The data-only term of the per-entry NLL (Poisson: log k!), for caching; None if the
+        likelihood has none."""
+        fn = getattr(self.likelihood, "constant", None)
+        return fn(recon_data.float()) if fn is not None else None
 
     def predicted_mean(self, out: LFADSOutput) -> torch.Tensor:
         """Expected observation per entry (Poisson: counts/bin), B x T_r x N_r."""
