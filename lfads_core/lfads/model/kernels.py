@@ -75,12 +75,13 @@ def _bias_rows(b: torch.Tensor, rows: int) -> torch.Tensor:
     return b.expand(rows, b.shape[-1]).contiguous()
 
 
-def _steps(x: torch.Tensor) -> list[torch.Tensor]:
-    """x (T x B x n) as a list of T step views; a tensor broadcast over time and batch (such
-    as a bias) gives one contiguous matrix for every step."""
+def _steps(x: torch.Tensor, rows: int) -> tuple[list[torch.Tensor], bool]:
+    """x (T x B' x n) as a list of T step views, and whether they must be added to each of the
+    ``rows // B'`` repeats of the batch separately.  A tensor broadcast over time and batch
+    (such as a bias) gives one contiguous ``rows x n`` matrix for every step."""
     if x.shape[0] > 0 and x.stride(0) == 0 and x.stride(1) == 0:
-        return [x[0].contiguous()] * x.shape[0]
-    return list(x.unbind(0))
+        return [_bias_rows(x[0, 0], rows)] * x.shape[0], False
+    return list(x.unbind(0)), x.shape[1] != rows
 
 
 def _block_len(n_per_step: int, device: torch.device) -> int:
@@ -190,8 +191,11 @@ def gru_scan(xp, h0, w_hh, b_hh, clip: float = float("inf")):
 def _decoder_forward(g0, hc0, cx, gx, w_gc, w_hh_c, b_hh_c, w_co, b_co, w_cg, w_hh_g, b_hh_g, masks, eps,
                      clip: float, save: bool):
     """The controller + generator loop (see :class:`DecoderScan`).  Returns the outputs
-    (gs, gds, cps, cos) and, with ``save``, what the backward needs."""
-    Tr, B, C3 = cx.shape
+    (gs, gds, cps, cos) and, with ``save``, what the backward needs.  Without ``save``, cx and
+    gx may cover B' trials of a batch of B = k B' rows made of k repeats of them (posterior
+    samples: row j B' + b is trial b)."""
+    Tr, C3 = cx.shape[0], cx.shape[2]
+    B = g0.shape[0]
     C, G, K = C3 // 3, g0.shape[1], w_cg.shape[1]
     new = cx.new_empty
     gs, cps, cos = new(Tr, B, G), new(Tr, B, 2 * K), new(Tr, B, K)
@@ -215,8 +219,10 @@ def _decoder_forward(g0, hc0, cx, gx, w_gc, w_hh_c, b_hh_c, w_co, b_co, w_cg, w_
     ac, ag = new(B, 3 * C), new(B, 3 * G)
     w_gc_t, w_hh_c_t, w_co_t, w_cg_t, w_hh_g_t = w_gc.t(), w_hh_c.t(), w_co.t(), w_cg.t(), w_hh_g.t()
     gd0 = g0 * masks[0] if masks is not None else g0
-    cx_l, gx_l, gs_l, gds_l, cps_l, cos_l = _steps(cx), _steps(gx), gs.unbind(0), gds.unbind(0), \
-        cps.unbind(0), cos.unbind(0)
+    (cx_l, cx_rep), (gx_l, gx_rep) = _steps(cx, B), _steps(gx, B)
+    if save and (cx_rep or gx_rep):
+        raise ValueError("repeated trials are for sampling without gradients only")
+    gs_l, gds_l, cps_l, cos_l = gs.unbind(0), gds.unbind(0), cps.unbind(0), cos.unbind(0)
     b_hh_c, b_hh_g, b_co = _bias_rows(b_hh_c, B), _bias_rows(b_hh_g, B), _bias_rows(b_co, B)
     eps_l = eps.unbind(0) if eps is not None else None
     masks_l = masks.unbind(0) if masks is not None else None
@@ -228,7 +234,11 @@ def _decoder_forward(g0, hc0, cx, gx, w_gc, w_hh_c, b_hh_c, w_co, b_co, w_cg, w_
             std_t = stds[t] if eps is not None else None
         else:
             (rz_ct, n_ct, gh_ct), (rz_gt, n_gt, gh_gt), hc_new, std_t = one_c, one_g, hc_bufs[t % 2], std1
-        torch.addmm(cx_l[t], gd, w_gc_t, out=ac)
+        if cx_rep:
+            torch.mm(gd, w_gc_t, out=ac)
+            ac.view(-1, *cx_l[t].shape).add_(cx_l[t])
+        else:
+            torch.addmm(cx_l[t], gd, w_gc_t, out=ac)
         torch.addmm(b_hh_c, hc, w_hh_c_t, out=gh_ct)
         _gru_step(ac, gh_ct, hc, clip, rz_ct, n_ct, hc_new, C)
         hc = hc_new
@@ -239,7 +249,11 @@ def _decoder_forward(g0, hc0, cx, gx, w_gc, w_hh_c, b_hh_c, w_co, b_co, w_cg, w_
             torch.addcmul(cp[:, :K], std_t, eps_l[t], out=cos_l[t])
         else:
             cos_l[t].copy_(cp[:, :K])
-        torch.addmm(gx_l[t], cos_l[t], w_cg_t, out=ag)
+        if gx_rep:
+            torch.mm(cos_l[t], w_cg_t, out=ag)
+            ag.view(-1, *gx_l[t].shape).add_(gx_l[t])
+        else:
+            torch.addmm(gx_l[t], cos_l[t], w_cg_t, out=ag)
         torch.addmm(b_hh_g, g, w_hh_g_t, out=gh_gt)
         _gru_step(ag, gh_gt, g, clip, rz_gt, n_gt, gs_l[t], G)
         g = gs_l[t]
