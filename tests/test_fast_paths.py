@@ -112,3 +112,31 @@ def test_sampling_method_is_checked():
     m = LFADS(tiny_cfg())
     with pytest.raises(ValueError, match="method must be one of"):
         sample_split(m, _split(4, {}), n_samples=2, method="parallel")
+
+
+def test_cuda_graph_path_bookkeeping_emulated_on_cpu(monkeypatch):
+    """``cuda_graphs``' static buffers (emulated on CPU: the same code, replayed by calling it):
+    gradients equal the plain fast path's over several steps with changing weights, and a
+    second forward before the backward is refused rather than giving wrong gradients."""
+    monkeypatch.setattr(kernels, "GRAPH_EMULATION_ON_CPU", True)
+    monkeypatch.setattr(kernels, "_GRAPHS", {})
+    torch.manual_seed(0)
+    plain = LFADS(tiny_cfg()).double().train()
+    graphed = LFADS(tiny_cfg(cuda_graphs=True)).double().train()
+    graphed.load_state_dict(plain.state_dict())
+    x = counts((B, T, N_IN)).double()
+    y = counts((B, T + FP, N_IN + N_OUT), seed=3).double()
+    opts = [torch.optim.SGD(m.parameters(), lr=1e-3) for m in (plain, graphed)]
+    for step in range(3):
+        grads = []
+        for m, opt in zip((plain, graphed), opts):
+            out, g = _grads(m, x, None, y, "fast")
+            grads.append(g)
+            opt.step()
+        for n in grads[0]:
+            torch.testing.assert_close(grads[1][n], grads[0][n], rtol=1e-10, atol=1e-12, msg=f"{n}, step {step}")
+    assert len(kernels._GRAPHS) == 1  # one shape, captured once
+    first = graphed(x)
+    graphed(x)  # overwrites the first pass's saved tensors
+    with pytest.raises(RuntimeError, match="another forward pass"):
+        first.params.sum().backward()

@@ -30,7 +30,7 @@ import math
 
 import torch
 
-__all__ = ["GRUScan", "gru_scan", "DecoderScan", "decoder_scan", "gru_grad_coefficients"]
+__all__ = ["GRUScan", "gru_scan", "DecoderScan", "DecoderScanGraphed", "decoder_scan", "gru_grad_coefficients"]
 
 
 def _needs_grad(*tensors) -> bool:
@@ -312,79 +312,187 @@ class DecoderScan(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     @torch.amp.custom_bwd(device_type="cuda")
     def backward(ctx, d_gs, d_gds, d_cps, d_cos):
-        (g0, hc0, gd0, w_gc, w_hh_c, w_co, w_cg, w_hh_g, masks, gs, gds, hcs, cos,
-         k3g, kx3g, zm_g, k3c, kx3c, zm_c, e2) = ctx.saved_tensors
-        Tr, B, G = gs.shape
-        C, K = hcs.shape[2], cos.shape[2]
-        new = gs.new_empty
-        dg_all, dhc_all = new(Tr, B, G), new(Tr, B, C)  # total gradients w.r.t. g_t and hc_t
-        dgh_g, dgx, dgh_c, dcx, dcp = new(Tr, B, 3 * G), new(Tr, B, 3 * G), new(Tr, B, 3 * C), \
-            new(Tr, B, 3 * C), new(Tr, B, 2 * K)
-        v3 = lambda x, n: x.view(Tr, B, 3, n)  # noqa: E731
-        k3g_l, kx3g_l, k3c_l, kx3c_l = v3(k3g, G).unbind(0), v3(kx3g, G).unbind(0), v3(k3c, C).unbind(0), \
-            v3(kx3c, C).unbind(0)
-        dgh_g3, dgx3, dgh_c3, dcx3 = v3(dgh_g, G).unbind(0), v3(dgx, G).unbind(0), v3(dgh_c, C).unbind(0), \
-            v3(dcx, C).unbind(0)
-        e2_l, dcp2_l, d_cps2_l = e2.view(Tr, B, 2, K).unbind(0), dcp.view(Tr, B, 2, K).unbind(0), \
-            d_cps.reshape(Tr, B, 2, K).unbind(0)
-        # gradient reaching g_t from the outputs: d_gs + d_gds * mask (the controller's part is added below)
-        d_direct = d_gs + d_gds * masks[1:] if masks is not None else d_gs + d_gds
-        dgd_next = new(B, G)
-        for t in range(Tr - 1, -1, -1):
-            dg = dg_all[t]
-            if t == Tr - 1:
-                dg.copy_(d_direct[t])
-            else:  # from g_{t+1}'s update and, through the dropped state, the controller at t+1
-                torch.addcmul(d_direct[t], dg_all[t + 1], zm_g[t + 1], out=dg)
-                dg.addmm_(dgh_g[t + 1], w_hh_g)
-                if masks is not None:
-                    torch.mm(dcx[t + 1], w_gc, out=dgd_next)
-                    dg.addcmul_(dgd_next, masks[t + 1])
-                else:
-                    dg.addmm_(dcx[t + 1], w_gc)
-            dg3 = dg.unsqueeze(1)
-            torch.mul(k3g_l[t], dg3, out=dgh_g3[t])
-            torch.mul(kx3g_l[t], dg3, out=dgx3[t])
-            dco = torch.addmm(d_cos[t], dgx[t], w_cg)
-            torch.addcmul(d_cps2_l[t], e2_l[t], dco.unsqueeze(1), out=dcp2_l[t])
-            dhc = dhc_all[t]
-            if t == Tr - 1:
-                torch.mm(dcp[t], w_co, out=dhc)
+        return _decoder_backward(ctx.saved_tensors, d_gs, d_gds, d_cps, d_cos) + (None, None, None)
+
+
+def _decoder_backward(saved, d_gs, d_gds, d_cps, d_cos):
+    """The backward of :func:`_decoder_forward` (``saved``: what it returned with ``save``);
+    returns the gradients of its first 12 inputs."""
+    (g0, hc0, gd0, w_gc, w_hh_c, w_co, w_cg, w_hh_g, masks, gs, gds, hcs, cos,
+     k3g, kx3g, zm_g, k3c, kx3c, zm_c, e2) = saved
+    Tr, B, G = gs.shape
+    C, K = hcs.shape[2], cos.shape[2]
+    new = gs.new_empty
+    dg_all, dhc_all = new(Tr, B, G), new(Tr, B, C)  # total gradients w.r.t. g_t and hc_t
+    dgh_g, dgx, dgh_c, dcx, dcp = new(Tr, B, 3 * G), new(Tr, B, 3 * G), new(Tr, B, 3 * C), \
+        new(Tr, B, 3 * C), new(Tr, B, 2 * K)
+    v3 = lambda x, n: x.view(Tr, B, 3, n)  # noqa: E731
+    k3g_l, kx3g_l, k3c_l, kx3c_l = v3(k3g, G).unbind(0), v3(kx3g, G).unbind(0), v3(k3c, C).unbind(0), \
+        v3(kx3c, C).unbind(0)
+    dgh_g3, dgx3, dgh_c3, dcx3 = v3(dgh_g, G).unbind(0), v3(dgx, G).unbind(0), v3(dgh_c, C).unbind(0), \
+        v3(dcx, C).unbind(0)
+    e2_l, dcp2_l, d_cps2_l = e2.view(Tr, B, 2, K).unbind(0), dcp.view(Tr, B, 2, K).unbind(0), \
+        d_cps.reshape(Tr, B, 2, K).unbind(0)
+    # gradient reaching g_t from the outputs: d_gs + d_gds * mask (the controller's part is added below)
+    d_direct = d_gs + d_gds * masks[1:] if masks is not None else d_gs + d_gds
+    dgd_next = new(B, G)
+    for t in range(Tr - 1, -1, -1):
+        dg = dg_all[t]
+        if t == Tr - 1:
+            dg.copy_(d_direct[t])
+        else:  # from g_{t+1}'s update and, through the dropped state, the controller at t+1
+            torch.addcmul(d_direct[t], dg_all[t + 1], zm_g[t + 1], out=dg)
+            dg.addmm_(dgh_g[t + 1], w_hh_g)
+            if masks is not None:
+                torch.mm(dcx[t + 1], w_gc, out=dgd_next)
+                dg.addcmul_(dgd_next, masks[t + 1])
             else:
-                torch.mul(dhc_all[t + 1], zm_c[t + 1], out=dhc)
-                dhc.addmm_(dgh_c[t + 1], w_hh_c)
-                dhc.addmm_(dcp[t], w_co)
-            dhc3 = dhc.unsqueeze(1)
-            torch.mul(k3c_l[t], dhc3, out=dgh_c3[t])
-            torch.mul(kx3c_l[t], dhc3, out=dcx3[t])
-        dgd0 = torch.mm(dcx[0], w_gc)
-        dg0 = torch.addmm(dg_all[0] * zm_g[0], dgh_g[0], w_hh_g)
-        dg0 += dgd0 * masks[0] if masks is not None else dgd0
-        dhc0 = torch.addmm(dhc_all[0] * zm_c[0], dgh_c[0], w_hh_c)
+                dg.addmm_(dcx[t + 1], w_gc)
+        dg3 = dg.unsqueeze(1)
+        torch.mul(k3g_l[t], dg3, out=dgh_g3[t])
+        torch.mul(kx3g_l[t], dg3, out=dgx3[t])
+        dco = torch.addmm(d_cos[t], dgx[t], w_cg)
+        torch.addcmul(d_cps2_l[t], e2_l[t], dco.unsqueeze(1), out=dcp2_l[t])
+        dhc = dhc_all[t]
+        if t == Tr - 1:
+            torch.mm(dcp[t], w_co, out=dhc)
+        else:
+            torch.mul(dhc_all[t + 1], zm_c[t + 1], out=dhc)
+            dhc.addmm_(dgh_c[t + 1], w_hh_c)
+            dhc.addmm_(dcp[t], w_co)
+        dhc3 = dhc.unsqueeze(1)
+        torch.mul(k3c_l[t], dhc3, out=dgh_c3[t])
+        torch.mul(kx3c_l[t], dhc3, out=dcx3[t])
+    dgd0 = torch.mm(dcx[0], w_gc)
+    dg0 = torch.addmm(dg_all[0] * zm_g[0], dgh_g[0], w_hh_g)
+    dg0 += dgd0 * masks[0] if masks is not None else dgd0
+    dhc0 = torch.addmm(dhc_all[0] * zm_c[0], dgh_c[0], w_hh_c)
 
-        def wgrad(dpre, xs, x0):
-            """sum_t dpre_t^T @ x_{t-1} with x_{-1} = x0."""
-            n_out, n_in = dpre.shape[2], xs.shape[2]
-            w = torch.mm(dpre[0].t(), x0)
-            if Tr > 1:
-                w.addmm_(dpre[1:].reshape(-1, n_out).t(), xs[:-1].reshape(-1, n_in))
-            return w
+    def wgrad(dpre, xs, x0):
+        """sum_t dpre_t^T @ x_{t-1} with x_{-1} = x0."""
+        n_out, n_in = dpre.shape[2], xs.shape[2]
+        w = torch.mm(dpre[0].t(), x0)
+        if Tr > 1:
+            w.addmm_(dpre[1:].reshape(-1, n_out).t(), xs[:-1].reshape(-1, n_in))
+        return w
 
-        flat = lambda x: x.reshape(-1, x.shape[-1])  # noqa: E731
-        dw_gc = wgrad(dcx, gds, gd0)
-        dw_hh_c = wgrad(dgh_c, hcs, hc0)
-        dw_hh_g = wgrad(dgh_g, gs, g0)
-        dw_co = torch.mm(flat(dcp).t(), flat(hcs))
-        dw_cg = torch.mm(flat(dgx).t(), flat(cos))
-        return (dg0, dhc0, dcx, dgx, dw_gc, dw_hh_c, flat(dgh_c).sum(0), dw_co, flat(dcp).sum(0), dw_cg, dw_hh_g,
-                flat(dgh_g).sum(0), None, None, None)
+    flat = lambda x: x.reshape(-1, x.shape[-1])  # noqa: E731
+    dw_gc = wgrad(dcx, gds, gd0)
+    dw_hh_c = wgrad(dgh_c, hcs, hc0)
+    dw_hh_g = wgrad(dgh_g, gs, g0)
+    dw_co = torch.mm(flat(dcp).t(), flat(hcs))
+    dw_cg = torch.mm(flat(dgx).t(), flat(cos))
+    return (dg0, dhc0, dcx, dgx, dw_gc, dw_hh_c, flat(dgh_c).sum(0), dw_co, flat(dcp).sum(0), dw_cg, dw_hh_g,
+            flat(dgh_g).sum(0))
+
+
+# ---------------------------------------------------------------------------- CUDA graphs
+#: Emulate the CUDA-graph path on CPU (replaying = calling the function on the static
+#: buffers), so that its bookkeeping is tested without a GPU.  Tests only.
+GRAPH_EMULATION_ON_CPU = False
+_GRAPHS: dict[tuple, tuple] = {}
+_MAX_GRAPHS = 16
+
+
+def _flatten(x, out):
+    if isinstance(x, (tuple, list)):
+        for y in x:
+            _flatten(y, out)
+    else:
+        out.append(x)
+    return out
+
+
+class _StaticCall:
+    """``fn`` replayed on static input buffers: captured once as a CUDA graph (one launch for
+    the whole loop instead of a few hundred small kernels), or, on CPU with
+    :data:`GRAPH_EMULATION_ON_CPU`, called on the static buffers.  ``fn`` returns a nested
+    tuple of tensors, which live in the graph's memory and are overwritten by the next replay."""
+
+    def __init__(self, fn, args):
+        self.fn = fn
+        self.static_in = [a.detach().clone() if isinstance(a, torch.Tensor) else a for a in args]
+        self.replays = 0
+        self.graph = None
+        dev = next(a for a in args if isinstance(a, torch.Tensor)).device
+        if dev.type == "cuda":
+            stream = torch.cuda.Stream(dev)
+            stream.wait_stream(torch.cuda.current_stream(dev))
+            with torch.cuda.stream(stream), torch.no_grad():
+                for _ in range(2):  # warm-up outside the graph (allocator, cuBLAS workspaces)
+                    fn(*self.static_in)
+            torch.cuda.current_stream(dev).wait_stream(stream)
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph), torch.no_grad():
+                self.static_out = fn(*self.static_in)
+        else:
+            self.static_out = None
+
+    def __call__(self, *args):
+        for dst, src in zip(self.static_in, args):
+            if isinstance(dst, torch.Tensor) and dst.data_ptr() != src.data_ptr():
+                dst.copy_(src)
+        if self.graph is not None:
+            self.graph.replay()
+        else:
+            with torch.no_grad():
+                self.static_out = self.fn(*self.static_in)
+        self.replays += 1
+        return self.static_out
+
+
+def _graph_key(args, clip, tag):
+    return (tag, clip) + tuple(None if a is None else (a.device, a.dtype, tuple(a.shape)) for a in args)
+
+
+class DecoderScanGraphed(torch.autograd.Function):
+    """:class:`DecoderScan` with its forward and backward loops each replayed as one CUDA graph
+    per batch shape (``ModelConfig.cuda_graphs``).  The forward's saved tensors stay in the
+    graph's memory until the backward: one forward, then its backward (as in training); a
+    second forward before the backward is detected and raises."""
+
+    @staticmethod
+    @torch.amp.custom_fwd(device_type="cuda", cast_inputs=torch.float32)
+    def forward(ctx, g0, hc0, cx, gx, w_gc, w_hh_c, b_hh_c, w_co, b_co, w_cg, w_hh_g, b_hh_g, masks, eps,
+                clip: float):
+        args = (g0, hc0, cx.contiguous(), gx.contiguous(), w_gc, w_hh_c, b_hh_c, w_co, b_co, w_cg, w_hh_g, b_hh_g,
+                masks, eps)
+        key = _graph_key(args, clip, "fwd")
+        if key not in _GRAPHS:
+            if len(_GRAPHS) >= _MAX_GRAPHS:
+                _GRAPHS.clear()
+            _GRAPHS[key] = (_StaticCall(lambda *a: _decoder_forward(*a, clip, save=True), args), {})
+        fwd, state = _GRAPHS[key]
+        outputs, saved = fwd(*args)
+        ctx.key, ctx.replay = key, fwd.replays
+        return tuple(o.clone() for o in outputs)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    @torch.amp.custom_bwd(device_type="cuda")
+    def backward(ctx, d_gs, d_gds, d_cps, d_cos):
+        fwd, state = _GRAPHS[ctx.key]
+        if fwd.replays != ctx.replay:
+            raise RuntimeError("cuda_graphs: another forward pass of the same shape ran before this backward "
+                               "(its saved tensors were overwritten); run one forward per backward, or set "
+                               "model.cuda_graphs: false")
+        saved = fwd.static_out[1]
+        grads = (d_gs.contiguous(), d_gds.contiguous(), d_cps.contiguous(), d_cos.contiguous())
+        if "bwd" not in state:
+            n = len(saved)
+            state["bwd"] = _StaticCall(lambda *a: _decoder_backward(a[:n], *a[n:]), saved + grads)
+        out = state["bwd"](*(saved + grads))
+        return tuple(o.clone() for o in out) + (None, None, None)
 
 
 def decoder_scan(g0, hc0, cx, gx, w_gc, w_hh_c, b_hh_c, w_co, b_co, w_cg, w_hh_g, b_hh_g, masks, eps,
-                 clip: float):
+                 clip: float, cuda_graphs: bool = False):
     """See :class:`DecoderScan`.  Without gradients it runs the forward loop alone, keeping
-    no per-step gates (and, without dropout masks, returns the states as the dropped states)."""
+    no per-step gates (and, without dropout masks, returns the states as the dropped states).
+    ``cuda_graphs``: on CUDA, replay the loops as CUDA graphs (:class:`DecoderScanGraphed`)."""
     args = (g0, hc0, cx, gx, w_gc, w_hh_c, b_hh_c, w_co, b_co, w_cg, w_hh_g, b_hh_g, masks, eps)
     if _needs_grad(*args):
+        if cuda_graphs and (g0.is_cuda or GRAPH_EMULATION_ON_CPU):
+            return DecoderScanGraphed.apply(*args, clip)
         return DecoderScan.apply(*args, clip)
     return _decoder_forward(*args, clip, save=False)[0]
