@@ -211,3 +211,18 @@ def test_sessions_with_other_bins_are_refused(sessions, tmp_path):
     with pytest.raises(ValueError, match="the sessions disagree on encod_seq_len"):
         train([sessions[1], other], tmp_path / "run", stitched_cfg(), tiny_stitched_train(),
               device="cpu")
+
+
+def test_posterior_sampling_uses_the_sessions_own_readin_and_readout(sessions, tmp_path):
+    from lfads_core.lfads.posterior import run_posterior
+
+    result = train(sessions, tmp_path / "run", stitched_cfg(), tiny_stitched_train(max_epochs=1),
+                   device="cpu")
+    for k, path in enumerate(sessions):
+        out = run_posterior(result.model_path, path, tmp_path / f"posterior_{k}.h5", n_samples=2,
+                            device="cpu", session=k)
+        data = load_lfads_h5(path)
+        assert out["valid_rates"].shape == tuple(data.valid.recon.shape)
+    with pytest.raises(RuntimeError):  # another session's read-in does not fit these units
+        run_posterior(result.model_path, sessions[0], tmp_path / "wrong.h5", n_samples=1,
+                      device="cpu", session=1)
