@@ -33,7 +33,7 @@ def planned_jobs(stdout: str) -> list[tuple[str, str | None]]:
     for block in re.split(r"^\[.*\]$", stdout, flags=re.M):
         rule = re.search(r"^(?:local)?rule (\w+):", block, re.M)
         if rule:
-            dataset = re.search(r"^\s+wildcards: .*?\b(?:dataset|name)=([\w.-]+)", block, re.M)
+            dataset = re.search(r"^\s+wildcards: .*?\b(?:dataset|model|name)=([\w.-]+)", block, re.M)
             jobs.append((rule.group(1), dataset.group(1) if dataset else None))
     return jobs
 

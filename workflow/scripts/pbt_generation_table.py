@@ -11,7 +11,7 @@ with rule_logging(snakemake) as log:
     results = [yaml.safe_load(Path(path).read_text()) for path in snakemake.input.results]
     table = generation_table(plan["generation"], plan["members"],
                              [result["valid_loss_smooth"] for result in results])
-    table.insert(0, "dataset", snakemake.wildcards.dataset)
+    table.insert(0, "dataset", snakemake.wildcards.model)  # a group: its name
     table["epochs_run"] = [result["epochs_run"] for result in results]
     table["seconds"] = [result["seconds"] for result in results]
     with atomic_path(snakemake.output.table) as tmp:

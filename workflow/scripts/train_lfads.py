@@ -16,14 +16,15 @@ with rule_logging(snakemake) as log, claim_device(snakemake.config["lfads"]["dev
     train_cfg = TrainConfig.from_dict(settings["training"])
     log.info("training on %s with %d CPU threads", device, snakemake.threads)
     data = list(snakemake.input.data)  # one session, or a group's sessions (stitched)
-    result = train(data if len(data) > 1 else data[0], Path(snakemake.output.model).parent,
+    data = data if len(data) > 1 else data[0]
+    result = train(data, Path(snakemake.output.model).parent,
                    model_cfg, train_cfg, device=device, resume="if_compatible")
     log.info("done: %s; best epoch %d of %d", result.stop_reason, result.best_epoch,
              result.epochs_run)
     with open(snakemake.output.config, "w") as f:
         yaml.safe_dump({"model": model_cfg.to_dict(), "training": train_cfg.to_dict(),
                         "device": str(device), "input": data,
-                        "run": snakemake.wildcards.run, "model": snakemake.wildcards.model, "stop_reason": result.stop_reason,
+                        "run": snakemake.wildcards.run, "stop_reason": result.stop_reason,
                         "best_epoch": result.best_epoch,
                         "best_valid_metric_smooth": float(result.best_metric),
                         "epochs_run": result.epochs_run}, f, sort_keys=False)
