@@ -94,14 +94,12 @@ def model_config_for_data(model_cfg: ModelConfig, data: LFADSData | list[LFADSDa
         "recon_seq_len": first.recon_seq_len,
         "ext_input_dim": first.ext_input_dim,
     }
-    if len(sessions) > 1 and model_cfg.readin_dim is None:  # the fewest held-in units
-        dims["readin_dim"] = min(dims["encod_data_dims"])
     for k, v in dims.items():
-        if k == "readin_dim":
-            continue
         cur = getattr(model_cfg, k)
         if cur and cur != v:
             raise ValueError(f"ModelConfig.{k}={cur!r} does not match the data ({v!r})")
+    if len(sessions) > 1 and model_cfg.readin_dim is None:  # the fewest held-in units
+        dims["readin_dim"] = min(dims["encod_data_dims"])
     return model_cfg.replace(**dims)
 
 
