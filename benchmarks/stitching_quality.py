@@ -10,8 +10,10 @@ conditions' trials: 12 conditions x 5 trials = 60 trials), every session a row o
 stitched model and one model per session, all with the same epoch budget. It reports per
 session, on its validation trials: co-bps and rate R^2 against the true rates of both; and the
 latent R^2 of one affine map from the stitched factors to the true latents fitted on every
-session's training trials together. Training time: the group's job against the sum of the
-single-session jobs (Snakemake's benchmark records). Results go to ``--out`` as JSON.
+session's training trials together. Training time (Snakemake's benchmark records): the group's
+job against the sum of the single-session jobs and against one model of the same size on as
+many trials from one session (`pooled`: 60 neurons, 12 conditions x 25 trials, trained in the
+same run). Results go to ``--out`` as JSON; ``--keep`` continues in an existing ``--workdir``.
 """
 
 from __future__ import annotations
@@ -33,26 +35,30 @@ from lfads_core.analysis.ground_truth import fit_latent_map, r2_per_channel
 
 ROOT = Path(__file__).resolve().parent.parent
 GROUP = "stitched"
+POOLED = "pooled"
 
 
-def prepare(work: Path, n_sessions: int, epochs: int, cores: int) -> list[str]:
-    if work.exists():
+def prepare(work: Path, n_sessions: int, epochs: int, keep: bool) -> list[str]:
+    if work.exists() and not keep:
         shutil.rmtree(work)
-    shutil.copytree(ROOT / "config", work / "config")
+    shutil.copytree(ROOT / "config", work / "config", dirs_exist_ok=True)
     lorenz = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())["simulations"]["lorenz"]
     names = [f"session{k}" for k in range(n_sessions)]
     overlay = {
         "datasets": "config/sessions.tsv",
         "simulations": {"lorenz_sessions": {**lorenz, "n_neurons": 150, "n_conditions": 12,
                                             "sessions": n_sessions, "neurons_per_session": 60,
-                                            "trials_per_condition": 5}},
+                                            "trials_per_condition": 5},
+                        "lorenz_pooled": {**lorenz, "n_neurons": 60, "n_conditions": 12,
+                                          "trials_per_condition": 5 * n_sessions}},
         "lfads": {"overrides": {name: {"training": {"max_epochs": epochs}}
-                                for name in [*names, GROUP]},
+                                for name in [*names, GROUP, POOLED]},
                   "stitching": {"single_session_baseline": True}},
     }
     rows = ["dataset\tnwb\tbehavior\tcondition_columns\tgroup"]
     rows += [f"{name}\tresources/simulated/lorenz_sessions_session{k}.nwb\thand_vel\tcondition\t"
              f"{GROUP}" for k, name in enumerate(names)]
+    rows.append(f"{POOLED}\tresources/simulated/lorenz_pooled.nwb\thand_vel\tcondition\t")
     (work / "config" / "sessions.tsv").write_text("\n".join(rows) + "\n")
     (work / "overlay.yaml").write_text(yaml.safe_dump(overlay))
     return names
@@ -65,10 +71,13 @@ def main():
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/stitching_quality"))
     parser.add_argument("--out", type=Path, default=Path("stitching_quality.json"))
+    parser.add_argument("--keep", action="store_true",
+                        help="continue in an existing --workdir (jobs done stay done)")
     args = parser.parse_args()
 
-    names = prepare(args.workdir, args.sessions, args.epochs, args.cores)
+    names = prepare(args.workdir, args.sessions, args.epochs, args.keep)
     targets = [f"results/{name}/metrics.tsv" for name in names]
+    targets.append(f"results/{POOLED}/lfads/default/model.pt")
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"),
            "--directory", str(args.workdir), "--cores", str(args.cores), *targets,
            "--configfile", str(args.workdir / "overlay.yaml")]
@@ -101,13 +110,16 @@ def main():
             r2_per_channel(predicted, latents[name]["valid"])))
     bench = results.parent / "logs"
     seconds = {name: float(pd.read_csv(bench / name / "benchmark/train_lfads_default.tsv",
-                                       sep="\t")["s"].iloc[0]) for name in [*names, GROUP]}
+                                       sep="\t")["s"].iloc[0])
+               for name in [*names, GROUP, POOLED]}
     table = pd.DataFrame(rows)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     single = sum(seconds[n] for n in names)
     print(f"\ntraining on {args.cores} cores, {args.epochs} epochs: stitched group "
-          f"{seconds[GROUP]:.0f} s; the {len(names)} single-session models {single:.0f} s "
-          f"together ({single / len(names):.0f} s each); whole workflow {wall / 60:.1f} min")
+          f"{seconds[GROUP]:.0f} s; one model on as many trials of one session "
+          f"{seconds[POOLED]:.0f} s; the {len(names)} single-session models {single:.0f} s "
+          f"together ({single / len(names):.0f} s each); whole workflow {wall / 60:.1f} min"
+          f"{' (this continuation)' if args.keep else ''}")
     args.out.write_text(json.dumps({"sessions": rows, "train_seconds": seconds,
                                     "wall_s": wall, "epochs": args.epochs}, indent=1))
 
