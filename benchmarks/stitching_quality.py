@@ -12,8 +12,9 @@ session, on its validation trials: co-bps and rate R^2 against the true rates of
 latent R^2 of one affine map from the stitched factors to the true latents fitted on every
 session's training trials together. Training time (Snakemake's benchmark records): the group's
 job against the sum of the single-session jobs and against one model of the same size on as
-many trials from one session (`pooled`: 60 neurons, 12 conditions x 25 trials, trained in the
-same run). Results go to ``--out`` as JSON; ``--keep`` continues in an existing ``--workdir``.
+many trials from one session (`pooled`: 60 neurons, 12 conditions x 25 trials, trained and
+scored in the same run). Results go to ``--out`` as JSON; ``--keep`` continues in an existing
+``--workdir``.
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ def main():
 
     names = prepare(args.workdir, args.sessions, args.epochs, args.keep)
     targets = [f"results/{name}/metrics.tsv" for name in names]
-    targets.append(f"results/{POOLED}/lfads/default/model.pt")
+    targets.append(f"results/{POOLED}/metrics.tsv")
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"),
            "--directory", str(args.workdir), "--cores", str(args.cores), *targets,
            "--configfile", str(args.workdir / "overlay.yaml")]
@@ -114,13 +115,18 @@ def main():
                for name in [*names, GROUP, POOLED]}
     table = pd.DataFrame(rows)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    value = pd.read_csv(results / POOLED / "metrics.tsv", sep="\t").set_index(
+        ["method", "metric"])["value"]
+    pooled = {m: float(value[("lfads", m)]) for m in ("co-bps", "rate R2 (truth)")}
+    print(f"one model on as many trials of one session (60 neurons): co-bps "
+          f"{pooled['co-bps']:.3f}, rate R2 (truth) {pooled['rate R2 (truth)']:.3f}")
     single = sum(seconds[n] for n in names)
     print(f"\ntraining on {args.cores} cores, {args.epochs} epochs: stitched group "
           f"{seconds[GROUP]:.0f} s; one model on as many trials of one session "
           f"{seconds[POOLED]:.0f} s; the {len(names)} single-session models {single:.0f} s "
           f"together ({single / len(names):.0f} s each); whole workflow {wall / 60:.1f} min"
           f"{' (this continuation)' if args.keep else ''}")
-    args.out.write_text(json.dumps({"sessions": rows, "train_seconds": seconds,
+    args.out.write_text(json.dumps({"sessions": rows, "pooled": pooled, "train_seconds": seconds,
                                     "wall_s": wall, "epochs": args.epochs}, indent=1))
 
 

@@ -7,8 +7,9 @@ Each session observes its own neurons of the same task. Before training:
    ``ALIGN_SIGMA_S``) and averaged per condition; the conditions all sessions share are used
    (all trials as one condition where a session has no condition labels).
 2. The condition averages of all sessions side by side (conditions x bins rows, every session's
-   held-in neurons as columns, each centred) give principal components; their scores, scaled to
-   unit variance, are the shared alignment.
+   held-in neurons as columns, each centred) give principal components; their scores, scaled
+   together so that the first has unit variance, are the shared alignment (each component keeps
+   its share of the variance, so the read-in does not amplify the weak, noisy components).
 3. Per session, a ridge regression from its centred condition averages onto the first
    ``readin_dim`` scores is its read-in (``W``: neurons -> readin_dim, and a bias that centres),
    and a ridge regression of its log condition-averaged rates (every recon channel) on the
@@ -74,7 +75,7 @@ def alignment_maps(inputs: list[np.ndarray], outputs: list[np.ndarray], readin_d
     k = min(n, int((sv > sv[0] * 1e-8).sum()))
     scores = np.zeros((len(u), n))
     scores[:, :k] = u[:, :k] * sv[:k]
-    scores[:, :k] /= scores[:, :k].std(axis=0)
+    scores /= scores[:, 0].std()
     maps = []
     for x, xc, y in zip(inputs, centred, outputs):
         w_in = _ridge(xc, scores[:, :readin_dim])
