@@ -124,6 +124,21 @@ def test_readins_map_every_session_onto_shared_components(sessions):
     assert abs(np.corrcoef(a[:, 0], b[:, 0])[0, 1]) < 0.9
 
 
+def test_the_alignment_does_not_amplify_weak_components(sessions):
+    """The read-ins keep each component at its share of the variance: beyond the 2-d rotation
+    the components are noise, and whitening them would feed the encoders amplified noise."""
+    torch.manual_seed(0)
+    model, data = stitched_model(sessions)
+    init_from_alignment(model, data)
+    with torch.no_grad():
+        for k, d in enumerate(data):
+            mean = condition_averages(d.train.encod.numpy(), d.train.extras["cond_idx"],
+                                      list(range(N_CONDITIONS)), sigma_bins=5.0)
+            variance = model.readin(torch.from_numpy(mean).float(), k).numpy().var(axis=0)
+            assert variance[0] == pytest.approx(1.0, rel=0.3), k
+            assert (variance[2:] < 0.2 * variance[0]).all(), (k, variance)
+
+
 def test_the_alignment_sees_only_training_trials(sessions, tmp_path):
     torch.manual_seed(0)
     model, data = stitched_model(sessions)
