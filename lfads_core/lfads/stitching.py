@@ -75,7 +75,8 @@ def alignment_maps(inputs: list[np.ndarray], outputs: list[np.ndarray], readin_d
     k = min(n, int((sv > sv[0] * 1e-8).sum()))
     scores = np.zeros((len(u), n))
     scores[:, :k] = u[:, :k] * sv[:k]
-    scores /= scores[:, 0].std()
+    if k:  # no variance at all (e.g. no spikes): the scores stay zero
+        scores /= scores[:, 0].std()
     maps = []
     for x, xc, y in zip(inputs, centred, outputs):
         w_in = _ridge(xc, scores[:, :readin_dim])
