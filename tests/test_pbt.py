@@ -13,8 +13,8 @@ import yaml
 from conftest import CONFIG
 from lfads_core.errors import InputDataError
 from lfads_core.lfads.training import NonFiniteLossError, train
-from lfads_core.workflow.pbt import (SEARCHABLE, explore, initial_plan, member_training_settings,
-                                     next_plan, pbt_settings)
+from lfads_core.workflow.pbt import (SEARCHABLE, configured_values, explore, initial_plan,
+                                     member_training_settings, next_plan, pbt_settings)
 from test_training import read_log, tiny_model, tiny_train, write_lfads_h5
 
 torch.set_num_threads(1)
@@ -50,6 +50,7 @@ def test_the_defaults_are_valid_and_off():
     ({"exploit_fraction": 0.7}, "lfads.pbt.exploit_fraction", "(0, 0.5]"),
     ({"explore_factors": []}, "lfads.pbt.explore_factors", "non-empty"),
     ({"parameters": {}}, "lfads.pbt.parameters", "at least one"),
+    ({"configured_member": "yes"}, "lfads.pbt.configured_member", "true or false"),
 ])
 def test_bad_settings_are_named(change, key, words):
     with pytest.raises(InputDataError) as err:
@@ -84,6 +85,20 @@ def test_initial_draws_respect_ranges_and_log_scale():
         else:
             assert abs(np.median(values) - (r.low + r.high) / 2) < 0.1 * (r.high - r.low), name
     assert all(e["parent"] is None and e["founder"] == e["member"] for e in plan)
+
+
+def test_the_configured_member_starts_from_the_config_clipped_to_the_ranges():
+    pbt = settings(population=4)
+    assert pbt.configured_member  # config/config.yaml turns it on
+    base = {"model": dict(CONFIG["lfads"]["model"]), "training": dict(CONFIG["lfads"]["training"])}
+    base["training"].update(l2_con_scale=0.0, lr=0.5)  # below a log range; above its top
+    configured = configured_values(base, pbt)
+    assert configured["training.l2_con_scale"] == pbt.parameters["training.l2_con_scale"].low
+    assert configured["training.lr"] == pbt.parameters["training.lr"].high
+    assert configured["model.cd_rate"] == CONFIG["lfads"]["model"]["cd_rate"]
+    drawn, plan = initial_plan(pbt), initial_plan(pbt, configured)
+    assert plan[0]["settings"] == configured and plan[0]["why"] == "configured settings"
+    assert plan[1:] == drawn[1:] and drawn[0]["settings"] != configured  # the others' draws stay
 
 
 def test_explore_multiplies_or_resamples_and_clips():

@@ -11,13 +11,16 @@ Config ``lfads.pbt`` (defaults and their sources: ``config/config.yaml``, ``conf
     exploit_fraction: 0.25       # the worst fraction copies a member of the best fraction
     explore_factors: [0.8, 1.25] # each setting is multiplied by one of these ...
     resample_probability: 0.25   # ... or, with this probability, drawn afresh from its range
+    configured_member: true      # member 0 starts from the configured settings
     parameters:                  # "model.<key>" or "training.<key>" -> range and scale
       training.lr: {low: 1.0e-4, high: 1.0e-2, scale: log}
 
 A *plan* says, for every member of one generation, which member of the previous generation it
 starts from (``parent``: its weights, optimiser state and training progress; none in the first
 generation), its settings and why. The plan of generation 0 draws every setting from its
-range; the plan of generation g+1 follows from generation g's results:
+range (with ``configured_member``, member 0 instead takes the values the model and training
+config set, each clipped to its range, so the configured run is one of the founders); the plan
+of generation g+1 follows from generation g's results:
 
 * **exploit** (truncation selection): members are ranked by their smoothed validation loss at
   the end of the generation (NaN last; ties by member number). The worst
@@ -85,6 +88,7 @@ class PBTSettings:
     explore_factors: tuple[float, ...]
     resample_probability: float
     parameters: dict[str, SearchRange] = field(default_factory=dict)
+    configured_member: bool = False
 
     @property
     def n_exploit(self) -> int:
@@ -157,8 +161,11 @@ def pbt_settings(pbt: dict | None, sweep: dict | None = None) -> PBTSettings | N
         if scale == "log" and low <= 0:
             _bad(key, f"a log range needs low > 0, got {low!r}")
         ranges[name] = SearchRange(float(low), float(high), scale)
+    configured = pbt.get("configured_member", False)
+    if not isinstance(configured, bool):
+        _bad("configured_member", f"must be true or false, got {configured!r}")
     return PBTSettings(population, epochs, generations, seed, float(fraction),
-                       tuple(float(f) for f in factors), float(resample), ranges)
+                       tuple(float(f) for f in factors), float(resample), ranges, configured)
 
 
 def generation_rng(settings: PBTSettings, generation: int) -> np.random.Generator:
@@ -172,12 +179,24 @@ def member_seed(train_seed: int, settings: PBTSettings, generation: int, member:
     return int(sequence.generate_state(1)[0] % 2**31)
 
 
-def initial_plan(settings: PBTSettings) -> list[dict]:
-    """Generation 0: every member's settings drawn from their ranges; no parents."""
+def configured_values(base: dict, settings: PBTSettings) -> dict[str, float]:
+    """The searched settings as the dataset's config sets them (``base``: ``{"model": ...,
+    "training": ...}``), each clipped to its range (a log range clips 0 to its low end)."""
+    return {name: r.clip(float(base[name.partition(".")[0]][name.partition(".")[2]]))
+            for name, r in settings.parameters.items()}
+
+
+def initial_plan(settings: PBTSettings, configured: dict[str, float] | None = None) -> list[dict]:
+    """Generation 0: every member's settings drawn from their ranges; no parents. With
+    ``configured`` (:func:`configured_values`) member 0 takes those instead of its draw (the
+    others' draws stay the same)."""
     rng = generation_rng(settings, 0)
-    return [{"member": m, "parent": None, "founder": m, "why": "initial draw",
+    plan = [{"member": m, "parent": None, "founder": m, "why": "initial draw",
              "settings": {name: r.draw(rng) for name, r in settings.parameters.items()}}
             for m in range(settings.population)]
+    if configured is not None:
+        plan[0].update(why="configured settings", settings=dict(configured))
+    return plan
 
 
 def explore(values: dict[str, float], settings: PBTSettings,

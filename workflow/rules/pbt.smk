@@ -14,6 +14,7 @@ if PBT:
             plan="results/{model}/lfads/pbt/plan_{generation}.yaml",
             provenance="results/{model}/provenance/pbt_plan_{generation}.json",
         params:
+            lfads=lambda wildcards: lfads_training_settings(wildcards, run=DEFAULT_RUN),
             pbt=config["lfads"]["pbt"],
         log:
             "logs/{model}/pbt/plan_{generation}.log",
