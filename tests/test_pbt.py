@@ -88,8 +88,8 @@ def test_initial_draws_respect_ranges_and_log_scale():
 
 
 def test_the_configured_member_starts_from_the_config_clipped_to_the_ranges():
-    pbt = settings(population=4)
-    assert pbt.configured_member  # config/config.yaml turns it on
+    assert not settings().configured_member  # config/config.yaml: every member draws
+    pbt = settings(population=4, configured_member=True)
     base = {"model": dict(CONFIG["lfads"]["model"]), "training": dict(CONFIG["lfads"]["training"])}
     base["training"].update(l2_con_scale=0.0, lr=0.5)  # below a log range; above its top
     configured = configured_values(base, pbt)

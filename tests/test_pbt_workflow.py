@@ -25,7 +25,7 @@ def pbt_config(**changes) -> str:
     config = yaml.safe_load(tiny_config())
     config["lfads"]["pbt"].update({"enabled": True, "population": POPULATION,
                                    "generations": GENERATIONS, "epochs_per_generation": EPOCHS,
-                                   **changes})
+                                   "configured_member": True, **changes})
     return yaml.safe_dump(config)
 
 
@@ -83,6 +83,7 @@ def test_plans_and_lineage(pbt_run):
             assert {name: row[name] for name in ranges} == pytest.approx(entry["settings"])
             if generation == 0:
                 assert entry["parent"] is None and row["founder"] == member
+                assert (entry["why"] == "configured settings") == (member == 0)
                 continue
             parent = rows.loc[(generation - 1, entry["parent"])]
             assert row["founder"] == parent["founder"]  # lineage follows the parent
@@ -97,6 +98,11 @@ def test_plans_and_lineage(pbt_run):
                     rows.loc[generation - 1]["valid_loss_smooth"].min()
                 assert "exploit" in entry["why"]
     assert copies == GENERATIONS - 1  # population 4, fraction 0.25: one copy per step
+    configured = yaml.safe_load(pbt_config())["lfads"]
+    for name, r in ranges.items():  # member 0 started from the config, clipped to the range
+        section, _, key = name.partition(".")
+        value = min(max(configured[section][key], r["low"]), r["high"])
+        assert rows.loc[(0, 0)][name] == pytest.approx(value), name
 
 
 def test_selected_is_the_best_member(pbt_run):

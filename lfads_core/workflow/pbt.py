@@ -11,7 +11,7 @@ Config ``lfads.pbt`` (defaults and their sources: ``config/config.yaml``, ``conf
     exploit_fraction: 0.25       # the worst fraction copies a member of the best fraction
     explore_factors: [0.8, 1.25] # each setting is multiplied by one of these ...
     resample_probability: 0.25   # ... or, with this probability, drawn afresh from its range
-    configured_member: true      # member 0 starts from the configured settings
+    configured_member: false     # true: member 0 starts from the configured settings
     parameters:                  # "model.<key>" or "training.<key>" -> range and scale
       training.lr: {low: 1.0e-4, high: 1.0e-2, scale: log}
 

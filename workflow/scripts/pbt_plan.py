@@ -2,7 +2,8 @@ import pandas as pd
 import yaml
 
 from lfads_core.fileio import atomic_path
-from lfads_core.workflow.pbt import configured_values, initial_plan, next_plan, pbt_settings, results_from_table
+from lfads_core.workflow.pbt import (configured_values, initial_plan, next_plan, pbt_settings,
+                                     results_from_table)
 from lfads_core.workflow.scripting import rule_logging
 
 with rule_logging(snakemake) as log:
