@@ -182,8 +182,11 @@ def member_seed(train_seed: int, settings: PBTSettings, generation: int, member:
 def configured_values(base: dict, settings: PBTSettings) -> dict[str, float]:
     """The searched settings as the dataset's config sets them (``base``: ``{"model": ...,
     "training": ...}``), each clipped to its range (a log range clips 0 to its low end)."""
-    return {name: r.clip(float(base[name.partition(".")[0]][name.partition(".")[2]]))
-            for name, r in settings.parameters.items()}
+    values = {}
+    for name, r in settings.parameters.items():
+        section, _, key = name.partition(".")
+        values[name] = r.clip(float(base[section][key]))
+    return values
 
 
 def initial_plan(settings: PBTSettings, configured: dict[str, float] | None = None) -> list[dict]:
