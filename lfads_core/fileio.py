@@ -8,11 +8,13 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import h5py
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:  # pandas only where tables are read or written (not needed to train)
+    import pandas as pd
 
 
 def _umask() -> int:
@@ -73,6 +75,8 @@ def sha256sum(path: str | Path, chunk_bytes: int = 1 << 24) -> str:
 
 def write_table(group: h5py.Group, table: pd.DataFrame) -> None:
     """Store a DataFrame as one dataset per column (strings as UTF-8) in ``group``."""
+    import pandas as pd
+
     group.attrs["columns"] = list(map(str, table.columns))
     for name in table.columns:
         values = table[name].to_numpy()
@@ -87,6 +91,8 @@ def write_table(group: h5py.Group, table: pd.DataFrame) -> None:
 
 def read_table(group: h5py.Group) -> pd.DataFrame:
     """Inverse of :func:`write_table`."""
+    import pandas as pd
+
     columns = {}
     for name in group.attrs["columns"]:
         data = group[name]

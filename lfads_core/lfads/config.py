@@ -105,6 +105,10 @@ class ModelConfig(_DictMixin):
 
     # ---- implementation ----
     impl: str = "fast"  # "fast" (precomputed projections) or "reference" (plain cell loop)
+    # CUDA only, fast path: replay the controller-generator loop (forward and backward) as CUDA
+    # graphs, one launch per loop instead of hundreds of small kernels. Off until a GPU run has
+    # proved it (benchmarks/gpu_check.sh); ignored on CPU.
+    cuda_graphs: bool = False
 
     def validate(self) -> None:
         if len(self.encod_data_dims) != len(self.recon_data_dims):

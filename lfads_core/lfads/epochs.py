@@ -72,6 +72,9 @@ class EpochRunner:
         self.stop = StopRequested()
         self.train_splits = [session.train.to(device) for session in self.sessions]
         self.valid_splits = [session.valid.to(device) for session in self.sessions]
+        # the likelihood's data-only term (Poisson: log k!) once per split, not every batch
+        self.nll_constants = {id(sp): model.nll_constant(sp.recon)
+                              for sp in (*self.train_splits, *self.valid_splits)}
         self.batcher = SessionBatcher([len(s.train) for s in self.sessions], tcfg.batch_size,
                                       seed=tcfg.seed)
         self.optimizer = torch.optim.AdamW(
@@ -127,7 +130,8 @@ class EpochRunner:
         if svm is not None:
             x = self.sv.mask_input(x, svm)
         ext = split.ext_input[idx] if split.ext_input is not None else None
-        return x, split.recon[idx], svm, ext
+        const = self.nll_constants.get(id(split))
+        return x, split.recon[idx], svm, ext, (const[idx] if const is not None else None)
 
     def train_epoch(self, epoch: int) -> dict[str, float]:
         model, w = self.model, self.weights(epoch)
@@ -137,11 +141,11 @@ class EpochRunner:
         for b, (session, idx) in enumerate(self.batcher.batches(epoch)):
             if self.stop.signal is not None:
                 raise TrainingPreempted(f"signal {self.stop.signal} during epoch {epoch}")
-            x, recon, svm, ext = self._inputs(self.train_splits[session], idx)
+            x, recon, svm, ext, const = self._inputs(self.train_splits[session], idx)
             x, keep = self.cd.mask_input(x) if self.cd.rate > 0 else (x, None)
             with self._autocast():
                 out = self.run_model(x, session=session, ext_input=ext, sample_posteriors=True)
-            nll = model.recon_nll(out, recon)
+            nll = model.recon_nll(out, recon, const)
             if keep is not None:
                 nll = self.cd.route_gradients(nll, keep)
             if svm is not None:
@@ -179,10 +183,10 @@ class EpochRunner:
         for session, split in enumerate(self.valid_splits):
             recon_before = sums["recon"]
             for idx in torch.arange(len(split)).split(self.cfg.batch_size):
-                x, recon, svm, ext = self._inputs(split, idx)
+                x, recon, svm, ext, const = self._inputs(split, idx)
                 with self._autocast():
                     out = self.run_model(x, session=session, ext_input=ext, sample_posteriors=False)
-                nll = model.recon_nll(out, recon)
+                nll = model.recon_nll(out, recon, const)
                 if svm is not None:
                     nll, nll_sv = self.sv.split_nll(nll, svm)
                     sums["recon_sv"] += float(nll_sv.sum())

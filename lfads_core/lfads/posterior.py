@@ -1,8 +1,11 @@
 """Posterior sampling: average LFADS outputs over posterior samples for every trial.
 
-For each split and each batch of trials the model (eval mode: no dropout) is run
-``n_samples`` times with sampled initial conditions and inferred inputs; the
-averages are moved to the CPU batch by batch (GPU memory stays at one batch).
+For each split and each batch of trials the encoders run once (eval mode: no dropout, so
+their outputs do not change from sample to sample) and the initial conditions, controller
+and generator of ``n_samples`` posterior samples run as a few larger batches of draws
+(:func:`sample_split`; ``method="sequential"`` runs the whole model once per sample instead,
+with the same draws in the same order); the averages are moved to the CPU batch by batch
+(memory stays at one batch).
 
 Outputs per split (``{split}_`` prefix in the HDF5 file):
 
@@ -27,51 +30,121 @@ from .checkpoint import load_model
 from .devices import select_device
 from .model import LFADS
 
-__all__ = ["sample_posterior", "write_posterior_h5", "run_posterior"]
+__all__ = ["sample_split", "sample_posterior", "write_posterior_h5", "run_posterior", "SAMPLE_METHODS"]
+
+
+SAMPLE_METHODS = ("batched", "sequential")
+
+
+def default_sample_chunk(device: torch.device) -> int:
+    """Trial-samples decoded in one pass by the batched sampler: large enough to keep the
+    cores (or the GPU) busy, small enough that its working memory stays below that of the
+    encoders' pass over a batch of trials (CPU: about 40 MB at the MC_Maze sizes)."""
+    return 32768 if device.type == "cuda" else 512
 
 
 @torch.no_grad()
 def sample_split(model: LFADS, split: SplitData, n_samples: int = 50, batch_size: int = 128,
-                 device: torch.device | str | None = None, session: int = 0) -> dict[str, np.ndarray]:
+                 device: torch.device | str | None = None, method: str = "batched",
+                 sample_chunk: int | None = None, session: int = 0) -> dict[str, np.ndarray]:
     """Posterior averages for one split (numpy, float32); ``session``: the read-in and read-out
-    of a stitched model."""
+    of a stitched model.
+
+    ``method="batched"`` (default): per batch of trials the encoders run once (in evaluation
+    mode their outputs are the same for every sample), then the initial conditions,
+    controller and generator of several samples run as one larger batch of about
+    ``sample_chunk`` trial-samples.  ``method="sequential"``: the whole model runs once per
+    sample (the earlier sampler, kept for comparison).  Both draw the same random numbers
+    in the same order, so for a fixed seed they give the same averages up to float rounding.
+    """
+    if method not in SAMPLE_METHODS:
+        raise ValueError(f"method must be one of {SAMPLE_METHODS}, got {method!r}")
     device = torch.device(device) if device is not None else next(model.parameters()).device
     was_training = model.training
     model.eval()
     keys = ("rates", "factors", "inputs", "ic_mean", "ic_std")
     chunks: dict[str, list[np.ndarray]] = {k: [] for k in keys}
-    for idx in torch.arange(len(split)).split(batch_size):
-        x = split.encod[idx].to(device, non_blocking=True)
-        ext = split.ext_input[idx].to(device, non_blocking=True) if split.ext_input is not None else None
-        acc = {}
-        for s in range(n_samples):
-            out = model(x, session=session, ext_input=ext, sample_posteriors=True)
-            vals = {"rates": model.predicted_mean(out), "factors": out.factors.float(), "inputs": out.co_mean.float()}
-            for k, v in vals.items():
-                acc[k] = v.clone() if s == 0 else acc[k].add_(v)
-        for k in ("rates", "factors", "inputs"):
-            chunks[k].append((acc[k] / n_samples).cpu().numpy())
-        chunks["ic_mean"].append(out.ic_mean.float().cpu().numpy())
-        chunks["ic_std"].append(out.ic_std.float().cpu().numpy())
-    model.train(was_training)
+    sample = _sample_batch_sequential if method == "sequential" else _sample_batch
+    chunk = sample_chunk or default_sample_chunk(device)
+    try:
+        for idx in torch.arange(len(split)).split(batch_size):
+            x = split.encod[idx].to(device, non_blocking=True)
+            ext = split.ext_input[idx].to(device, non_blocking=True) if split.ext_input is not None else None
+            for k, v in sample(model, x, ext, n_samples, chunk, session).items():
+                chunks[k].append(v.float().cpu().numpy())
+    finally:
+        model.train(was_training)
     res = {k: np.concatenate(v, axis=0).astype(np.float32) for k, v in chunks.items()}
     res["inds"] = split.inds.cpu().numpy().astype(np.int64)
     return res
 
 
+def _sample_batch_sequential(model: LFADS, x, ext, n_samples: int, chunk: int,
+                             session: int = 0) -> dict[str, torch.Tensor]:
+    """The whole model once per sample."""
+    acc = {}
+    for s in range(n_samples):
+        out = model(x, session=session, ext_input=ext, sample_posteriors=True)
+        vals = {"rates": model.predicted_mean(out), "factors": out.factors.float(), "inputs": out.co_mean.float()}
+        for k, v in vals.items():
+            acc[k] = v.clone() if s == 0 else acc[k].add_(v)
+    res = {k: v / n_samples for k, v in acc.items()}
+    res["ic_mean"], res["ic_std"] = out.ic_mean, out.ic_std
+    return res
+
+
+def _sample_batch(model: LFADS, x, ext, n_samples: int, chunk: int,
+                  session: int = 0) -> dict[str, torch.Tensor]:
+    """Encoders once; the decoder for ``chunk // B`` samples at a time as one batch."""
+    B, Tr = x.shape[0], model.cfg.recon_seq_len
+    ic_mean, ic_std, ci = model.encode(x, session)
+    ext_tm = model.ext_time_major(ext, ic_mean.dtype)
+    # the random draws of the sequential sampler, in its order: per sample the IC noise,
+    # then the inferred-input noise
+    ic_eps, co_eps = [], []
+    for _ in range(n_samples):
+        ic_eps.append(torch.randn_like(ic_mean))
+        if model.use_controller:
+            co_eps.append(torch.randn(Tr, B, model.co_dim, device=x.device, dtype=ic_mean.dtype))
+    fac_w = model.generator.factor_matrix()
+    sums = {"rates": None, "factors": None, "inputs": None}
+    per_pass = max(1, chunk // B)
+    for s0 in range(0, n_samples, per_pass):
+        k = min(per_pass, n_samples - s0)
+        ic_sample = (ic_mean + ic_std * torch.stack(ic_eps[s0 : s0 + k])).reshape(k * B, -1)
+        eps = torch.cat(co_eps[s0 : s0 + k], dim=1) if co_eps else None
+        gs, cps = model.decode_repeated(ic_sample, ci, ext_tm, eps)
+        gs = gs.view(Tr, k, B, -1)
+        for j in range(k):  # factors and rates sample by sample (time-major): the readout's output is the largest array
+            f = torch.nn.functional.linear(gs[:, j], fac_w)
+            rates = model.likelihood.mean(model.readout(f, session).float())
+            sums["rates"] = rates if sums["rates"] is None else sums["rates"].add_(rates)
+            sums["factors"] = f.float() if sums["factors"] is None else sums["factors"].add_(f)
+        del gs
+        if cps is not None:
+            co_mean = cps[..., : model.co_dim].view(Tr, k, B, -1).sum(dim=1).transpose(0, 1).float()
+        else:
+            co_mean = ic_mean.new_zeros(B, Tr, 0)
+        sums["inputs"] = co_mean if sums["inputs"] is None else sums["inputs"].add_(co_mean)
+    res = {k: (v / n_samples).transpose(0, 1) if k != "inputs" else v / n_samples for k, v in sums.items()}
+    res["ic_mean"], res["ic_std"] = ic_mean, ic_std
+    return res
+
+
 def sample_posterior(model: LFADS, data: LFADSData, n_samples: int = 50, batch_size: int = 128,
                      device: torch.device | str | None = None, seed: int = 0,
-                     splits: tuple[str, ...] = ("train", "valid"),
-                     session: int = 0) -> dict[str, np.ndarray]:
-    """Posterior averages for every split -> ``{f"{split}_{key}": array}``.  Seeded."""
+                     splits: tuple[str, ...] = ("train", "valid"), method: str = "batched",
+                     sample_chunk: int | None = None, session: int = 0) -> dict[str, np.ndarray]:
+    """Posterior averages for every split -> ``{f"{split}_{key}": array}``.  Seeded.
+    ``method``, ``sample_chunk``: see :func:`sample_split`."""
     gen_state = torch.get_rng_state()
     cuda_state = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
     torch.manual_seed(seed)
     try:
         out = {}
         for s in splits:
-            for k, v in sample_split(model, data.split(s), n_samples, batch_size, device,
-                                     session).items():
+            for k, v in sample_split(model, data.split(s), n_samples, batch_size, device, method,
+                                     sample_chunk, session).items():
                 out[f"{s}_{k}"] = v
     finally:
         torch.set_rng_state(gen_state)

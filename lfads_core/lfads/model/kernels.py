@@ -1,14 +1,27 @@
 """The hand-written fast-path kernels of the recurrences (``impl="fast"``).
 
-* :func:`gru_forward_into` / :func:`gru_backward_into`: one GRU step and its backward,
-  written into preallocated buffers without autograd bookkeeping.
-* :func:`gru_scan` (:class:`GRUScan`): D independent GRUs (the two directions of an encoder,
-  or the generator without controller) over T steps from precomputed input projections.
-* :class:`DecoderScan`: the controller + generator recurrence with its backward.
+* :func:`gru_scan` (:class:`GRUScan`): D independent GRUs (e.g. the generator without
+  controller, or one direction of an encoder) over T steps from precomputed input projections.
+* :func:`decoder_scan` (:class:`DecoderScan`): the controller + generator recurrence.
 
 Gate convention as in :mod:`.generator` (PyTorch/cuDNN: reset gate applied after the
 recurrent matmul; gate order reset, update, candidate). ``impl="reference"`` computes the
 same with plain autograd loops; tests check that both agree to float tolerance.
+
+How the loops are kept short (on CPU each small tensor op costs a few microseconds of
+dispatch, more than its arithmetic):
+
+* Forward: only what depends on the previous state is inside the loop, written into
+  preallocated buffers without autograd bookkeeping. Without gradients (validation,
+  posterior sampling) the per-step gate buffers are reused from step to step, so memory is
+  that of the outputs only.
+* Backward: every factor of the GRU's local derivatives that does not depend on the incoming
+  gradient (``(1 - z)(1 - n^2)``, ``r(1 - r) gh_n``, ``(h_prev - n) z (1 - z)``, the clipping
+  mask) is computed once for all steps at the end of the forward pass, as a few large
+  vectorised operations (see :func:`gru_grad_coefficients`). The backward loop then only
+  multiplies the incoming gradient by them (one broadcast multiply for the three gates) and
+  does the recurrent matmuls: about 4 operations per GRU step instead of about 20.
+* Weight gradients are one matmul over all steps after the backward loop.
 """
 
 from __future__ import annotations
@@ -17,50 +30,109 @@ import math
 
 import torch
 
-__all__ = ["gru_forward_into", "gru_backward_into", "GRUScan", "gru_scan", "DecoderScan"]
+__all__ = ["GRUScan", "gru_scan", "DecoderScan", "DecoderScanGraphed", "decoder_scan", "gru_grad_coefficients"]
 
 
-def gru_forward_into(xp, gh, h, clip: float, rz, n, h_out) -> None:
-    """No-autograd GRU update writing into buffers (used by the hand-written fast paths).
+def _needs_grad(*tensors) -> bool:
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
-    xp, gh: ... x 3H input- / hidden-side pre-activations (biases included);
-    h: ... x H previous state.  Writes rz (... x 2H: reset, update gates),
-    n (... x H candidate) and h_out (... x H new, clipped state).
+
+def gru_grad_coefficients(h_prev, rz, n, gh, clip: float, kx=None) -> None:
+    """Factors of a GRU's local derivatives, for a block of steps (any leading dims), in place.
+
+    For ``h = clip(lerp(n, h_prev, z))``, ``n = tanh(x_n + r * gh_n)``, ``r, z = sigmoid(...)``
+    and an incoming gradient ``dh`` w.r.t. ``h``: ``d(pre_r) = dh * kr``, ``d(pre_z) = dh * kz``,
+    ``d(x_n) = dh * a``, ``d(gh_n) = dh * a * r`` and the direct part of the gradient w.r.t.
+    ``h_prev`` is ``dh * zm``; the clipping mask (zero gradient where the state was clipped) is
+    folded into every factor.  Overwrites the forward's buffers: ``gh`` (... x 3H) with
+    ``[kr, kz, a r]`` (the factors of d(gh)), ``n`` with ``a`` and the z half of ``rz`` with
+    ``zm``; ``kx`` (... x 3H), if given, gets ``[kr, kz, a]`` (the factors of d(x)).
+    Called on blocks of a few steps right after the forward computed them, while they are
+    still in cache.
     """
-    H = h.shape[-1]
-    torch.add(xp[..., : 2 * H], gh[..., : 2 * H], out=rz)
-    rz.sigmoid_()
-    torch.addcmul(xp[..., 2 * H :], rz[..., :H], gh[..., 2 * H :], out=n)
-    n.tanh_()
-    torch.lerp(n, h, rz[..., H:], out=h_out)
+    H = n.shape[-1]
+    r, z, gh_n = rz[..., :H], rz[..., H:], gh[..., 2 * H :]
+    one_m_z = 1.0 - z
+    kz = (h_prev - n) * z * one_m_z
+    m = (torch.lerp(n, h_prev, z).abs() <= clip).to(n.dtype) if math.isfinite(clip) else None
+    n.mul_(n).neg_().add_(1.0).mul_(one_m_z)  # a = (1 - n^2)(1 - z)
+    a = n
+    if m is not None:
+        a.mul_(m)
+        kz.mul_(m)
+        z.mul_(m)
+    torch.mul(gh_n, a, out=gh[..., :H]).mul_(r).mul_(1.0 - r)
+    gh[..., H : 2 * H] = kz
+    torch.mul(a, r, out=gh_n)
+    if kx is not None:
+        kx[..., : 2 * H] = gh[..., : 2 * H]
+        kx[..., 2 * H :] = a
+
+
+def _bias_rows(b: torch.Tensor, rows: int) -> torch.Tensor:
+    """A bias as a contiguous rows x n matrix: ``addmm`` copies its input into the output first,
+    and copying a contiguous matrix is several times cheaper than broadcasting a vector."""
+    return b.expand(rows, b.shape[-1]).contiguous()
+
+
+def _steps(x: torch.Tensor, rows: int) -> tuple[list[torch.Tensor], bool]:
+    """x (T x B' x n) as a list of T step views, and whether they must be added to each of the
+    ``rows // B'`` repeats of the batch separately.  A tensor broadcast over time and batch
+    (such as a bias) gives one contiguous ``rows x n`` matrix for every step."""
+    if x.shape[0] > 0 and x.stride(0) == 0 and x.stride(1) == 0:
+        return [_bias_rows(x[0, 0], rows)] * x.shape[0], False
+    return list(x.unbind(0)), x.shape[1] != rows
+
+
+def _block_len(n_per_step: int, device: torch.device) -> int:
+    """Steps per block of :func:`gru_grad_coefficients`: about 64k elements (cache-sized) on
+    CPU, everything at once elsewhere."""
+    return max(1, 65536 // max(n_per_step, 1)) if device.type == "cpu" else 1 << 30
+
+
+def _gru_step(xp_t, gh_t, h, clip, rz_t, n_t, h_out, H):
+    """One GRU update into buffers: gh_t holds ``h @ W_hh.T + b_hh``."""
+    torch.add(xp_t[..., : 2 * H], gh_t[..., : 2 * H], out=rz_t)
+    rz_t.sigmoid_()
+    torch.addcmul(xp_t[..., 2 * H :], rz_t[..., :H], gh_t[..., 2 * H :], out=n_t)
+    n_t.tanh_()
+    torch.lerp(n_t, h, rz_t[..., H:], out=h_out)
     if math.isfinite(clip):
         h_out.clamp_(-clip, clip)
 
 
-def gru_backward_into(dh, h_prev, gh, rz, n, clip: float, dxp, dgh) -> torch.Tensor:
-    """Backward of :func:`gru_forward_into` for one step.
-
-    dh: gradient w.r.t. the new state (... x H).  Writes dxp (gradient of the
-    input-side pre-activation, ... x 3H) and dgh (of the hidden-side one), and
-    returns the direct part of the gradient w.r.t. h_prev (``dh * z``); the caller
-    adds ``dgh @ W_hh``.
-    """
-    H = h_prev.shape[-1]
-    r, z = rz[..., :H], rz[..., H:]
-    if math.isfinite(clip):
-        dh = dh * (torch.lerp(n, h_prev, z).abs() <= clip)
-    dpre_n = dh * (1.0 - z) * (1.0 - n * n)
-    dxp[..., 2 * H :] = dpre_n
-    torch.mul(dpre_n, r, out=dgh[..., 2 * H :])
-    torch.mul(dpre_n * gh[..., 2 * H :], r * (1.0 - r), out=dxp[..., :H])
-    torch.mul(dh * (h_prev - n), z * (1.0 - z), out=dxp[..., H : 2 * H])
-    dgh[..., : 2 * H] = dxp[..., : 2 * H]
-    return dh * z
+# ---------------------------------------------------------------------------- GRU scan
+def _gru_scan_forward(xp, h0, w_hh, b_hh, clip: float, save: bool):
+    """xp: D x T x B x 3H; h0: D x B x H.  Returns hs (D x T x B x H) and, with ``save``,
+    the per-step gates (rz D x T x B x 2H, n, gh D x T x B x 3H)."""
+    D, T, B, G = xp.shape
+    H = G // 3
+    w_t = [w_hh[d].t() for d in range(D)]
+    b_2d = [_bias_rows(b_hh[d], B) for d in range(D)]
+    hs = xp.new_empty(D, T, B, H)
+    if save:
+        rz, n, gh = xp.new_empty(D, T, B, 2 * H), xp.new_empty(D, T, B, H), xp.new_empty(D, T, B, G)
+        rz_l, n_l, gh_l = rz.unbind(1), n.unbind(1), gh.unbind(1)
+    else:
+        rz1, n1, gh1 = xp.new_empty(D, B, 2 * H), xp.new_empty(D, B, H), xp.new_empty(D, B, G)
+    xp_l, hs_l = xp.unbind(1), hs.unbind(1)
+    block = _block_len(D * B * H, xp.device)
+    h, t0 = h0, 0
+    for t in range(T):
+        rz_t, n_t, gh_t = (rz_l[t], n_l[t], gh_l[t]) if save else (rz1, n1, gh1)
+        for d in range(D):
+            torch.addmm(b_2d[d], h[d], w_t[d], out=gh_t[d])
+        _gru_step(xp_l[t], gh_t, h, clip, rz_t, n_t, hs_l[t], H)
+        h = hs_l[t]
+        if save and (t + 1 - t0 == block or t == T - 1):  # the backward's factors of steps t0..t
+            h_prev = hs[:, t0 - 1 : t] if t0 > 0 else torch.cat([h0.unsqueeze(1), hs[:, :t]], dim=1)
+            gru_grad_coefficients(h_prev, rz[:, t0 : t + 1], n[:, t0 : t + 1], gh[:, t0 : t + 1], clip)
+            t0 = t + 1
+    return hs, ((rz, n, gh) if save else None)
 
 
 class GRUScan(torch.autograd.Function):
-    """D independent GRUs (e.g. the two directions of a bidirectional GRU) advanced
-    together over T steps from precomputed input projections.
+    """D independent GRUs advanced together over T steps from precomputed input projections.
 
     xp: D x T x B x 3H (input projection incl. input bias, gates r,z,n);
     h0: D x B x H; w_hh: D x 3H x H; b_hh: D x 3H.  Returns states D x T x B x H.
@@ -73,48 +145,143 @@ class GRUScan(torch.autograd.Function):
     @staticmethod
     @torch.amp.custom_fwd(device_type="cuda", cast_inputs=torch.float32)  # recurrence in fp32 under autocast
     def forward(ctx, xp, h0, w_hh, b_hh, clip: float):
-        D, T, B, G = xp.shape
-        H = G // 3
-        w_t = [w_hh[d].t() for d in range(D)]
-        hs = xp.new_empty(D, T, B, H)
-        rz = xp.new_empty(D, T, B, 2 * H)
-        n = xp.new_empty(D, T, B, H)
-        gh = xp.new_empty(D, T, B, G)
-        h = h0
-        for t in range(T):
-            for d in range(D):
-                torch.addmm(b_hh[d], h[d], w_t[d], out=gh[d, t])
-            gru_forward_into(xp[:, t], gh[:, t], h, clip, rz[:, t], n[:, t], hs[:, t])
-            h = hs[:, t]
-        ctx.save_for_backward(h0, w_hh, hs, rz, n, gh)
-        ctx.clip = clip
+        hs, (zm, a, k3) = _gru_scan_forward(xp, h0, w_hh, b_hh, clip, save=True)  # factors, see above
+        ctx.save_for_backward(h0, w_hh, hs, k3, a, zm)
         return hs
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     @torch.amp.custom_bwd(device_type="cuda")
     def backward(ctx, grad_hs):
-        h0, w_hh, hs, rz, n, gh = ctx.saved_tensors
+        h0, w_hh, hs, k3, a, zm = ctx.saved_tensors
         D, T, B, H = hs.shape
-        dxp = hs.new_empty(D, T, B, 3 * H)
-        dgh = hs.new_empty(D, T, B, 3 * H)
-        dh = torch.zeros_like(h0)
+        zm = zm[..., H:]
+        dh_all = hs.new_empty(D, T, B, H)  # total gradient w.r.t. each state
+        dgh = hs.new_empty(D, T, B, 3 * H)  # gradient w.r.t. h @ W_hh.T + b_hh
+        k3v, dghv = k3.view(D, T, B, 3, H), dgh.view(D, T, B, 3, H)
+        dh = hs.new_empty(D, B, H)  # the carried gradient w.r.t. the previous state
         for t in range(T - 1, -1, -1):
-            hp = hs[:, t - 1] if t > 0 else h0
-            dhz = gru_backward_into(dh + grad_hs[:, t], hp, gh[:, t], rz[:, t], n[:, t], ctx.clip,
-                                    dxp[:, t], dgh[:, t])
-            dh = torch.stack([torch.addmm(dhz[d], dgh[d, t], w_hh[d]) for d in range(D)])
+            if t == T - 1:
+                dh_all[:, t].copy_(grad_hs[:, t])
+            else:
+                torch.add(dh, grad_hs[:, t], out=dh_all[:, t])
+            torch.mul(k3v[:, t], dh_all[:, t].unsqueeze(2), out=dghv[:, t])
+            torch.mul(dh_all[:, t], zm[:, t], out=dh)
+            for d in range(D):
+                dh[d].addmm_(dgh[d, t], w_hh[d])
         dw = torch.empty_like(w_hh)
         for d in range(D):
             torch.mm(dgh[d, 1:].reshape(-1, 3 * H).t(), hs[d, :-1].reshape(-1, H), out=dw[d])
             dw[d].addmm_(dgh[d, 0].t(), h0[d])
         db = dgh.view(D, T * B, 3 * H).sum(dim=1)
-        return dxp, dh, dw, db, None
+        # the input-side gradient equals dgh in the r and z gates; only the candidate differs
+        torch.mul(dh_all, a, out=dgh[..., 2 * H :])
+        return dgh, dh, dw, db, None
 
 
 def gru_scan(xp, h0, w_hh, b_hh, clip: float = float("inf")):
-    """See :class:`GRUScan`.  xp: D x T x B x 3H -> states D x T x B x H."""
-    return GRUScan.apply(xp, h0, w_hh, b_hh, clip)
+    """See :class:`GRUScan`.  xp: D x T x B x 3H -> states D x T x B x H.  Without
+    gradients it runs the forward loop alone, keeping no per-step gates."""
+    if _needs_grad(xp, h0, w_hh, b_hh):
+        return GRUScan.apply(xp, h0, w_hh, b_hh, clip)
+    return _gru_scan_forward(xp, h0, w_hh, b_hh, clip, save=False)[0]
+
+
+# ---------------------------------------------------------------------------- decoder scan
+def _decoder_forward(g0, hc0, cx, gx, w_gc, w_hh_c, b_hh_c, w_co, b_co, w_cg, w_hh_g, b_hh_g, masks, eps,
+                     clip: float, save: bool):
+    """The controller + generator loop (see :class:`DecoderScan`).  Returns the outputs
+    (gs, gds, cps, cos) and, with ``save``, what the backward needs.  Without ``save``, cx and
+    gx may cover B' trials of a batch of B = k B' rows made of k repeats of them (posterior
+    samples: row j B' + b is trial b)."""
+    Tr, C3 = cx.shape[0], cx.shape[2]
+    B = g0.shape[0]
+    C, G, K = C3 // 3, g0.shape[1], w_cg.shape[1]
+    new = cx.new_empty
+    gs, cps, cos = new(Tr, B, G), new(Tr, B, 2 * K), new(Tr, B, K)
+    # without dropout masks the dropped states are the states (a copy only when autograd needs two outputs)
+    gds = new(Tr, B, G) if masks is not None or save else gs
+    hcs = new(Tr, B, C) if save else None
+    if save:
+        rz_g, n_g, gh_g = new(Tr, B, 2 * G), new(Tr, B, G), new(Tr, B, 3 * G)
+        rz_c, n_c, gh_c = new(Tr, B, 2 * C), new(Tr, B, C), new(Tr, B, 3 * C)
+        stds = new(Tr, B, K) if eps is not None else None
+        kx3g, kx3c = new(Tr, B, 3 * G), new(Tr, B, 3 * C)
+        block = _block_len(B * G, cx.device)
+        t0 = 0
+        rz_g_l, n_g_l, gh_g_l = rz_g.unbind(0), n_g.unbind(0), gh_g.unbind(0)
+        rz_c_l, n_c_l, gh_c_l, hcs_l = rz_c.unbind(0), n_c.unbind(0), gh_c.unbind(0), hcs.unbind(0)
+    else:
+        one_g = (new(B, 2 * G), new(B, G), new(B, 3 * G))
+        one_c = (new(B, 2 * C), new(B, C), new(B, 3 * C))
+        hc_bufs = (new(B, C), new(B, C))
+        std1 = new(B, K)
+    ac, ag = new(B, 3 * C), new(B, 3 * G)
+    w_gc_t, w_hh_c_t, w_co_t, w_cg_t, w_hh_g_t = w_gc.t(), w_hh_c.t(), w_co.t(), w_cg.t(), w_hh_g.t()
+    gd0 = g0 * masks[0] if masks is not None else g0
+    (cx_l, cx_rep), (gx_l, gx_rep) = _steps(cx, B), _steps(gx, B)
+    if save and (cx_rep or gx_rep):
+        raise ValueError("repeated trials are for sampling without gradients only")
+    gs_l, gds_l, cps_l, cos_l = gs.unbind(0), gds.unbind(0), cps.unbind(0), cos.unbind(0)
+    b_hh_c, b_hh_g, b_co = _bias_rows(b_hh_c, B), _bias_rows(b_hh_g, B), _bias_rows(b_co, B)
+    eps_l = eps.unbind(0) if eps is not None else None
+    masks_l = masks.unbind(0) if masks is not None else None
+    g, hc, gd = g0, hc0, gd0
+    for t in range(Tr):
+        if save:
+            rz_ct, n_ct, gh_ct, hc_new = rz_c_l[t], n_c_l[t], gh_c_l[t], hcs_l[t]
+            rz_gt, n_gt, gh_gt = rz_g_l[t], n_g_l[t], gh_g_l[t]
+            std_t = stds[t] if eps is not None else None
+        else:
+            (rz_ct, n_ct, gh_ct), (rz_gt, n_gt, gh_gt), hc_new, std_t = one_c, one_g, hc_bufs[t % 2], std1
+        if cx_rep:
+            torch.mm(gd, w_gc_t, out=ac)
+            ac.view(-1, *cx_l[t].shape).add_(cx_l[t])
+        else:
+            torch.addmm(cx_l[t], gd, w_gc_t, out=ac)
+        torch.addmm(b_hh_c, hc, w_hh_c_t, out=gh_ct)
+        _gru_step(ac, gh_ct, hc, clip, rz_ct, n_ct, hc_new, C)
+        hc = hc_new
+        cp = cps_l[t]
+        torch.addmm(b_co, hc, w_co_t, out=cp)
+        if eps is not None:
+            torch.exp(cp[:, K:] * 0.5, out=std_t)
+            torch.addcmul(cp[:, :K], std_t, eps_l[t], out=cos_l[t])
+        else:
+            cos_l[t].copy_(cp[:, :K])
+        if gx_rep:
+            torch.mm(cos_l[t], w_cg_t, out=ag)
+            ag.view(-1, *gx_l[t].shape).add_(gx_l[t])
+        else:
+            torch.addmm(gx_l[t], cos_l[t], w_cg_t, out=ag)
+        torch.addmm(b_hh_g, g, w_hh_g_t, out=gh_gt)
+        _gru_step(ag, gh_gt, g, clip, rz_gt, n_gt, gs_l[t], G)
+        g = gs_l[t]
+        if masks is not None:
+            torch.mul(g, masks_l[t + 1], out=gds_l[t])
+        elif gds is not gs:
+            gds_l[t].copy_(g)
+        gd = gds_l[t]
+        if save and (t + 1 - t0 == block or t == Tr - 1):  # the backward's factors of steps t0..t
+            sl = slice(t0, t + 1)
+            g_prev = gs[t0 - 1 : t] if t0 > 0 else torch.cat([g0.unsqueeze(0), gs[:t]])
+            gru_grad_coefficients(g_prev, rz_g[sl], n_g[sl], gh_g[sl], clip, kx3g[sl])
+            hc_prev = hcs[t0 - 1 : t] if t0 > 0 else torch.cat([hc0.unsqueeze(0), hcs[:t]])
+            gru_grad_coefficients(hc_prev, rz_c[sl], n_c[sl], gh_c[sl], clip, kx3c[sl])
+            t0 = t + 1
+    outputs = (gs, gds, cps, cos)
+    if not save:
+        return outputs, None
+    k3g, zm_g, k3c, zm_c = gh_g, rz_g[..., G:], gh_c, rz_c[..., C:]
+    # d(co params) = d_cps + [dco, dco * 0.5 * eps * std] (reparameterisation)
+    e2 = torch.ones_like(cps)
+    if eps is not None:
+        torch.mul(eps, stds, out=e2[..., K:]).mul_(0.5)
+    else:
+        e2[..., K:] = 0.0
+    saved = (g0, hc0, gd0, w_gc, w_hh_c, w_co, w_cg, w_hh_g, masks, gs, gds, hcs, cos,
+             k3g, kx3g, zm_g, k3c, kx3c, zm_c, e2)
+    return outputs, saved
 
 
 class DecoderScan(torch.autograd.Function):
@@ -136,90 +303,196 @@ class DecoderScan(torch.autograd.Function):
     @torch.amp.custom_fwd(device_type="cuda", cast_inputs=torch.float32)  # recurrence in fp32 under autocast
     def forward(ctx, g0, hc0, cx, gx, w_gc, w_hh_c, b_hh_c, w_co, b_co, w_cg, w_hh_g, b_hh_g, masks, eps,
                 clip: float):
-        Tr, B, C3 = cx.shape
-        C, G, K = C3 // 3, g0.shape[1], w_cg.shape[1]
-        new = cx.new_empty
-        gs, gds, rz_g, n_g, gh_g = new(Tr, B, G), new(Tr, B, G), new(Tr, B, 2 * G), new(Tr, B, G), new(Tr, B, 3 * G)
-        hcs, rz_c, n_c, gh_c = new(Tr, B, C), new(Tr, B, 2 * C), new(Tr, B, C), new(Tr, B, 3 * C)
-        cps, cos = new(Tr, B, 2 * K), new(Tr, B, K)
-        stds = new(Tr, B, K) if eps is not None else None
-        ac, ag = new(B, 3 * C), new(B, 3 * G)
-        w_gc_t, w_hh_c_t, w_co_t, w_cg_t, w_hh_g_t = w_gc.t(), w_hh_c.t(), w_co.t(), w_cg.t(), w_hh_g.t()
-        gd0 = g0 * masks[0] if masks is not None else g0
-        g, hc, gd = g0, hc0, gd0
-        for t in range(Tr):
-            torch.addmm(cx[t], gd, w_gc_t, out=ac)
-            torch.addmm(b_hh_c, hc, w_hh_c_t, out=gh_c[t])
-            gru_forward_into(ac, gh_c[t], hc, clip, rz_c[t], n_c[t], hcs[t])
-            hc = hcs[t]
-            cp = cps[t]
-            torch.addmm(b_co, hc, w_co_t, out=cp)
-            if eps is not None:
-                torch.exp(cp[:, K:] * 0.5, out=stds[t])
-                torch.addcmul(cp[:, :K], stds[t], eps[t], out=cos[t])
-            else:
-                cos[t].copy_(cp[:, :K])
-            torch.addmm(gx[t], cos[t], w_cg_t, out=ag)
-            torch.addmm(b_hh_g, g, w_hh_g_t, out=gh_g[t])
-            gru_forward_into(ag, gh_g[t], g, clip, rz_g[t], n_g[t], gs[t])
-            g = gs[t]
-            if masks is not None:
-                torch.mul(g, masks[t + 1], out=gds[t])
-            else:
-                gds[t].copy_(g)
-            gd = gds[t]
-        ctx.save_for_backward(g0, hc0, gd0, w_gc, w_hh_c, w_co, w_cg, w_hh_g, masks, eps, gs, gds, rz_g, n_g,
-                              gh_g, hcs, rz_c, n_c, gh_c, cos, stds)
-        ctx.clip = clip
-        return gs, gds, cps, cos
+        outputs, saved = _decoder_forward(g0, hc0, cx, gx, w_gc, w_hh_c, b_hh_c, w_co, b_co, w_cg, w_hh_g,
+                                          b_hh_g, masks, eps, clip, save=True)
+        ctx.save_for_backward(*saved)
+        return outputs
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     @torch.amp.custom_bwd(device_type="cuda")
     def backward(ctx, d_gs, d_gds, d_cps, d_cos):
-        (g0, hc0, gd0, w_gc, w_hh_c, w_co, w_cg, w_hh_g, masks, eps, gs, gds, rz_g, n_g, gh_g, hcs, rz_c, n_c,
-         gh_c, cos, stds) = ctx.saved_tensors
-        clip = ctx.clip
-        Tr, B, G = gs.shape
-        C, K = hcs.shape[2], cos.shape[2]
-        new = gs.new_empty
-        dcx, dgh_c, dgx, dgh_g, dcp = new(Tr, B, 3 * C), new(Tr, B, 3 * C), new(Tr, B, 3 * G), new(Tr, B, 3 * G), \
-            new(Tr, B, 2 * K)
-        dg = torch.zeros_like(g0)
-        dhc = torch.zeros_like(hc0)
-        dgd_next = torch.zeros_like(g0)  # gradient reaching gd_t from the controller at t+1
-        for t in range(Tr - 1, -1, -1):
-            dgd = d_gds[t] + dgd_next
-            dg = dg + d_gs[t] + (dgd * masks[t + 1] if masks is not None else dgd)
-            g_prev = gs[t - 1] if t > 0 else g0
-            dgz = gru_backward_into(dg, g_prev, gh_g[t], rz_g[t], n_g[t], clip, dgx[t], dgh_g[t])
-            dg = torch.addmm(dgz, dgh_g[t], w_hh_g)
-            dco = torch.addmm(d_cos[t], dgx[t], w_cg)
-            torch.add(d_cps[t][:, :K], dco, out=dcp[t][:, :K])
-            if eps is not None:
-                torch.addcmul(d_cps[t][:, K:], dco * 0.5, eps[t] * stds[t], out=dcp[t][:, K:])
+        return _decoder_backward(ctx.saved_tensors, d_gs, d_gds, d_cps, d_cos) + (None, None, None)
+
+
+def _decoder_backward(saved, d_gs, d_gds, d_cps, d_cos):
+    """The backward of :func:`_decoder_forward` (``saved``: what it returned with ``save``);
+    returns the gradients of its first 12 inputs."""
+    (g0, hc0, gd0, w_gc, w_hh_c, w_co, w_cg, w_hh_g, masks, gs, gds, hcs, cos,
+     k3g, kx3g, zm_g, k3c, kx3c, zm_c, e2) = saved
+    Tr, B, G = gs.shape
+    C, K = hcs.shape[2], cos.shape[2]
+    new = gs.new_empty
+    dg_all, dhc_all = new(Tr, B, G), new(Tr, B, C)  # total gradients w.r.t. g_t and hc_t
+    dgh_g, dgx, dgh_c, dcx, dcp = new(Tr, B, 3 * G), new(Tr, B, 3 * G), new(Tr, B, 3 * C), \
+        new(Tr, B, 3 * C), new(Tr, B, 2 * K)
+    v3 = lambda x, n: x.view(Tr, B, 3, n)  # noqa: E731
+    k3g_l, kx3g_l, k3c_l, kx3c_l = v3(k3g, G).unbind(0), v3(kx3g, G).unbind(0), v3(k3c, C).unbind(0), \
+        v3(kx3c, C).unbind(0)
+    dgh_g3, dgx3, dgh_c3, dcx3 = v3(dgh_g, G).unbind(0), v3(dgx, G).unbind(0), v3(dgh_c, C).unbind(0), \
+        v3(dcx, C).unbind(0)
+    e2_l, dcp2_l, d_cps2_l = e2.view(Tr, B, 2, K).unbind(0), dcp.view(Tr, B, 2, K).unbind(0), \
+        d_cps.reshape(Tr, B, 2, K).unbind(0)
+    # gradient reaching g_t from the outputs: d_gs + d_gds * mask (the controller's part is added below)
+    d_direct = d_gs + d_gds * masks[1:] if masks is not None else d_gs + d_gds
+    dgd_next = new(B, G)
+    for t in range(Tr - 1, -1, -1):
+        dg = dg_all[t]
+        if t == Tr - 1:
+            dg.copy_(d_direct[t])
+        else:  # from g_{t+1}'s update and, through the dropped state, the controller at t+1
+            torch.addcmul(d_direct[t], dg_all[t + 1], zm_g[t + 1], out=dg)
+            dg.addmm_(dgh_g[t + 1], w_hh_g)
+            if masks is not None:
+                torch.mm(dcx[t + 1], w_gc, out=dgd_next)
+                dg.addcmul_(dgd_next, masks[t + 1])
             else:
-                dcp[t][:, K:] = d_cps[t][:, K:]
-            dhc = torch.addmm(dhc, dcp[t], w_co)
-            hc_prev = hcs[t - 1] if t > 0 else hc0
-            dhz = gru_backward_into(dhc, hc_prev, gh_c[t], rz_c[t], n_c[t], clip, dcx[t], dgh_c[t])
-            dhc = torch.addmm(dhz, dgh_c[t], w_hh_c)
-            dgd_next = torch.mm(dcx[t], w_gc)
-        dg0 = dg + (dgd_next * masks[0] if masks is not None else dgd_next)
+                dg.addmm_(dcx[t + 1], w_gc)
+        dg3 = dg.unsqueeze(1)
+        torch.mul(k3g_l[t], dg3, out=dgh_g3[t])
+        torch.mul(kx3g_l[t], dg3, out=dgx3[t])
+        dco = torch.addmm(d_cos[t], dgx[t], w_cg)
+        torch.addcmul(d_cps2_l[t], e2_l[t], dco.unsqueeze(1), out=dcp2_l[t])
+        dhc = dhc_all[t]
+        if t == Tr - 1:
+            torch.mm(dcp[t], w_co, out=dhc)
+        else:
+            torch.mul(dhc_all[t + 1], zm_c[t + 1], out=dhc)
+            dhc.addmm_(dgh_c[t + 1], w_hh_c)
+            dhc.addmm_(dcp[t], w_co)
+        dhc3 = dhc.unsqueeze(1)
+        torch.mul(k3c_l[t], dhc3, out=dgh_c3[t])
+        torch.mul(kx3c_l[t], dhc3, out=dcx3[t])
+    dgd0 = torch.mm(dcx[0], w_gc)
+    dg0 = torch.addmm(dg_all[0] * zm_g[0], dgh_g[0], w_hh_g)
+    dg0 += dgd0 * masks[0] if masks is not None else dgd0
+    dhc0 = torch.addmm(dhc_all[0] * zm_c[0], dgh_c[0], w_hh_c)
 
-        def wgrad(dpre, xs, x0):
-            """sum_t dpre_t^T @ x_{t-1} with x_{-1} = x0."""
-            n_out, n_in = dpre.shape[2], xs.shape[2]
-            w = torch.mm(dpre[0].t(), x0)
-            if Tr > 1:
-                w.addmm_(dpre[1:].reshape(-1, n_out).t(), xs[:-1].reshape(-1, n_in))
-            return w
+    def wgrad(dpre, xs, x0):
+        """sum_t dpre_t^T @ x_{t-1} with x_{-1} = x0."""
+        n_out, n_in = dpre.shape[2], xs.shape[2]
+        w = torch.mm(dpre[0].t(), x0)
+        if Tr > 1:
+            w.addmm_(dpre[1:].reshape(-1, n_out).t(), xs[:-1].reshape(-1, n_in))
+        return w
 
-        flat = lambda x: x.reshape(-1, x.shape[-1])  # noqa: E731
-        dw_gc = wgrad(dcx, gds, gd0)
-        dw_hh_c = wgrad(dgh_c, hcs, hc0)
-        dw_hh_g = wgrad(dgh_g, gs, g0)
-        dw_co = torch.mm(flat(dcp).t(), flat(hcs))
-        dw_cg = torch.mm(flat(dgx).t(), flat(cos))
-        return (dg0, dhc, dcx, dgx, dw_gc, dw_hh_c, flat(dgh_c).sum(0), dw_co, flat(dcp).sum(0), dw_cg, dw_hh_g,
-                flat(dgh_g).sum(0), None, None, None)
+    flat = lambda x: x.reshape(-1, x.shape[-1])  # noqa: E731
+    dw_gc = wgrad(dcx, gds, gd0)
+    dw_hh_c = wgrad(dgh_c, hcs, hc0)
+    dw_hh_g = wgrad(dgh_g, gs, g0)
+    dw_co = torch.mm(flat(dcp).t(), flat(hcs))
+    dw_cg = torch.mm(flat(dgx).t(), flat(cos))
+    return (dg0, dhc0, dcx, dgx, dw_gc, dw_hh_c, flat(dgh_c).sum(0), dw_co, flat(dcp).sum(0), dw_cg, dw_hh_g,
+            flat(dgh_g).sum(0))
+
+
+# ---------------------------------------------------------------------------- CUDA graphs
+#: Emulate the CUDA-graph path on CPU (replaying = calling the function on the static
+#: buffers), so that its bookkeeping is tested without a GPU.  Tests only.
+GRAPH_EMULATION_ON_CPU = False
+_GRAPHS: dict[tuple, tuple] = {}
+_MAX_GRAPHS = 16
+
+
+def _flatten(x, out):
+    if isinstance(x, (tuple, list)):
+        for y in x:
+            _flatten(y, out)
+    else:
+        out.append(x)
+    return out
+
+
+class _StaticCall:
+    """``fn`` replayed on static input buffers: captured once as a CUDA graph (one launch for
+    the whole loop instead of a few hundred small kernels), or, on CPU with
+    :data:`GRAPH_EMULATION_ON_CPU`, called on the static buffers.  ``fn`` returns a nested
+    tuple of tensors, which live in the graph's memory and are overwritten by the next replay."""
+
+    def __init__(self, fn, args):
+        self.fn = fn
+        self.static_in = [a.detach().clone() if isinstance(a, torch.Tensor) else a for a in args]
+        self.replays = 0
+        self.graph = None
+        dev = next(a for a in args if isinstance(a, torch.Tensor)).device
+        if dev.type == "cuda":
+            stream = torch.cuda.Stream(dev)
+            stream.wait_stream(torch.cuda.current_stream(dev))
+            with torch.cuda.stream(stream), torch.no_grad():
+                for _ in range(2):  # warm-up outside the graph (allocator, cuBLAS workspaces)
+                    fn(*self.static_in)
+            torch.cuda.current_stream(dev).wait_stream(stream)
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph), torch.no_grad():
+                self.static_out = fn(*self.static_in)
+        else:
+            self.static_out = None
+
+    def __call__(self, *args):
+        for dst, src in zip(self.static_in, args):
+            if isinstance(dst, torch.Tensor) and dst.data_ptr() != src.data_ptr():
+                dst.copy_(src)
+        if self.graph is not None:
+            self.graph.replay()
+        else:
+            with torch.no_grad():
+                self.static_out = self.fn(*self.static_in)
+        self.replays += 1
+        return self.static_out
+
+
+def _graph_key(args, clip, tag):
+    return (tag, clip) + tuple(None if a is None else (a.device, a.dtype, tuple(a.shape)) for a in args)
+
+
+class DecoderScanGraphed(torch.autograd.Function):
+    """:class:`DecoderScan` with its forward and backward loops each replayed as one CUDA graph
+    per batch shape (``ModelConfig.cuda_graphs``).  The forward's saved tensors stay in the
+    graph's memory until the backward: one forward, then its backward (as in training); a
+    second forward before the backward is detected and raises."""
+
+    @staticmethod
+    @torch.amp.custom_fwd(device_type="cuda", cast_inputs=torch.float32)
+    def forward(ctx, g0, hc0, cx, gx, w_gc, w_hh_c, b_hh_c, w_co, b_co, w_cg, w_hh_g, b_hh_g, masks, eps,
+                clip: float):
+        args = (g0, hc0, cx.contiguous(), gx.contiguous(), w_gc, w_hh_c, b_hh_c, w_co, b_co, w_cg, w_hh_g, b_hh_g,
+                masks, eps)
+        key = _graph_key(args, clip, "fwd")
+        if key not in _GRAPHS:
+            if len(_GRAPHS) >= _MAX_GRAPHS:
+                _GRAPHS.clear()
+            _GRAPHS[key] = (_StaticCall(lambda *a: _decoder_forward(*a, clip, save=True), args), {})
+        fwd, state = _GRAPHS[key]
+        outputs, saved = fwd(*args)
+        ctx.key, ctx.replay = key, fwd.replays
+        return tuple(o.clone() for o in outputs)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    @torch.amp.custom_bwd(device_type="cuda")
+    def backward(ctx, d_gs, d_gds, d_cps, d_cos):
+        fwd, state = _GRAPHS[ctx.key]
+        if fwd.replays != ctx.replay:
+            raise RuntimeError("cuda_graphs: another forward pass of the same shape ran before this backward "
+                               "(its saved tensors were overwritten); run one forward per backward, or set "
+                               "model.cuda_graphs: false")
+        saved = fwd.static_out[1]
+        grads = (d_gs.contiguous(), d_gds.contiguous(), d_cps.contiguous(), d_cos.contiguous())
+        if "bwd" not in state:
+            n = len(saved)
+            state["bwd"] = _StaticCall(lambda *a: _decoder_backward(a[:n], *a[n:]), saved + grads)
+        out = state["bwd"](*(saved + grads))
+        return tuple(o.clone() for o in out) + (None, None, None)
+
+
+def decoder_scan(g0, hc0, cx, gx, w_gc, w_hh_c, b_hh_c, w_co, b_co, w_cg, w_hh_g, b_hh_g, masks, eps,
+                 clip: float, cuda_graphs: bool = False):
+    """See :class:`DecoderScan`.  Without gradients it runs the forward loop alone, keeping
+    no per-step gates (and, without dropout masks, returns the states as the dropped states).
+    ``cuda_graphs``: on CUDA, replay the loops as CUDA graphs (:class:`DecoderScanGraphed`)."""
+    args = (g0, hc0, cx, gx, w_gc, w_hh_c, b_hh_c, w_co, b_co, w_cg, w_hh_g, b_hh_g, masks, eps)
+    if _needs_grad(*args):
+        if cuda_graphs and (g0.is_cuda or GRAPH_EMULATION_ON_CPU):
+            return DecoderScanGraphed.apply(*args, clip)
+        return DecoderScan.apply(*args, clip)
+    return _decoder_forward(*args, clip, save=False)[0]

@@ -14,8 +14,13 @@ Two implementations of the same computation share all parameters:
   loop, the factor->controller path is folded into one (gen_dim -> 3*con_dim)
   matrix, factors are computed for all bins after the loop, and the loop runs
   without autograd bookkeeping (buffers written in place, hand-written backward;
-  weight gradients as one matmul over all bins after the backward loop).  All random draws (sampling noise, dropout masks) are made before the loop
+  weight gradients as one matmul over all bins after the backward loop; the backward's
+  per-step factors computed in cache-sized blocks during the forward, see :mod:`.kernels`).
+  All random draws (sampling noise, dropout masks) are made before the loop
   in the same order for both, so they agree to float rounding.
+
+:meth:`LFADS.encode` and :meth:`LFADS.decode_repeated` split the model for posterior
+sampling: the encoders once per batch of trials, the decoder for many draws of each at once.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from ..config import ModelConfig
 from .controller import Controller
 from .encoders import CIEncoder, ICEncoder
 from .generator import Generator
-from .kernels import DecoderScan, gru_scan
+from .kernels import decoder_scan, gru_scan
 from .likelihoods import get_likelihood
 from .priors import GaussianPrior, make_co_prior
 from .readout import ReadIn, ReadOut
@@ -100,9 +105,8 @@ class LFADS(nn.Module):
         impl = impl or cfg.impl
         B = encod_data.shape[0]
         Tr = cfg.recon_seq_len
-        x = self.dropout(self.readin(encod_data, session))
-        ic_mean, ic_std = self.ic_encoder(x, impl)
-        ci = self.ci_encoder(x, Tr, impl) if self.use_controller else None
+        ic_mean, ic_std, ci = self.encode(encod_data, session, impl)
+        x = ic_mean
 
         # --- all random draws up front, in a fixed order (shared by both impls) ---
         if sample_posteriors:
@@ -118,16 +122,7 @@ class LFADS(nn.Module):
             gen_masks = torch.empty(Tr + 1, B, cfg.gen_dim, device=x.device, dtype=x.dtype)
             gen_masks.bernoulli_(1.0 - p).div_(1.0 - p)
 
-        if cfg.ext_input_dim > 0:
-            if ext_input is None:
-                raise ValueError("this model expects external inputs (ext_input_dim > 0)")
-            ext_input = ext_input.to(x.dtype)
-            if ext_input.shape[1] < Tr:
-                ext_input = F.pad(ext_input, (0, 0, 0, Tr - ext_input.shape[1]))
-            ext_tm = ext_input.transpose(0, 1)
-        else:
-            ext_tm = None
-
+        ext_tm = self.ext_time_major(ext_input, x.dtype)
         decode = self._decode_fast if impl == "fast" else self._decode_reference
         gen_states, gen_dropped, co_params, co_inputs = decode(ic_sample, ci, ext_tm, co_eps, gen_masks)
         # time-major -> batch-major
@@ -141,6 +136,48 @@ class LFADS(nn.Module):
         else:
             co_mean = co_std = inferred = x.new_zeros(B, Tr, 0)
         return LFADSOutput(params, factors, gen_states, ic_mean, ic_std, co_mean, co_std, inferred)
+
+    def encode(self, encod_data: torch.Tensor, session: int = 0, impl: str | None = None):
+        """Read-in (with dropout in training mode) and both encoders: returns the IC posterior
+        (mean, std; B x ic_dim each) and the controller inputs (B x T_r x 2 ci_enc_dim, or None
+        without controller)."""
+        impl = impl or self.cfg.impl
+        x = self.dropout(self.readin(encod_data, session))
+        ic_mean, ic_std = self.ic_encoder(x, impl)
+        ci = self.ci_encoder(x, self.cfg.recon_seq_len, impl) if self.use_controller else None
+        return ic_mean, ic_std, ci
+
+    def ext_time_major(self, ext_input: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
+        """External inputs (B x T' x ext_dim) zero-padded to T_r bins, time-major; None without."""
+        Tr = self.cfg.recon_seq_len
+        if self.cfg.ext_input_dim <= 0:
+            return None
+        if ext_input is None:
+            raise ValueError("this model expects external inputs (ext_input_dim > 0)")
+        ext_input = ext_input.to(dtype)
+        if ext_input.shape[1] < Tr:
+            ext_input = F.pad(ext_input, (0, 0, 0, Tr - ext_input.shape[1]))
+        return ext_input.transpose(0, 1)
+
+    @torch.no_grad()
+    def decode_repeated(self, ic_sample, ci, ext_tm, co_eps, impl: str | None = None):
+        """Evaluation-mode decoder (no dropout) for ``k`` draws of each of B' trials at once.
+
+        ic_sample: (k B') x ic_dim, row ``j B' + b`` is draw j of trial b; co_eps: T_r x (k B')
+        x co_dim (or None for the posterior mean); ci (B' x T_r x ...) and ext_tm (T_r x B' x ...)
+        of the B' trials.  Returns time-major gen states (T_r x k B' x gen_dim) and controller
+        output params (T_r x k B' x 2 co_dim, or None).  The fast path uses the encodings of
+        the B' trials for all draws without copying them."""
+        impl = impl or self.cfg.impl
+        rows = ic_sample.shape[0]
+        fast_repeats = impl == "fast" and self.use_controller  # the decoder scan broadcasts them
+        if ci is not None and ci.shape[0] != rows and not fast_repeats:
+            ci = ci.repeat(rows // ci.shape[0], 1, 1)
+        if ext_tm is not None and ext_tm.shape[1] != rows and not fast_repeats:
+            ext_tm = ext_tm.repeat(1, rows // ext_tm.shape[1], 1)
+        decode = self._decode_fast if impl == "fast" else self._decode_reference
+        gs, _, cps, _ = decode(ic_sample, ci, ext_tm, co_eps, None)
+        return gs, cps
 
     def _initial_gen(self, ic_sample, gen_masks):
         g0 = self.generator.ic_to_g0(ic_sample)
@@ -204,16 +241,27 @@ class LFADS(nn.Module):
         cx = F.linear(ci.transpose(0, 1), cell_c.weight_ih[:, :ci_dim], cell_c.bias_ih)
         w_gc = cell_c.weight_ih[:, ci_dim:] @ gen.factor_matrix()  # dropped gen state -> controller input
         hc0 = con.initial_state(B)
-        gs, gds, cps, cos = DecoderScan.apply(
+        gs, gds, cps, cos = decoder_scan(
             g0, hc0, cx, gx, w_gc, cell_c.weight_hh, cell_c.bias_hh, con.to_co.weight, con.to_co.bias,
             w_ih_g[:, :co_dim], cell_g.weight_hh, cell_g.bias_hh, gen_masks, co_eps, cell_g.clip,
+            cuda_graphs=self.cfg.cuda_graphs,
         )
         return gs, gds, cps, cos
 
     # ------------------------------------------------------------------ losses
-    def recon_nll(self, out: LFADSOutput, recon_data: torch.Tensor) -> torch.Tensor:
-        """Per-entry negative log-likelihood, B x T_r x N_r."""
-        return self.likelihood.nll(out.params.float(), recon_data.float())
+    def recon_nll(self, out: LFADSOutput, recon_data: torch.Tensor,
+                  constant: torch.Tensor | None = None) -> torch.Tensor:
+        """Per-entry negative log-likelihood, B x T_r x N_r.  ``constant``: the likelihood's
+        data-only term (:meth:`nll_constant`) of ``recon_data``, if cached."""
+        if constant is None:
+            return self.likelihood.nll(out.params.float(), recon_data.float())
+        return self.likelihood.nll(out.params.float(), recon_data.float(), constant)
+
+    def nll_constant(self, recon_data: torch.Tensor) -> torch.Tensor | None:
+        """The data-only term of the per-entry NLL (Poisson: log k!), for caching; None if the
+        likelihood has none."""
+        fn = getattr(self.likelihood, "constant", None)
+        return fn(recon_data.float()) if fn is not None else None
 
     def predicted_mean(self, out: LFADSOutput) -> torch.Tensor:
         """Expected observation per entry (Poisson: counts/bin), B x T_r x N_r."""

@@ -21,9 +21,15 @@ class PoissonLikelihood:
     n_params = 1
 
     @staticmethod
-    def nll(params: torch.Tensor, data: torch.Tensor) -> torch.Tensor:
+    def nll(params: torch.Tensor, data: torch.Tensor, constant: torch.Tensor | None = None) -> torch.Tensor:
+        """``constant``: :meth:`constant` of ``data`` if already at hand (it depends on the data only)."""
         log_rate = params[..., 0]
-        return torch.exp(log_rate) - data * log_rate + torch.lgamma(data + 1.0)
+        return torch.exp(log_rate) - data * log_rate + (torch.lgamma(data + 1.0) if constant is None else constant)
+
+    @staticmethod
+    def constant(data: torch.Tensor) -> torch.Tensor:
+        """The part of the NLL that does not depend on the parameters: log(k!) per entry."""
+        return torch.lgamma(data + 1.0)
 
     @staticmethod
     def mean(params: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,212 @@
+"""GPU throughput of LFADS (MC_Maze 5 ms architecture) and what fraction of the GPU it uses.
+
+    PYTHONPATH=. python benchmarks/bench_gpu.py [--out DIR] [--quick]
+
+Measures, on the first CUDA device (needs only torch and numpy):
+
+* the GPU's peak matmul rate (large square GEMMs: float32, TF32 and bf16), the yardstick;
+* training trials/s at batch 128, 256, 512 and 1024 (forward, backward, AdamW, coordinated
+  dropout; median of timed steps after warm-up), for ``amp`` none and bf16, with
+  ``cuda_graphs`` off and on, and the peak GPU memory of each;
+* posterior sampling trial-samples/s (batched sampler, 50 samples; and the sequential one for
+  comparison) and its peak GPU memory;
+* an analytic count of the model's matmul FLOPs per trial (forward; a training step counted
+  as 3x the forward), so that every rate is also stated as a fraction of the measured peak.
+
+Writes ``gpu_bench.json`` into ``--out`` (default ``$OUT`` or the current folder) and prints
+a summary.  Without a GPU it says so and exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
+
+from bench_lfads_step import make_model  # noqa: E402
+
+
+def forward_flops_per_trial(cfg) -> dict[str, float]:
+    """Matmul FLOPs (2 per multiply-add) of one trial's forward pass, by part."""
+    T, Tr = cfg.encod_seq_len, cfg.recon_seq_len
+    n_in, n_out = cfg.encod_data_dims[0], cfg.recon_data_dims[0]
+    gru = lambda i, h: 2 * (i * 3 * h + h * 3 * h)  # noqa: E731  one step: input + recurrent
+    enc = 2 * T * gru(n_in, cfg.ic_enc_dim) + 2 * T * gru(n_in, cfg.ci_enc_dim)  # two directions each
+    ic = 2 * (2 * cfg.ic_enc_dim) * (2 * cfg.ic_dim) + 2 * cfg.ic_dim * cfg.gen_dim
+    C, G, K, F = cfg.con_dim, cfg.gen_dim, cfg.co_dim, cfg.fac_dim
+    con = Tr * (gru(2 * cfg.ci_enc_dim + F, C) + 2 * C * 2 * K + 2 * G * F)  # incl. factors -> controller
+    gen = Tr * gru(K, G)
+    readout = Tr * (2 * G * F + 2 * F * n_out)
+    return {"encoders": enc, "ic": ic, "controller": con, "generator": gen, "readout": readout,
+            "total": enc + ic + con + gen + readout, "decoder_only": ic + con + gen + readout}
+
+
+def peak_matmul(dev, dtype, tf32=False, n=8192, reps=20) -> float:
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    a, b = torch.randn(n, n, device=dev, dtype=dtype), torch.randn(n, n, device=dev, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    torch.cuda.synchronize(dev)
+    t = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    torch.cuda.synchronize(dev)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    return 2 * n**3 * reps / (time.perf_counter() - t)
+
+
+def bench_train(dev, batch, amp, cuda_graphs, steps, warmup) -> dict:
+    from lfads_core.lfads.model import CoordinatedDropout, kernels
+
+    kernels._GRAPHS.clear()
+    torch.manual_seed(0)
+    model = make_model("fast")
+    model.cfg.cuda_graphs = cuda_graphs
+    model = model.to(dev).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    cd = CoordinatedDropout(model.cfg.cd_rate)
+    encod = torch.poisson(torch.full((batch, 140, 137), 0.1, device=dev))
+    recon = torch.cat([encod, torch.poisson(torch.full((batch, 140, 45), 0.1, device=dev))], dim=-1)
+    ctx = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if amp == "bf16" else None
+
+    def step():
+        x, keep = cd.mask_input(encod)
+        if ctx:
+            with ctx():
+                out = model(x)
+        else:
+            out = model(x)
+        nll = cd.route_gradients(model.recon_nll(out, recon), keep)
+        loss = nll.sum((1, 2)).mean() + model.kl_ic(out).mean() + model.kl_co(out).mean() + 2000 * model.l2_gen()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 200.0)
+        opt.step()
+        return loss
+
+    torch.cuda.reset_peak_memory_stats(dev)
+    for _ in range(warmup):
+        step()
+    torch.cuda.synchronize(dev)
+    times = []
+    for _ in range(steps):
+        t = time.perf_counter()
+        loss = step()
+        torch.cuda.synchronize(dev)
+        times.append(time.perf_counter() - t)
+    med = statistics.median(times)
+    return {"batch": batch, "amp": amp, "cuda_graphs": cuda_graphs, "median_step_s": med,
+            "trials_per_s": batch / med, "finite_loss": bool(torch.isfinite(loss).item()),
+            "peak_gpu_mb": torch.cuda.max_memory_allocated(dev) / 2**20}
+
+
+def bench_sample(dev, batch, n_samples, method) -> dict:
+    from lfads_core.lfads.data import SplitData
+    from lfads_core.lfads.posterior import sample_split
+
+    torch.manual_seed(0)
+    model = make_model("fast").to(dev).eval()
+    encod = torch.poisson(torch.full((batch, 140, 137), 0.1))
+    split = SplitData(encod, torch.cat([encod, encod[..., :45]], -1), torch.arange(batch))
+    sample_split(model, split, n_samples=2, batch_size=batch, device=dev, method=method)
+    torch.cuda.synchronize(dev)
+    torch.cuda.reset_peak_memory_stats(dev)
+    t = time.perf_counter()
+    sample_split(model, split, n_samples=n_samples, batch_size=batch, device=dev, method=method)
+    torch.cuda.synchronize(dev)
+    dt = time.perf_counter() - t
+    return {"batch": batch, "n_samples": n_samples, "method": method, "seconds": dt,
+            "trial_samples_per_s": batch * n_samples / dt,
+            "peak_gpu_mb": torch.cuda.max_memory_allocated(dev) / 2**20}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default=os.environ.get("OUT", "."))
+    ap.add_argument("--quick", action="store_true", help="fewer steps and configurations (a smoke run)")
+    ap.add_argument("--steps", type=int, default=None)
+    args = ap.parse_args()
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report = {"torch": torch.__version__, "cuda_available": torch.cuda.is_available()}
+    cfg = make_model("fast").cfg
+    flops = forward_flops_per_trial(cfg)
+    report["flops_per_trial"] = flops | {"train_step_factor": 3.0}
+    if not torch.cuda.is_available():
+        report["skipped"] = "no CUDA GPU"
+        (out_dir / "gpu_bench.json").write_text(json.dumps(report, indent=1))
+        print(f"no CUDA GPU: GPU benchmark skipped (FLOPs per trial, forward: {flops['total'] / 1e9:.3f} G); "
+              f"wrote {out_dir / 'gpu_bench.json'}")
+        return 0
+    dev = torch.device("cuda")
+    report["device"] = torch.cuda.get_device_name(dev)
+    steps, warmup = (args.steps or (5 if args.quick else 20)), (3 if args.quick else 5)
+
+    def save():
+        (out_dir / "gpu_bench.json").write_text(json.dumps(report, indent=1))
+
+    report["peak_matmul_flops"] = peak = {
+        "fp32": peak_matmul(dev, torch.float32), "tf32": peak_matmul(dev, torch.float32, tf32=True),
+        "bf16": peak_matmul(dev, torch.bfloat16)}
+    print(f"{report['device']}: peak matmul fp32 {peak['fp32'] / 1e12:.1f}, tf32 {peak['tf32'] / 1e12:.1f}, "
+          f"bf16 {peak['bf16'] / 1e12:.1f} TFLOP/s; model {flops['total'] / 1e9:.3f} GFLOP per trial forward",
+          flush=True)
+    save()
+    report["train"] = []
+    configs = [("none", False), ("none", True), ("bf16", False), ("bf16", True)]
+    if args.quick:
+        configs = configs[:2]
+    for batch in (128, 256, 512, 1024):
+        for amp, graphs in configs:
+            try:
+                r = bench_train(dev, batch, amp, graphs, steps, warmup)
+            except Exception as e:  # report and go on: one failing configuration must not hide the rest
+                r = {"batch": batch, "amp": amp, "cuda_graphs": graphs, "error": f"{type(e).__name__}: {e}"}
+                print(f"train batch {batch} amp {amp} cuda_graphs {graphs}: FAILED {r['error']}", flush=True)
+                report["train"].append(r)
+                save()
+                continue
+            yard = peak["bf16"] if amp == "bf16" else peak["fp32"]
+            r["achieved_flops"] = r["trials_per_s"] * 3 * flops["total"]
+            r["fraction_of_peak"] = r["achieved_flops"] / yard
+            r["fraction_of_peak_tf32"] = r["achieved_flops"] / peak["tf32"]
+            report["train"].append(r)
+            print(f"train batch {batch:4d} amp {amp:4s} cuda_graphs {str(graphs):5s}: {r['trials_per_s']:9.0f} trials/s, "
+                  f"{r['median_step_s'] * 1e3:7.1f} ms/step, peak {r['peak_gpu_mb']:6.0f} MB, "
+                  f"{100 * r['fraction_of_peak']:.2f}% of peak ({'bf16' if amp == 'bf16' else 'fp32'})", flush=True)
+            save()
+    report["sample"] = []
+    for batch, method, n in ((256, "batched", 50), (1024, "batched", 50), (256, "sequential", 10)):
+        try:
+            r = bench_sample(dev, batch, n, method)
+        except Exception as e:
+            r = {"batch": batch, "method": method, "error": f"{type(e).__name__}: {e}"}
+            print(f"sample batch {batch} {method}: FAILED {r['error']}", flush=True)
+            report["sample"].append(r)
+            save()
+            continue
+        # per trial-sample: the decoder; the encoders once per trial (batched) or per sample (sequential)
+        per = flops["decoder_only"] + flops["encoders"] / (n if method == "batched" else 1)
+        r["achieved_flops"] = r["trial_samples_per_s"] * per
+        r["fraction_of_peak"] = r["achieved_flops"] / peak["fp32"]
+        report["sample"].append(r)
+        print(f"sample batch {batch:4d} {method:10s}: {r['trial_samples_per_s']:10.0f} trial-samples/s, "
+              f"peak {r['peak_gpu_mb']:6.0f} MB, {100 * r['fraction_of_peak']:.2f}% of fp32 peak", flush=True)
+        save()
+    save()
+    print(f"wrote {out_dir / 'gpu_bench.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

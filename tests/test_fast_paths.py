@@ -1,0 +1,142 @@
+"""The fast paths added for speed: the blockwise backward factors of the recurrences, the
+no-gradient forward, and the batched posterior sampler against the sequential one."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from lfads_core.lfads.data import SplitData
+from lfads_core.lfads.model import LFADS, kernels
+from lfads_core.lfads.posterior import sample_split
+
+from test_model import B, FP, N_IN, N_OUT, T, counts, tiny_cfg
+
+torch.set_num_threads(1)
+
+CONFIGS = [{}, {"con_dim": 0}, {"ext_input_dim": 2, "ci_lag": 2, "cell_clip": 0.3}]
+
+
+def _grads(m, x, ext, y, impl):
+    torch.manual_seed(123)
+    m.zero_grad()
+    out = m(x, ext_input=ext, impl=impl)
+    (m.recon_nll(out, y).sum() + m.kl_ic(out).sum() + m.kl_co(out).sum()).backward()
+    return out, {n: p.grad.clone() for n, p in m.named_parameters() if p.grad is not None and p.numel()}
+
+
+@pytest.mark.parametrize("block", [1, 4, 1000])
+@pytest.mark.parametrize("kw", CONFIGS)
+def test_backward_factors_in_blocks_match_reference(kw, block, monkeypatch):
+    """However the steps are grouped into blocks for the backward's factors, the fast path's
+    gradients equal the plain loop's (train mode: dropout masks and posterior noise)."""
+    monkeypatch.setattr(kernels, "_block_len", lambda n, device: block)
+    torch.manual_seed(0)
+    m = LFADS(tiny_cfg(**kw)).double().train()
+    x = counts((B, T, N_IN)).double()
+    ext = torch.randn(B, T + FP, 2, dtype=torch.float64) if kw.get("ext_input_dim") else None
+    y = counts((B, T + FP, N_IN + N_OUT), seed=3).double()
+    (o_r, g_r), (o_f, g_f) = _grads(m, x, ext, y, "reference"), _grads(m, x, ext, y, "fast")
+    torch.testing.assert_close(o_f.params, o_r.params, rtol=1e-9, atol=1e-10)
+    assert g_r.keys() == g_f.keys()
+    for n in g_r:
+        torch.testing.assert_close(g_f[n], g_r[n], rtol=1e-8, atol=1e-10, msg=n)
+
+
+@pytest.mark.parametrize("kw", CONFIGS)
+def test_forward_without_gradients_equals_forward_with(kw):
+    """The no-gradient loops (no per-step gates kept) give the same outputs."""
+    torch.manual_seed(0)
+    m = LFADS(tiny_cfg(**kw)).double().eval()
+    x = counts((B, T, N_IN)).double()
+    ext = torch.randn(B, T + FP, 2, dtype=torch.float64) if kw.get("ext_input_dim") else None
+    torch.manual_seed(1)
+    with_grad = m(x, ext_input=ext)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        without = m(x, ext_input=ext)
+    for field in ("params", "factors", "gen_states", "co_mean", "inferred_inputs"):
+        torch.testing.assert_close(getattr(without, field), getattr(with_grad, field).detach(),
+                                   rtol=1e-12, atol=1e-12)
+
+
+def _split(n, kw, dtype=torch.float64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    ext = torch.randn(n, T + FP, 2, generator=g, dtype=dtype) if kw.get("ext_input_dim") else None
+    return SplitData(counts((n, T, N_IN), seed=seed).to(dtype), counts((n, T + FP, N_IN + N_OUT)).to(dtype),
+                     torch.arange(n), ext_input=ext)
+
+
+@pytest.mark.parametrize("impl", ["fast", "reference"])
+@pytest.mark.parametrize("kw", CONFIGS)
+def test_batched_sampling_equals_sequential_for_a_seed(kw, impl):
+    """Same seed, same draws in the same order: the batched sampler's averages equal the
+    sequential sampler's to float rounding, for any chunking of the samples (including a
+    last chunk smaller than the others and a last batch of trials smaller than the others)."""
+    torch.manual_seed(0)
+    m = LFADS(tiny_cfg(impl=impl, **kw)).double()
+    split = _split(23, kw)
+    torch.manual_seed(5)
+    ref = sample_split(m, split, n_samples=7, batch_size=10, method="sequential")
+    for chunk in (1, 16, 30, 10_000):
+        torch.manual_seed(5)
+        got = sample_split(m, split, n_samples=7, batch_size=10, sample_chunk=chunk)
+        assert got.keys() == ref.keys()
+        for key in ref:
+            assert got[key].shape == ref[key].shape, key
+            np.testing.assert_allclose(got[key], ref[key], rtol=1e-5, atol=1e-6, err_msg=f"{key}, chunk {chunk}")
+    assert m.training  # the mode is restored
+
+
+def test_batched_sampling_agrees_within_sampling_noise():
+    """Different seeds: the batched and sequential estimates differ by no more than two
+    independent sequential estimates do (Monte Carlo noise), and the IC posterior is exact."""
+    torch.manual_seed(0)
+    m = LFADS(tiny_cfg(dropout_rate=0.0, co_prior_nvar=0.5, ic_prior_var=0.5))
+    split = _split(40, {}, dtype=torch.float32)
+    runs = {}
+    for name, method, seed in (("seq1", "sequential", 1), ("seq2", "sequential", 2), ("batched", "batched", 3)):
+        torch.manual_seed(seed)
+        runs[name] = sample_split(m, split, n_samples=40, batch_size=16, method=method)
+    for key in ("rates", "factors", "inputs"):
+        noise = np.sqrt(np.mean((runs["seq2"][key] - runs["seq1"][key]) ** 2))
+        diff = np.sqrt(np.mean((runs["batched"][key] - runs["seq1"][key]) ** 2))
+        assert noise > 0, key
+        assert 0.5 * noise < diff < 2.0 * noise, (key, diff, noise)
+    for key in ("ic_mean", "ic_std"):
+        np.testing.assert_allclose(runs["batched"][key], runs["seq1"][key], rtol=1e-6, atol=1e-7)
+
+
+def test_sampling_method_is_checked():
+    m = LFADS(tiny_cfg())
+    with pytest.raises(ValueError, match="method must be one of"):
+        sample_split(m, _split(4, {}), n_samples=2, method="parallel")
+
+
+def test_cuda_graph_path_bookkeeping_emulated_on_cpu(monkeypatch):
+    """``cuda_graphs``' static buffers (emulated on CPU: the same code, replayed by calling it):
+    gradients equal the plain fast path's over several steps with changing weights, and a
+    second forward before the backward is refused rather than giving wrong gradients."""
+    monkeypatch.setattr(kernels, "GRAPH_EMULATION_ON_CPU", True)
+    monkeypatch.setattr(kernels, "_GRAPHS", {})
+    torch.manual_seed(0)
+    plain = LFADS(tiny_cfg()).double().train()
+    graphed = LFADS(tiny_cfg(cuda_graphs=True)).double().train()
+    graphed.load_state_dict(plain.state_dict())
+    x = counts((B, T, N_IN)).double()
+    y = counts((B, T + FP, N_IN + N_OUT), seed=3).double()
+    opts = [torch.optim.SGD(m.parameters(), lr=1e-3) for m in (plain, graphed)]
+    for step in range(3):
+        grads = []
+        for m, opt in zip((plain, graphed), opts):
+            out, g = _grads(m, x, None, y, "fast")
+            grads.append(g)
+            opt.step()
+        for n in grads[0]:
+            torch.testing.assert_close(grads[1][n], grads[0][n], rtol=1e-10, atol=1e-12, msg=f"{n}, step {step}")
+    assert len(kernels._GRAPHS) == 1  # one shape, captured once
+    first = graphed(x)
+    graphed(x)  # overwrites the first pass's saved tensors
+    with pytest.raises(RuntimeError, match="another forward pass"):
+        first.params.sum().backward()
