@@ -15,12 +15,8 @@ dispatch, more than its arithmetic):
   preallocated buffers without autograd bookkeeping. Without gradients (validation,
   posterior sampling) the per-step gate buffers are reused from step to step, so memory is
   that of the outputs only.
-* Backward: every factor of the GRU's local derivatives that does not depend on the incoming
-  gradient (``(1 - z)(1 - n^2)``, ``r(1 - r) gh_n``, ``(h_prev - n) z (1 - z)``, the clipping
-  mask) is computed once for all steps at the end of the forward pass, as a few large
-  vectorised operations (see :func:`gru_grad_coefficients`). The backward loop then only
-  multiplies the incoming gradient by them (one broadcast multiply for the three gates) and
-  does the recurrent matmuls: about 4 operations per GRU step instead of about 20.
+* Backward: one step's local derivatives from the gates the forward saved
+  (:func:`gru_backward_into`), written into preallocated buffers.
 * Weight gradients are one matmul over all steps after the backward loop.
 """
 
@@ -30,43 +26,31 @@ import math
 
 import torch
 
-__all__ = ["GRUScan", "gru_scan", "DecoderScan", "DecoderScanGraphed", "decoder_scan", "gru_grad_coefficients"]
+__all__ = ["GRUScan", "gru_scan", "DecoderScan", "DecoderScanGraphed", "decoder_scan", "gru_backward_into"]
 
 
 def _needs_grad(*tensors) -> bool:
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
-def gru_grad_coefficients(h_prev, rz, n, gh, clip: float, kx=None) -> None:
-    """Factors of a GRU's local derivatives, for a block of steps (any leading dims), in place.
+def gru_backward_into(dh, h_prev, gh, rz, n, clip: float, dxp, dgh) -> torch.Tensor:
+    """Backward of one GRU step (:func:`_gru_step`) from its saved gates.
 
-    For ``h = clip(lerp(n, h_prev, z))``, ``n = tanh(x_n + r * gh_n)``, ``r, z = sigmoid(...)``
-    and an incoming gradient ``dh`` w.r.t. ``h``: ``d(pre_r) = dh * kr``, ``d(pre_z) = dh * kz``,
-    ``d(x_n) = dh * a``, ``d(gh_n) = dh * a * r`` and the direct part of the gradient w.r.t.
-    ``h_prev`` is ``dh * zm``; the clipping mask (zero gradient where the state was clipped) is
-    folded into every factor.  Overwrites the forward's buffers: ``gh`` (... x 3H) with
-    ``[kr, kz, a r]`` (the factors of d(gh)), ``n`` with ``a`` and the z half of ``rz`` with
-    ``zm``; ``kx`` (... x 3H), if given, gets ``[kr, kz, a]`` (the factors of d(x)).
-    Called on blocks of a few steps right after the forward computed them, while they are
-    still in cache.
+    dh: gradient w.r.t. the new state (... x H).  Writes dxp (gradient of the input-side
+    pre-activation, ... x 3H) and dgh (of the hidden-side one), and returns the direct part
+    of the gradient w.r.t. h_prev (``dh * z``); the caller adds ``dgh @ W_hh``.
     """
-    H = n.shape[-1]
-    r, z, gh_n = rz[..., :H], rz[..., H:], gh[..., 2 * H :]
-    one_m_z = 1.0 - z
-    kz = (h_prev - n) * z * one_m_z
-    m = (torch.lerp(n, h_prev, z).abs() <= clip).to(n.dtype) if math.isfinite(clip) else None
-    n.mul_(n).neg_().add_(1.0).mul_(one_m_z)  # a = (1 - n^2)(1 - z)
-    a = n
-    if m is not None:
-        a.mul_(m)
-        kz.mul_(m)
-        z.mul_(m)
-    torch.mul(gh_n, a, out=gh[..., :H]).mul_(r).mul_(1.0 - r)
-    gh[..., H : 2 * H] = kz
-    torch.mul(a, r, out=gh_n)
-    if kx is not None:
-        kx[..., : 2 * H] = gh[..., : 2 * H]
-        kx[..., 2 * H :] = a
+    H = h_prev.shape[-1]
+    r, z = rz[..., :H], rz[..., H:]
+    if math.isfinite(clip):
+        dh = dh * (torch.lerp(n, h_prev, z).abs() <= clip)
+    dpre_n = dh * (1.0 - z) * (1.0 - n * n)
+    dxp[..., 2 * H :] = dpre_n
+    torch.mul(dpre_n, r, out=dgh[..., 2 * H :])
+    torch.mul(dpre_n * gh[..., 2 * H :], r * (1.0 - r), out=dxp[..., :H])
+    torch.mul(dh * (h_prev - n), z * (1.0 - z), out=dxp[..., H : 2 * H])
+    dgh[..., : 2 * H] = dxp[..., : 2 * H]
+    return dh * z
 
 
 def _bias_rows(b: torch.Tensor, rows: int) -> torch.Tensor:
@@ -82,12 +66,6 @@ def _steps(x: torch.Tensor, rows: int) -> tuple[list[torch.Tensor], bool]:
     if x.shape[0] > 0 and x.stride(0) == 0 and x.stride(1) == 0:
         return [_bias_rows(x[0, 0], rows)] * x.shape[0], False
     return list(x.unbind(0)), x.shape[1] != rows
-
-
-def _block_len(n_per_step: int, device: torch.device) -> int:
-    """Steps per block of :func:`gru_grad_coefficients`: about 64k elements (cache-sized) on
-    CPU, everything at once elsewhere."""
-    return max(1, 65536 // max(n_per_step, 1)) if device.type == "cpu" else 1 << 30
 
 
 def _gru_step(xp_t, gh_t, h, clip, rz_t, n_t, h_out, H):
@@ -116,18 +94,13 @@ def _gru_scan_forward(xp, h0, w_hh, b_hh, clip: float, save: bool):
     else:
         rz1, n1, gh1 = xp.new_empty(D, B, 2 * H), xp.new_empty(D, B, H), xp.new_empty(D, B, G)
     xp_l, hs_l = xp.unbind(1), hs.unbind(1)
-    block = _block_len(D * B * H, xp.device)
-    h, t0 = h0, 0
+    h = h0
     for t in range(T):
         rz_t, n_t, gh_t = (rz_l[t], n_l[t], gh_l[t]) if save else (rz1, n1, gh1)
         for d in range(D):
             torch.addmm(b_2d[d], h[d], w_t[d], out=gh_t[d])
         _gru_step(xp_l[t], gh_t, h, clip, rz_t, n_t, hs_l[t], H)
         h = hs_l[t]
-        if save and (t + 1 - t0 == block or t == T - 1):  # the backward's factors of steps t0..t
-            h_prev = hs[:, t0 - 1 : t] if t0 > 0 else torch.cat([h0.unsqueeze(1), hs[:, :t]], dim=1)
-            gru_grad_coefficients(h_prev, rz[:, t0 : t + 1], n[:, t0 : t + 1], gh[:, t0 : t + 1], clip)
-            t0 = t + 1
     return hs, ((rz, n, gh) if save else None)
 
 
@@ -145,38 +118,31 @@ class GRUScan(torch.autograd.Function):
     @staticmethod
     @torch.amp.custom_fwd(device_type="cuda", cast_inputs=torch.float32)  # recurrence in fp32 under autocast
     def forward(ctx, xp, h0, w_hh, b_hh, clip: float):
-        hs, (zm, a, k3) = _gru_scan_forward(xp, h0, w_hh, b_hh, clip, save=True)  # factors, see above
-        ctx.save_for_backward(h0, w_hh, hs, k3, a, zm)
+        hs, (rz, n, gh) = _gru_scan_forward(xp, h0, w_hh, b_hh, clip, save=True)
+        ctx.save_for_backward(h0, w_hh, hs, rz, n, gh)
+        ctx.clip = clip
         return hs
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     @torch.amp.custom_bwd(device_type="cuda")
     def backward(ctx, grad_hs):
-        h0, w_hh, hs, k3, a, zm = ctx.saved_tensors
+        h0, w_hh, hs, rz, n, gh = ctx.saved_tensors
         D, T, B, H = hs.shape
-        zm = zm[..., H:]
-        dh_all = hs.new_empty(D, T, B, H)  # total gradient w.r.t. each state
-        dgh = hs.new_empty(D, T, B, 3 * H)  # gradient w.r.t. h @ W_hh.T + b_hh
-        k3v, dghv = k3.view(D, T, B, 3, H), dgh.view(D, T, B, 3, H)
-        dh = hs.new_empty(D, B, H)  # the carried gradient w.r.t. the previous state
+        dxp = hs.new_empty(D, T, B, 3 * H)
+        dgh = hs.new_empty(D, T, B, 3 * H)
+        dh = torch.zeros_like(h0)
         for t in range(T - 1, -1, -1):
-            if t == T - 1:
-                dh_all[:, t].copy_(grad_hs[:, t])
-            else:
-                torch.add(dh, grad_hs[:, t], out=dh_all[:, t])
-            torch.mul(k3v[:, t], dh_all[:, t].unsqueeze(2), out=dghv[:, t])
-            torch.mul(dh_all[:, t], zm[:, t], out=dh)
-            for d in range(D):
-                dh[d].addmm_(dgh[d, t], w_hh[d])
+            hp = hs[:, t - 1] if t > 0 else h0
+            dhz = gru_backward_into(dh + grad_hs[:, t], hp, gh[:, t], rz[:, t], n[:, t], ctx.clip,
+                                    dxp[:, t], dgh[:, t])
+            dh = torch.stack([torch.addmm(dhz[d], dgh[d, t], w_hh[d]) for d in range(D)])
         dw = torch.empty_like(w_hh)
         for d in range(D):
             torch.mm(dgh[d, 1:].reshape(-1, 3 * H).t(), hs[d, :-1].reshape(-1, H), out=dw[d])
             dw[d].addmm_(dgh[d, 0].t(), h0[d])
         db = dgh.view(D, T * B, 3 * H).sum(dim=1)
-        # the input-side gradient equals dgh in the r and z gates; only the candidate differs
-        torch.mul(dh_all, a, out=dgh[..., 2 * H :])
-        return dgh, dh, dw, db, None
+        return dxp, dh, dw, db, None
 
 
 def gru_scan(xp, h0, w_hh, b_hh, clip: float = float("inf")):
@@ -206,9 +172,6 @@ def _decoder_forward(g0, hc0, cx, gx, w_gc, w_hh_c, b_hh_c, w_co, b_co, w_cg, w_
         rz_g, n_g, gh_g = new(Tr, B, 2 * G), new(Tr, B, G), new(Tr, B, 3 * G)
         rz_c, n_c, gh_c = new(Tr, B, 2 * C), new(Tr, B, C), new(Tr, B, 3 * C)
         stds = new(Tr, B, K) if eps is not None else None
-        kx3g, kx3c = new(Tr, B, 3 * G), new(Tr, B, 3 * C)
-        block = _block_len(B * G, cx.device)
-        t0 = 0
         rz_g_l, n_g_l, gh_g_l = rz_g.unbind(0), n_g.unbind(0), gh_g.unbind(0)
         rz_c_l, n_c_l, gh_c_l, hcs_l = rz_c.unbind(0), n_c.unbind(0), gh_c.unbind(0), hcs.unbind(0)
     else:
@@ -262,25 +225,11 @@ def _decoder_forward(g0, hc0, cx, gx, w_gc, w_hh_c, b_hh_c, w_co, b_co, w_cg, w_
         elif gds is not gs:
             gds_l[t].copy_(g)
         gd = gds_l[t]
-        if save and (t + 1 - t0 == block or t == Tr - 1):  # the backward's factors of steps t0..t
-            sl = slice(t0, t + 1)
-            g_prev = gs[t0 - 1 : t] if t0 > 0 else torch.cat([g0.unsqueeze(0), gs[:t]])
-            gru_grad_coefficients(g_prev, rz_g[sl], n_g[sl], gh_g[sl], clip, kx3g[sl])
-            hc_prev = hcs[t0 - 1 : t] if t0 > 0 else torch.cat([hc0.unsqueeze(0), hcs[:t]])
-            gru_grad_coefficients(hc_prev, rz_c[sl], n_c[sl], gh_c[sl], clip, kx3c[sl])
-            t0 = t + 1
     outputs = (gs, gds, cps, cos)
     if not save:
         return outputs, None
-    k3g, zm_g, k3c, zm_c = gh_g, rz_g[..., G:], gh_c, rz_c[..., C:]
-    # d(co params) = d_cps + [dco, dco * 0.5 * eps * std] (reparameterisation)
-    e2 = torch.ones_like(cps)
-    if eps is not None:
-        torch.mul(eps, stds, out=e2[..., K:]).mul_(0.5)
-    else:
-        e2[..., K:] = 0.0
-    saved = (g0, hc0, gd0, w_gc, w_hh_c, w_co, w_cg, w_hh_g, masks, gs, gds, hcs, cos,
-             k3g, kx3g, zm_g, k3c, kx3c, zm_c, e2)
+    saved = (g0, hc0, gd0, w_gc, w_hh_c, w_co, w_cg, w_hh_g, masks, eps, gs, gds, rz_g, n_g, gh_g, hcs, rz_c,
+             n_c, gh_c, cos, stds)
     return outputs, saved
 
 
@@ -306,67 +255,47 @@ class DecoderScan(torch.autograd.Function):
         outputs, saved = _decoder_forward(g0, hc0, cx, gx, w_gc, w_hh_c, b_hh_c, w_co, b_co, w_cg, w_hh_g,
                                           b_hh_g, masks, eps, clip, save=True)
         ctx.save_for_backward(*saved)
+        ctx.clip = clip
         return outputs
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     @torch.amp.custom_bwd(device_type="cuda")
     def backward(ctx, d_gs, d_gds, d_cps, d_cos):
-        return _decoder_backward(ctx.saved_tensors, d_gs, d_gds, d_cps, d_cos) + (None, None, None)
+        return _decoder_backward(ctx.saved_tensors, ctx.clip, d_gs, d_gds, d_cps, d_cos) + (None, None, None)
 
 
-def _decoder_backward(saved, d_gs, d_gds, d_cps, d_cos):
+def _decoder_backward(saved, clip: float, d_gs, d_gds, d_cps, d_cos):
     """The backward of :func:`_decoder_forward` (``saved``: what it returned with ``save``);
     returns the gradients of its first 12 inputs."""
-    (g0, hc0, gd0, w_gc, w_hh_c, w_co, w_cg, w_hh_g, masks, gs, gds, hcs, cos,
-     k3g, kx3g, zm_g, k3c, kx3c, zm_c, e2) = saved
+    (g0, hc0, gd0, w_gc, w_hh_c, w_co, w_cg, w_hh_g, masks, eps, gs, gds, rz_g, n_g, gh_g, hcs, rz_c, n_c,
+     gh_c, cos, stds) = saved
     Tr, B, G = gs.shape
     C, K = hcs.shape[2], cos.shape[2]
     new = gs.new_empty
-    dg_all, dhc_all = new(Tr, B, G), new(Tr, B, C)  # total gradients w.r.t. g_t and hc_t
-    dgh_g, dgx, dgh_c, dcx, dcp = new(Tr, B, 3 * G), new(Tr, B, 3 * G), new(Tr, B, 3 * C), \
-        new(Tr, B, 3 * C), new(Tr, B, 2 * K)
-    v3 = lambda x, n: x.view(Tr, B, 3, n)  # noqa: E731
-    k3g_l, kx3g_l, k3c_l, kx3c_l = v3(k3g, G).unbind(0), v3(kx3g, G).unbind(0), v3(k3c, C).unbind(0), \
-        v3(kx3c, C).unbind(0)
-    dgh_g3, dgx3, dgh_c3, dcx3 = v3(dgh_g, G).unbind(0), v3(dgx, G).unbind(0), v3(dgh_c, C).unbind(0), \
-        v3(dcx, C).unbind(0)
-    e2_l, dcp2_l, d_cps2_l = e2.view(Tr, B, 2, K).unbind(0), dcp.view(Tr, B, 2, K).unbind(0), \
-        d_cps.reshape(Tr, B, 2, K).unbind(0)
-    # gradient reaching g_t from the outputs: d_gs + d_gds * mask (the controller's part is added below)
-    d_direct = d_gs + d_gds * masks[1:] if masks is not None else d_gs + d_gds
-    dgd_next = new(B, G)
+    dcx, dgh_c, dgx, dgh_g, dcp = new(Tr, B, 3 * C), new(Tr, B, 3 * C), new(Tr, B, 3 * G), new(Tr, B, 3 * G), \
+        new(Tr, B, 2 * K)
+    dg = torch.zeros_like(g0)
+    dhc = torch.zeros_like(hc0)
+    dgd_next = torch.zeros_like(g0)  # gradient reaching gd_t from the controller at t+1
     for t in range(Tr - 1, -1, -1):
-        dg = dg_all[t]
-        if t == Tr - 1:
-            dg.copy_(d_direct[t])
-        else:  # from g_{t+1}'s update and, through the dropped state, the controller at t+1
-            torch.addcmul(d_direct[t], dg_all[t + 1], zm_g[t + 1], out=dg)
-            dg.addmm_(dgh_g[t + 1], w_hh_g)
-            if masks is not None:
-                torch.mm(dcx[t + 1], w_gc, out=dgd_next)
-                dg.addcmul_(dgd_next, masks[t + 1])
-            else:
-                dg.addmm_(dcx[t + 1], w_gc)
-        dg3 = dg.unsqueeze(1)
-        torch.mul(k3g_l[t], dg3, out=dgh_g3[t])
-        torch.mul(kx3g_l[t], dg3, out=dgx3[t])
+        dgd = d_gds[t] + dgd_next
+        dg = dg + d_gs[t] + (dgd * masks[t + 1] if masks is not None else dgd)
+        g_prev = gs[t - 1] if t > 0 else g0
+        dgz = gru_backward_into(dg, g_prev, gh_g[t], rz_g[t], n_g[t], clip, dgx[t], dgh_g[t])
+        dg = torch.addmm(dgz, dgh_g[t], w_hh_g)
         dco = torch.addmm(d_cos[t], dgx[t], w_cg)
-        torch.addcmul(d_cps2_l[t], e2_l[t], dco.unsqueeze(1), out=dcp2_l[t])
-        dhc = dhc_all[t]
-        if t == Tr - 1:
-            torch.mm(dcp[t], w_co, out=dhc)
+        torch.add(d_cps[t][:, :K], dco, out=dcp[t][:, :K])
+        if eps is not None:
+            torch.addcmul(d_cps[t][:, K:], dco * 0.5, eps[t] * stds[t], out=dcp[t][:, K:])
         else:
-            torch.mul(dhc_all[t + 1], zm_c[t + 1], out=dhc)
-            dhc.addmm_(dgh_c[t + 1], w_hh_c)
-            dhc.addmm_(dcp[t], w_co)
-        dhc3 = dhc.unsqueeze(1)
-        torch.mul(k3c_l[t], dhc3, out=dgh_c3[t])
-        torch.mul(kx3c_l[t], dhc3, out=dcx3[t])
-    dgd0 = torch.mm(dcx[0], w_gc)
-    dg0 = torch.addmm(dg_all[0] * zm_g[0], dgh_g[0], w_hh_g)
-    dg0 += dgd0 * masks[0] if masks is not None else dgd0
-    dhc0 = torch.addmm(dhc_all[0] * zm_c[0], dgh_c[0], w_hh_c)
+            dcp[t][:, K:] = d_cps[t][:, K:]
+        dhc = torch.addmm(dhc, dcp[t], w_co)
+        hc_prev = hcs[t - 1] if t > 0 else hc0
+        dhz = gru_backward_into(dhc, hc_prev, gh_c[t], rz_c[t], n_c[t], clip, dcx[t], dgh_c[t])
+        dhc = torch.addmm(dhz, dgh_c[t], w_hh_c)
+        dgd_next = torch.mm(dcx[t], w_gc)
+    dg0 = dg + (dgd_next * masks[0] if masks is not None else dgd_next)
 
     def wgrad(dpre, xs, x0):
         """sum_t dpre_t^T @ x_{t-1} with x_{-1} = x0."""
@@ -382,7 +311,7 @@ def _decoder_backward(saved, d_gs, d_gds, d_cps, d_cos):
     dw_hh_g = wgrad(dgh_g, gs, g0)
     dw_co = torch.mm(flat(dcp).t(), flat(hcs))
     dw_cg = torch.mm(flat(dgx).t(), flat(cos))
-    return (dg0, dhc0, dcx, dgx, dw_gc, dw_hh_c, flat(dgh_c).sum(0), dw_co, flat(dcp).sum(0), dw_cg, dw_hh_g,
+    return (dg0, dhc, dcx, dgx, dw_gc, dw_hh_c, flat(dgh_c).sum(0), dw_co, flat(dcp).sum(0), dw_cg, dw_hh_g,
             flat(dgh_g).sum(0))
 
 
@@ -464,7 +393,7 @@ class DecoderScanGraphed(torch.autograd.Function):
             _GRAPHS[key] = (_StaticCall(lambda *a: _decoder_forward(*a, clip, save=True), args), {})
         fwd, state = _GRAPHS[key]
         outputs, saved = fwd(*args)
-        ctx.key, ctx.replay = key, fwd.replays
+        ctx.key, ctx.replay, ctx.clip = key, fwd.replays, clip
         return tuple(o.clone() for o in outputs)
 
     @staticmethod
@@ -480,7 +409,8 @@ class DecoderScanGraphed(torch.autograd.Function):
         grads = (d_gs.contiguous(), d_gds.contiguous(), d_cps.contiguous(), d_cos.contiguous())
         if "bwd" not in state:
             n = len(saved)
-            state["bwd"] = _StaticCall(lambda *a: _decoder_backward(a[:n], *a[n:]), saved + grads)
+            clip = ctx.clip
+            state["bwd"] = _StaticCall(lambda *a: _decoder_backward(a[:n], clip, *a[n:]), saved + grads)
         out = state["bwd"](*(saved + grads))
         return tuple(o.clone() for o in out) + (None, None, None)
 

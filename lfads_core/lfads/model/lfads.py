@@ -14,8 +14,7 @@ Two implementations of the same computation share all parameters:
   loop, the factor->controller path is folded into one (gen_dim -> 3*con_dim)
   matrix, factors are computed for all bins after the loop, and the loop runs
   without autograd bookkeeping (buffers written in place, hand-written backward;
-  weight gradients as one matmul over all bins after the backward loop; the backward's
-  per-step factors computed in cache-sized blocks during the forward, see :mod:`.kernels`).
+  weight gradients as one matmul over all bins after the backward loop).
   All random draws (sampling noise, dropout masks) are made before the loop
   in the same order for both, so they agree to float rounding.
 
