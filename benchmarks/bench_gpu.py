@@ -1,6 +1,8 @@
 """GPU throughput of LFADS (MC_Maze 5 ms architecture) and what fraction of the GPU it uses.
 
     PYTHONPATH=. python benchmarks/bench_gpu.py [--out DIR] [--quick]
+    PYTHONPATH=. python benchmarks/bench_gpu.py --device cpu --quick --batches 8 --sample-batches 8 --samples 4
+                                           # the same code paths on the CPU (a smoke run; tests do this)
 
 Measures, on the first CUDA device (needs only torch and numpy):
 
@@ -14,7 +16,8 @@ Measures, on the first CUDA device (needs only torch and numpy):
   as 3x the forward), so that every rate is also stated as a fraction of the measured peak.
 
 Writes ``gpu_bench.json`` into ``--out`` (default ``$OUT`` or the current folder) and prints
-a summary.  Without a GPU it says so and exits 0.
+a summary.  Without a GPU it says so and exits 0.  ``--device cpu`` runs the same measurements
+on the CPU (float32 only, no CUDA graphs), so the script is tested where there is no GPU.
 """
 
 from __future__ import annotations
@@ -51,16 +54,34 @@ def forward_flops_per_trial(cfg) -> dict[str, float]:
             "total": enc + ic + con + gen + readout, "decoder_only": ic + con + gen + readout}
 
 
+def sync(dev) -> None:
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
+def reset_peak_memory(dev) -> None:
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+
+
+def peak_memory_mb(dev) -> float:
+    """Peak GPU memory allocated since the last reset; on CPU the process's resident high-water mark."""
+    if dev.type == "cuda":
+        return torch.cuda.max_memory_allocated(dev) / 2**20
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM")) / 1024
+
+
 def peak_matmul(dev, dtype, tf32=False, n=8192, reps=20) -> float:
     torch.backends.cuda.matmul.allow_tf32 = tf32
     a, b = torch.randn(n, n, device=dev, dtype=dtype), torch.randn(n, n, device=dev, dtype=dtype)
     for _ in range(3):
         a @ b
-    torch.cuda.synchronize(dev)
+    sync(dev)
     t = time.perf_counter()
     for _ in range(reps):
         a @ b
-    torch.cuda.synchronize(dev)
+    sync(dev)
     torch.backends.cuda.matmul.allow_tf32 = False
     return 2 * n**3 * reps / (time.perf_counter() - t)
 
@@ -77,7 +98,7 @@ def bench_train(dev, batch, amp, cuda_graphs, steps, warmup) -> dict:
     cd = CoordinatedDropout(model.cfg.cd_rate)
     encod = torch.poisson(torch.full((batch, 140, 137), 0.1, device=dev))
     recon = torch.cat([encod, torch.poisson(torch.full((batch, 140, 45), 0.1, device=dev))], dim=-1)
-    ctx = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if amp == "bf16" else None
+    ctx = (lambda: torch.autocast(dev.type, dtype=torch.bfloat16)) if amp == "bf16" else None
 
     def step():
         x, keep = cd.mask_input(encod)
@@ -94,20 +115,20 @@ def bench_train(dev, batch, amp, cuda_graphs, steps, warmup) -> dict:
         opt.step()
         return loss
 
-    torch.cuda.reset_peak_memory_stats(dev)
+    reset_peak_memory(dev)
     for _ in range(warmup):
         step()
-    torch.cuda.synchronize(dev)
+    sync(dev)
     times = []
     for _ in range(steps):
         t = time.perf_counter()
         loss = step()
-        torch.cuda.synchronize(dev)
+        sync(dev)
         times.append(time.perf_counter() - t)
     med = statistics.median(times)
     return {"batch": batch, "amp": amp, "cuda_graphs": cuda_graphs, "median_step_s": med,
             "trials_per_s": batch / med, "finite_loss": bool(torch.isfinite(loss).item()),
-            "peak_gpu_mb": torch.cuda.max_memory_allocated(dev) / 2**20}
+            "peak_memory_mb": peak_memory_mb(dev)}
 
 
 def bench_sample(dev, batch, n_samples, method) -> dict:
@@ -119,15 +140,14 @@ def bench_sample(dev, batch, n_samples, method) -> dict:
     encod = torch.poisson(torch.full((batch, 140, 137), 0.1))
     split = SplitData(encod, torch.cat([encod, encod[..., :45]], -1), torch.arange(batch))
     sample_split(model, split, n_samples=2, batch_size=batch, device=dev, method=method)
-    torch.cuda.synchronize(dev)
-    torch.cuda.reset_peak_memory_stats(dev)
+    sync(dev)
+    reset_peak_memory(dev)
     t = time.perf_counter()
     sample_split(model, split, n_samples=n_samples, batch_size=batch, device=dev, method=method)
-    torch.cuda.synchronize(dev)
+    sync(dev)
     dt = time.perf_counter() - t
     return {"batch": batch, "n_samples": n_samples, "method": method, "seconds": dt,
-            "trial_samples_per_s": batch * n_samples / dt,
-            "peak_gpu_mb": torch.cuda.max_memory_allocated(dev) / 2**20}
+            "trial_samples_per_s": batch * n_samples / dt, "peak_memory_mb": peak_memory_mb(dev)}
 
 
 def main() -> int:
@@ -135,38 +155,49 @@ def main() -> int:
     ap.add_argument("--out", default=os.environ.get("OUT", "."))
     ap.add_argument("--quick", action="store_true", help="fewer steps and configurations (a smoke run)")
     ap.add_argument("--steps", type=int, default=None)
+    ap.add_argument("--device", default="cuda", help="cuda (default) or cpu (a smoke run of the same code)")
+    ap.add_argument("--batches", default="128,256,512,1024", help="training batch sizes (comma-separated)")
+    ap.add_argument("--sample-batches", default="256,1024", help="batched-sampling batch sizes")
+    ap.add_argument("--samples", type=int, default=50, help="posterior samples per trial")
     args = ap.parse_args()
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    report = {"torch": torch.__version__, "cuda_available": torch.cuda.is_available()}
+    report = {"torch": torch.__version__, "cuda_available": torch.cuda.is_available(), "device_type": args.device}
     cfg = make_model("fast").cfg
     flops = forward_flops_per_trial(cfg)
     report["flops_per_trial"] = flops | {"train_step_factor": 3.0}
-    if not torch.cuda.is_available():
+    if args.device == "cuda" and not torch.cuda.is_available():
         report["skipped"] = "no CUDA GPU"
         (out_dir / "gpu_bench.json").write_text(json.dumps(report, indent=1))
         print(f"no CUDA GPU: GPU benchmark skipped (FLOPs per trial, forward: {flops['total'] / 1e9:.3f} G); "
               f"wrote {out_dir / 'gpu_bench.json'}")
         return 0
-    dev = torch.device("cuda")
-    report["device"] = torch.cuda.get_device_name(dev)
+    dev = torch.device(args.device)
+    on_gpu = dev.type == "cuda"
+    report["device"] = torch.cuda.get_device_name(dev) if on_gpu else "cpu"
     steps, warmup = (args.steps or (5 if args.quick else 20)), (3 if args.quick else 5)
 
     def save():
         (out_dir / "gpu_bench.json").write_text(json.dumps(report, indent=1))
 
-    report["peak_matmul_flops"] = peak = {
-        "fp32": peak_matmul(dev, torch.float32), "tf32": peak_matmul(dev, torch.float32, tf32=True),
-        "bf16": peak_matmul(dev, torch.bfloat16)}
+    if on_gpu:
+        report["peak_matmul_flops"] = peak = {
+            "fp32": peak_matmul(dev, torch.float32), "tf32": peak_matmul(dev, torch.float32, tf32=True),
+            "bf16": peak_matmul(dev, torch.bfloat16)}
+    else:
+        fp32 = peak_matmul(dev, torch.float32, n=1024, reps=5)
+        report["peak_matmul_flops"] = peak = {"fp32": fp32, "tf32": fp32, "bf16": fp32}
     print(f"{report['device']}: peak matmul fp32 {peak['fp32'] / 1e12:.1f}, tf32 {peak['tf32'] / 1e12:.1f}, "
           f"bf16 {peak['bf16'] / 1e12:.1f} TFLOP/s; model {flops['total'] / 1e9:.3f} GFLOP per trial forward",
           flush=True)
     save()
     report["train"] = []
     configs = [("none", False), ("none", True), ("bf16", False), ("bf16", True)]
-    if args.quick:
+    if not on_gpu:
+        configs = configs[:1]
+    elif args.quick:
         configs = configs[:2]
-    for batch in (128, 256, 512, 1024):
+    for batch in map(int, args.batches.split(",")):
         for amp, graphs in configs:
             try:
                 r = bench_train(dev, batch, amp, graphs, steps, warmup)
@@ -182,11 +213,14 @@ def main() -> int:
             r["fraction_of_peak_tf32"] = r["achieved_flops"] / peak["tf32"]
             report["train"].append(r)
             print(f"train batch {batch:4d} amp {amp:4s} cuda_graphs {str(graphs):5s}: {r['trials_per_s']:9.0f} trials/s, "
-                  f"{r['median_step_s'] * 1e3:7.1f} ms/step, peak {r['peak_gpu_mb']:6.0f} MB, "
+                  f"{r['median_step_s'] * 1e3:7.1f} ms/step, peak {r['peak_memory_mb']:6.0f} MB, "
                   f"{100 * r['fraction_of_peak']:.2f}% of peak ({'bf16' if amp == 'bf16' else 'fp32'})", flush=True)
             save()
     report["sample"] = []
-    for batch, method, n in ((256, "batched", 50), (1024, "batched", 50), (256, "sequential", 10)):
+    sample_batches = list(map(int, args.sample_batches.split(",")))
+    runs = [(b, "batched", args.samples) for b in sample_batches]
+    runs.append((sample_batches[0], "sequential", max(1, args.samples // 5)))
+    for batch, method, n in runs:
         try:
             r = bench_sample(dev, batch, n, method)
         except Exception as e:
@@ -201,7 +235,7 @@ def main() -> int:
         r["fraction_of_peak"] = r["achieved_flops"] / peak["fp32"]
         report["sample"].append(r)
         print(f"sample batch {batch:4d} {method:10s}: {r['trial_samples_per_s']:10.0f} trial-samples/s, "
-              f"peak {r['peak_gpu_mb']:6.0f} MB, {100 * r['fraction_of_peak']:.2f}% of fp32 peak", flush=True)
+              f"peak {r['peak_memory_mb']:6.0f} MB, {100 * r['fraction_of_peak']:.2f}% of fp32 peak", flush=True)
         save()
     save()
     print(f"wrote {out_dir / 'gpu_bench.json'}")
