@@ -1,5 +1,5 @@
-"""The fast paths added for speed: the no-gradient forward and the batched posterior sampler
-against the sequential one."""
+"""The fast paths added for speed: the blockwise backward, the no-gradient forward and the
+batched posterior sampler against the sequential one."""
 
 from __future__ import annotations
 
@@ -24,6 +24,23 @@ def _grads(m, x, ext, y, impl):
     out = m(x, ext_input=ext, impl=impl)
     (m.recon_nll(out, y).sum() + m.kl_ic(out).sum() + m.kl_co(out).sum()).backward()
     return out, {n: p.grad.clone() for n, p in m.named_parameters() if p.grad is not None and p.numel()}
+
+
+@pytest.mark.parametrize("kw", CONFIGS)
+def test_backward_blocks_do_not_change_gradients(kw, monkeypatch):
+    """The backward's factors are computed for blocks of steps; however the steps are grouped,
+    the float32 gradients are the same to the last bit (train mode: dropout and noise)."""
+    torch.manual_seed(0)
+    m = LFADS(tiny_cfg(**kw)).train()
+    x = counts((B, T, N_IN))
+    ext = torch.randn(B, T + FP, 2) if kw.get("ext_input_dim") else None
+    y = counts((B, T + FP, N_IN + N_OUT), seed=3)
+    grads = []
+    for block in (1, 3, 1000):
+        monkeypatch.setattr(kernels, "_block_len", lambda n, block=block: block)
+        grads.append(_grads(m, x, ext, y, "fast")[1])
+    for g in grads[1:]:
+        assert all(torch.equal(g[n], grads[0][n]) for n in g), "gradients depend on the block length"
 
 
 @pytest.mark.parametrize("kw", CONFIGS)
