@@ -17,7 +17,7 @@ import torch
 
 from lfads_core.lfads.config import ModelConfig, TrainConfig
 from lfads_core.lfads.data import SplitData
-from lfads_core.lfads.model import LFADS, CoordinatedDropout, kernels
+from lfads_core.lfads.model import LFADS, CoordinatedDropout, cuda_graphs
 from lfads_core.lfads.posterior import sample_split
 from lfads_core.lfads.training import train
 
@@ -88,7 +88,7 @@ def test_cuda_graphs_match_plain_fast_path():
     """``model.cuda_graphs``: the graphed controller-generator loop gives the plain fast
     path's gradients, step after step, with the weights changing in between."""
     dev = torch.device("cuda")
-    kernels._GRAPHS.clear()
+    cuda_graphs._GRAPHS.clear()
     torch.manual_seed(0)
     plain = LFADS(small_cfg()).to(dev).train()
     graphed = LFADS(small_cfg(cuda_graphs=True)).to(dev).train()

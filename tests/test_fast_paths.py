@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from lfads_core.lfads.data import SplitData
-from lfads_core.lfads.model import LFADS, kernels
+from lfads_core.lfads.model import LFADS, cuda_graphs, kernels
 from lfads_core.lfads.posterior import sample_split
 
 from test_model import B, FP, N_IN, N_OUT, T, counts, tiny_cfg
@@ -117,8 +117,8 @@ def test_cuda_graph_path_bookkeeping_emulated_on_cpu(monkeypatch):
     """``cuda_graphs``' static buffers (emulated on CPU: the same code, replayed by calling it):
     gradients equal the plain fast path's over several steps with changing weights, and a
     second forward before the backward is refused rather than giving wrong gradients."""
-    monkeypatch.setattr(kernels, "GRAPH_EMULATION_ON_CPU", True)
-    monkeypatch.setattr(kernels, "_GRAPHS", {})
+    monkeypatch.setattr(cuda_graphs, "GRAPH_EMULATION_ON_CPU", True)
+    monkeypatch.setattr(cuda_graphs, "_GRAPHS", {})
     torch.manual_seed(0)
     plain = LFADS(tiny_cfg()).double().train()
     graphed = LFADS(tiny_cfg(cuda_graphs=True)).double().train()
@@ -134,7 +134,7 @@ def test_cuda_graph_path_bookkeeping_emulated_on_cpu(monkeypatch):
             opt.step()
         for n in grads[0]:
             torch.testing.assert_close(grads[1][n], grads[0][n], rtol=1e-10, atol=1e-12, msg=f"{n}, step {step}")
-    assert len(kernels._GRAPHS) == 1  # one shape, captured once
+    assert len(cuda_graphs._GRAPHS) == 1  # one shape, captured once
     first = graphed(x)
     graphed(x)  # overwrites the first pass's saved tensors
     with pytest.raises(RuntimeError, match="another forward pass"):

@@ -31,7 +31,9 @@ import math
 
 import torch
 
-__all__ = ["GRUScan", "gru_scan", "DecoderScan", "DecoderScanGraphed", "decoder_scan", "gru_backward_factors",
+from .cuda_graphs import DecoderScanGraphed, graphs_run_on
+
+__all__ = ["GRUScan", "gru_scan", "DecoderScan", "decoder_scan", "gru_backward_factors",
            "gru_step_backward"]
 
 
@@ -383,114 +385,15 @@ def _decoder_backward(saved, clip: float, d_gs, d_gds, d_cps, d_cos):
             flat(dgh_g).sum(0))
 
 
-# ---------------------------------------------------------------------------- CUDA graphs
-#: Emulate the CUDA-graph path on CPU (replaying = calling the function on the static
-#: buffers), so that its bookkeeping is tested without a GPU.  Tests only.
-GRAPH_EMULATION_ON_CPU = False
-_GRAPHS: dict[tuple, tuple] = {}
-_MAX_GRAPHS = 16
-
-
-def _flatten(x, out):
-    if isinstance(x, (tuple, list)):
-        for y in x:
-            _flatten(y, out)
-    else:
-        out.append(x)
-    return out
-
-
-class _StaticCall:
-    """``fn`` replayed on static input buffers: captured once as a CUDA graph (one launch for
-    the whole loop instead of a few hundred small kernels), or, on CPU with
-    :data:`GRAPH_EMULATION_ON_CPU`, called on the static buffers.  ``fn`` returns a nested
-    tuple of tensors, which live in the graph's memory and are overwritten by the next replay."""
-
-    def __init__(self, fn, args):
-        self.fn = fn
-        self.static_in = [a.detach().clone() if isinstance(a, torch.Tensor) else a for a in args]
-        self.replays = 0
-        self.graph = None
-        dev = next(a for a in args if isinstance(a, torch.Tensor)).device
-        if dev.type == "cuda":
-            stream = torch.cuda.Stream(dev)
-            stream.wait_stream(torch.cuda.current_stream(dev))
-            with torch.cuda.stream(stream), torch.no_grad():
-                for _ in range(2):  # warm-up outside the graph (allocator, cuBLAS workspaces)
-                    fn(*self.static_in)
-            torch.cuda.current_stream(dev).wait_stream(stream)
-            self.graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(self.graph), torch.no_grad():
-                self.static_out = fn(*self.static_in)
-        else:
-            self.static_out = None
-
-    def __call__(self, *args):
-        for dst, src in zip(self.static_in, args):
-            if isinstance(dst, torch.Tensor) and dst.data_ptr() != src.data_ptr():
-                dst.copy_(src)
-        if self.graph is not None:
-            self.graph.replay()
-        else:
-            with torch.no_grad():
-                self.static_out = self.fn(*self.static_in)
-        self.replays += 1
-        return self.static_out
-
-
-def _graph_key(args, clip, tag):
-    return (tag, clip) + tuple(None if a is None else (a.device, a.dtype, tuple(a.shape)) for a in args)
-
-
-class DecoderScanGraphed(torch.autograd.Function):
-    """:class:`DecoderScan` with its forward and backward loops each replayed as one CUDA graph
-    per batch shape (``ModelConfig.cuda_graphs``).  The forward's saved tensors stay in the
-    graph's memory until the backward: one forward, then its backward (as in training); a
-    second forward before the backward is detected and raises."""
-
-    @staticmethod
-    @torch.amp.custom_fwd(device_type="cuda", cast_inputs=torch.float32)
-    def forward(ctx, g0, hc0, cx, gx, w_gc, w_hh_c, b_hh_c, w_co, b_co, w_cg, w_hh_g, b_hh_g, masks, eps,
-                clip: float):
-        args = (g0, hc0, cx.contiguous(), gx.contiguous(), w_gc, w_hh_c, b_hh_c, w_co, b_co, w_cg, w_hh_g, b_hh_g,
-                masks, eps)
-        key = _graph_key(args, clip, "fwd")
-        if key not in _GRAPHS:
-            if len(_GRAPHS) >= _MAX_GRAPHS:
-                _GRAPHS.clear()
-            _GRAPHS[key] = (_StaticCall(lambda *a: _decoder_forward(*a, clip, save=True), args), {})
-        fwd, state = _GRAPHS[key]
-        outputs, saved = fwd(*args)
-        ctx.key, ctx.replay, ctx.clip = key, fwd.replays, clip
-        return tuple(o.clone() for o in outputs)
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    @torch.amp.custom_bwd(device_type="cuda")
-    def backward(ctx, d_gs, d_gds, d_cps, d_cos):
-        fwd, state = _GRAPHS[ctx.key]
-        if fwd.replays != ctx.replay:
-            raise RuntimeError("cuda_graphs: another forward pass of the same shape ran before this backward "
-                               "(its saved tensors were overwritten); run one forward per backward, or set "
-                               "model.cuda_graphs: false")
-        saved = fwd.static_out[1]
-        grads = (d_gs.contiguous(), d_gds.contiguous(), d_cps.contiguous(), d_cos.contiguous())
-        if "bwd" not in state:
-            n = len(saved)
-            clip = ctx.clip
-            state["bwd"] = _StaticCall(lambda *a: _decoder_backward(a[:n], clip, *a[n:]), saved + grads)
-        out = state["bwd"](*(saved + grads))
-        return tuple(o.clone() for o in out) + (None, None, None)
-
-
 def decoder_scan(g0, hc0, cx, gx, w_gc, w_hh_c, b_hh_c, w_co, b_co, w_cg, w_hh_g, b_hh_g, masks, eps,
                  clip: float, cuda_graphs: bool = False):
     """See :class:`DecoderScan`.  Without gradients it runs the forward loop alone, keeping
     no per-step gates (and, without dropout masks, returns the states as the dropped states).
-    ``cuda_graphs``: on CUDA, replay the loops as CUDA graphs (:class:`DecoderScanGraphed`)."""
+    ``cuda_graphs``: on CUDA, replay the loops as CUDA graphs
+    (:class:`~.cuda_graphs.DecoderScanGraphed`)."""
     args = (g0, hc0, cx, gx, w_gc, w_hh_c, b_hh_c, w_co, b_co, w_cg, w_hh_g, b_hh_g, masks, eps)
     if _needs_grad(*args):
-        if cuda_graphs and (g0.is_cuda or GRAPH_EMULATION_ON_CPU):
-            return DecoderScanGraphed.apply(*args, clip)
+        if cuda_graphs and graphs_run_on(g0.device):
+            return DecoderScanGraphed.apply((_decoder_forward, _decoder_backward), *args, clip)
         return DecoderScan.apply(*args, clip)
     return _decoder_forward(*args, clip, save=False)[0]
