@@ -36,7 +36,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
-from bench_lfads_step import make_model  # noqa: E402
+from bench_lfads_step import make_model, training_step  # noqa: E402
 
 
 def forward_flops_per_trial(cfg) -> dict[str, float]:
@@ -87,33 +87,17 @@ def peak_matmul(dev, dtype, tf32=False, n=8192, reps=20) -> float:
 
 
 def bench_train(dev, batch, amp, cuda_graphs, steps, warmup) -> dict:
-    from lfads_core.lfads.model import CoordinatedDropout, kernels
+    from lfads_core.lfads.model import cuda_graphs as graphs  # the argument cuda_graphs is the setting
 
-    kernels._GRAPHS.clear()
+    graphs._GRAPHS.clear()
     torch.manual_seed(0)
     model = make_model("fast")
     model.cfg.cuda_graphs = cuda_graphs
     model = model.to(dev).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    cd = CoordinatedDropout(model.cfg.cd_rate)
     encod = torch.poisson(torch.full((batch, 140, 137), 0.1, device=dev))
     recon = torch.cat([encod, torch.poisson(torch.full((batch, 140, 45), 0.1, device=dev))], dim=-1)
-    ctx = (lambda: torch.autocast(dev.type, dtype=torch.bfloat16)) if amp == "bf16" else None
-
-    def step():
-        x, keep = cd.mask_input(encod)
-        if ctx:
-            with ctx():
-                out = model(x)
-        else:
-            out = model(x)
-        nll = cd.route_gradients(model.recon_nll(out, recon), keep)
-        loss = nll.sum((1, 2)).mean() + model.kl_ic(out).mean() + model.kl_co(out).mean() + 2000 * model.l2_gen()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 200.0)
-        opt.step()
-        return loss
+    autocast = (lambda: torch.autocast(dev.type, dtype=torch.bfloat16)) if amp == "bf16" else None
+    step = training_step(model, encod, recon, autocast)
 
     reset_peak_memory(dev)
     for _ in range(warmup):

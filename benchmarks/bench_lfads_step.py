@@ -35,6 +35,32 @@ def make_model(impl: str) -> LFADS:
     return LFADS(cfg)
 
 
+def training_step(model: LFADS, encod: torch.Tensor, recon: torch.Tensor, autocast=None):
+    """One training step as the workflow's loop runs it (coordinated dropout, forward, loss,
+    backward, gradient clipping, AdamW), as a function of no arguments returning the loss;
+    ``autocast``: a context-manager factory for mixed precision, or None."""
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    cd = CoordinatedDropout(model.cfg.cd_rate)
+
+    def step():
+        x, keep = cd.mask_input(encod)
+        if autocast is not None:
+            with autocast():
+                out = model(x)
+        else:
+            out = model(x)
+        nll = cd.route_gradients(model.recon_nll(out, recon), keep)
+        loss = (nll.sum((1, 2)).mean() + model.kl_ic(out).mean() + model.kl_co(out).mean()
+                + 2000 * model.l2_gen())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 200.0)
+        opt.step()
+        return loss
+
+    return step
+
+
 def peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
@@ -47,21 +73,12 @@ def worker(impl: str, device: str, threads: int, batch: int, repeats: int, warmu
     torch.manual_seed(0)
     dev = torch.device(device)
     model = make_model(impl).to(dev).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    cd = CoordinatedDropout(model.cfg.cd_rate)
     encod = torch.poisson(torch.full((batch, 140, 137), 0.1)).to(dev)
     recon = torch.cat([encod, torch.poisson(torch.full((batch, 140, 45), 0.1)).to(dev)], dim=-1)
+    train_step = training_step(model, encod, recon)
 
     def step():
-        x, keep = cd.mask_input(encod)
-        out = model(x)
-        nll = cd.route_gradients(model.recon_nll(out, recon), keep)
-        loss = (nll.sum((1, 2)).mean() + model.kl_ic(out).mean() + model.kl_co(out).mean()
-                + 2000 * model.l2_gen())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 200.0)
-        opt.step()
+        train_step()
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
 

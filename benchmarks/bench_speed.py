@@ -42,7 +42,7 @@ def worker(args) -> dict:
     import torch
 
     sys.path.insert(0, str(HERE))
-    from bench_lfads_step import make_model
+    from bench_lfads_step import make_model, training_step
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -53,23 +53,11 @@ def worker(args) -> dict:
     sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
     times = []
     if args.kind == "train":
-        from lfads_core.lfads.model import CoordinatedDropout
-
         model = make_model(args.impl).to(dev).train()
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-        cd = CoordinatedDropout(model.cfg.cd_rate)
-        encod, recon = encod.to(dev), recon.to(dev)
+        train_step = training_step(model, encod.to(dev), recon.to(dev))
 
         def step():
-            x, keep = cd.mask_input(encod)
-            out = model(x)
-            nll = cd.route_gradients(model.recon_nll(out, recon), keep)
-            loss = (nll.sum((1, 2)).mean() + model.kl_ic(out).mean() + model.kl_co(out).mean()
-                    + 2000 * model.l2_gen())
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 200.0)
-            opt.step()
+            train_step()
             sync()
 
         for _ in range(args.warmup):
