@@ -40,3 +40,17 @@ def test_config_readme_documents_every_key():
         set(CONFIG["evaluation"]) | set(CONFIG["evaluation"]["decoding"])
     missing = sorted(k for k in keys if f"`{k}`" not in readme)
     assert not missing, f"config/README.md does not document {missing}"
+
+
+def test_full_quality_overlay_restores_every_default_the_quick_start_budget_changes():
+    from snakemake.utils import update_config
+
+    from lfads_core.workflow.settings import lfads_settings_for
+
+    config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    quick = lfads_settings_for(config["lfads"], "lorenz")
+    assert quick["training"]["max_epochs"] < config["lfads"]["training"]["max_epochs"]
+    update_config(config, yaml.safe_load((ROOT / "config" / "lfads_full_quality.yaml").read_text()))
+    full = lfads_settings_for(config["lfads"], "lorenz")
+    assert full["model"] == config["lfads"]["model"]
+    assert full["training"] == config["lfads"]["training"]

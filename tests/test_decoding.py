@@ -4,7 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lfads_core.analysis.decoding import decode_behavior, fit_ridge, summarize_scores, trial_folds
+from lfads_core.analysis.decoding import (decode_behavior, fit_ridge, ridge_fits,
+                                          summarize_scores, trial_folds)
 
 
 def planted(n_trials=60, n_bins=30, n_features=8, noise=0.05, seed=0):
@@ -82,3 +83,17 @@ def test_method_scores_adds_decoding_r2_of_all_targets():
     assert table.iloc[-1].tolist() == ["a", "lfads_rates", "decoding R2", 0.9, 0.04]
     assert len(table) == 3
     assert method_scores(metrics).equals(metrics)
+
+
+def test_ridge_fits_match_sklearn_ridge_for_every_penalty():
+    from sklearn.linear_model import Ridge
+
+    x, y = planted(n_trials=20, noise=0.5)
+    x[..., 3] *= 100.0  # features on different scales: standardised before the penalty
+    alphas = [1e-3, 1.0, 1e3]
+    flat_x, flat_y = x.reshape(-1, x.shape[-1]), y.reshape(-1, 2)
+    mean, std = flat_x.mean(axis=0), flat_x.std(axis=0) + 1e-9
+    for alpha, predict in zip(alphas, ridge_fits(x, y, alphas)):
+        expected = Ridge(alpha=alpha).fit((flat_x - mean) / std, flat_y).predict(
+            (flat_x - mean) / std)
+        np.testing.assert_allclose(predict(x).reshape(-1, 2), expected, rtol=1e-9, atol=1e-9)

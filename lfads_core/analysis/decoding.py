@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from sklearn.linear_model import Ridge
+from scipy import linalg
 from sklearn.metrics import r2_score
 from sklearn.model_selection import KFold
 
@@ -32,6 +32,30 @@ def _flat(x: np.ndarray) -> np.ndarray:
     return x.reshape(-1, x.shape[-1])
 
 
+def ridge_fits(x: np.ndarray, y: np.ndarray, alphas) -> list:
+    """Ridge regressions of ``y`` on ``x`` (trials x bins x features/targets), one per penalty.
+
+    Features are standardised with these trials' statistics and an intercept is fitted; all
+    penalties share one Gram matrix (float64). Returns one ``predict`` per penalty: it maps
+    trials x bins x features to trials x bins x targets.
+    """
+    xf, yf = _flat(x).astype(np.float64), _flat(y).astype(np.float64)
+    mean, std, y_mean = xf.mean(axis=0), xf.std(axis=0) + 1e-9, yf.mean(axis=0)
+    z = (xf - mean) / std
+    gram, zty = z.T @ z, z.T @ (yf - y_mean)
+    predicts = []
+    for alpha in alphas:
+        system = gram + alpha * np.eye(len(gram))
+        try:
+            weights = linalg.solve(system, zty, assume_a="pos", check_finite=False)
+        except linalg.LinAlgError:  # not positive definite to working precision
+            weights = linalg.lstsq(system, zty)[0]
+        weights /= std[:, None]  # of the raw features
+        predicts.append(lambda v, w=weights, b=y_mean - mean @ weights:
+                        (_flat(v) @ w + b).reshape(v.shape[:-1] + (-1,)))
+    return predicts
+
+
 def fit_ridge(x_train: np.ndarray, y_train: np.ndarray, alphas, inner_folds: int = 3,
               seed: int = 0):
     """Fit ridge regression on training trials (trials x bins x features/targets).
@@ -40,18 +64,13 @@ def fit_ridge(x_train: np.ndarray, y_train: np.ndarray, alphas, inner_folds: int
     the training trials. Returns ``(predict, alpha)``: ``predict(x)`` maps trials x bins x
     features to trials x bins x targets, with the standardisation of the training trials.
     """
-    def fit(x, y, alpha):
-        mean, std = _flat(x).mean(axis=0), _flat(x).std(axis=0) + 1e-9
-        model = Ridge(alpha=alpha).fit((_flat(x) - mean) / std, _flat(y))
-        return lambda z: model.predict((_flat(z) - mean) / std).reshape(z.shape[:-1] + (-1,))
-
     scores = np.zeros(len(alphas))
     for inner_train, inner_test in trial_folds(len(x_train), inner_folds, seed):
-        for i, alpha in enumerate(alphas):
-            predicted = fit(x_train[inner_train], y_train[inner_train], alpha)(x_train[inner_test])
-            scores[i] += r2_score(_flat(y_train[inner_test]), _flat(predicted))
+        truth = _flat(y_train[inner_test])
+        for i, predict in enumerate(ridge_fits(x_train[inner_train], y_train[inner_train], alphas)):
+            scores[i] += r2_score(truth, _flat(predict(x_train[inner_test])))
     alpha = float(alphas[int(np.argmax(scores))])
-    return fit(x_train, y_train, alpha), alpha
+    return ridge_fits(x_train, y_train, [alpha])[0], alpha
 
 
 def decode_behavior(features: dict[str, np.ndarray], behavior: np.ndarray,
