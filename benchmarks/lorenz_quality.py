@@ -2,6 +2,7 @@
 
     python benchmarks/lorenz_quality.py                      # the default config (README run)
     python benchmarks/lorenz_quality.py --configfile config/lfads_full_quality.yaml
+    python benchmarks/lorenz_quality.py --seed 1                   # another training seed
 
 Runs the whole workflow (simulate -> ingest -> bin -> align -> train_lfads ->
 sample_posterior) with 2 cores in a fresh working directory, times it, and reports on the
@@ -21,6 +22,7 @@ import time
 from pathlib import Path
 
 import h5py
+import yaml
 
 from lfads_core.analysis.ground_truth import latent_r2, rate_r2, smoothing_baseline_r2
 
@@ -31,6 +33,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configfile", type=Path, help="extra config merged over the default")
     parser.add_argument("--workdir", type=Path, help="keep the run here (default: a temp dir)")
+    parser.add_argument("--seed", type=int, help="lfads.training.seed (default: the config's)")
     parser.add_argument("--cores", type=int, default=2)
     args = parser.parse_args()
 
@@ -38,8 +41,12 @@ def main():
     shutil.copytree(ROOT / "config", work / "config", dirs_exist_ok=True)
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"),
            "--directory", str(work), "--cores", str(args.cores)]
-    if args.configfile:
-        cmd += ["--configfile", str(args.configfile.resolve())]
+    overlays = [args.configfile.resolve()] if args.configfile else []
+    if args.seed is not None:
+        overlays.append(work / "seed.yaml")
+        overlays[-1].write_text(yaml.safe_dump({"lfads": {"training": {"seed": args.seed}}}))
+    if overlays:
+        cmd += ["--configfile", *map(str, overlays)]
     start = time.perf_counter()
     subprocess.run(cmd, check=True)
     minutes = (time.perf_counter() - start) / 60
@@ -55,8 +62,9 @@ def main():
     smooth_rate, sigma = smoothing_baseline_r2(d["train_recon_data"], d["train_truth_rates"],
                                                d["valid_recon_data"], d["valid_truth_rates"])
     epochs = sum(1 for _ in open(results / "lfads" / "default" / "train_log.csv")) - 1
-    print(f"config: {args.configfile or 'default'}; whole workflow {minutes:.1f} min "
-          f"on {args.cores} cores; {epochs} epochs")
+    seed = "of the config" if args.seed is None else args.seed
+    print(f"config: {args.configfile or 'default'}, training seed {seed}; whole workflow "
+          f"{minutes:.1f} min on {args.cores} cores; {epochs} epochs")
     print(f"{'method':<28}{'rate R2':>9}{'latent R2':>11}")
     print(f"{'LFADS':<28}{lfads_rate:>9.3f}{lfads_latent:>11.3f}")
     print(f"{f'smoothed spikes ({sigma:g} bins)':<28}{smooth_rate:>9.3f}{'':>11}")
