@@ -67,7 +67,9 @@ def test_a_swept_value_is_checked_like_any_setting():
     point = sweep_points({"method": "grid", "parameters": {"model.dropout_rate": [0.1, 1.5]}})
     ok = lfads_settings_for(CONFIG["lfads"], "lorenz", "sweep_000", point["sweep_000"])
     assert ok["model"]["dropout_rate"] == 0.1
-    assert ok["training"]["max_epochs"] == 200  # the dataset's override is kept
+    override = CONFIG["lfads"]["overrides"]["lorenz"]["training"]["max_epochs"]
+    assert override != CONFIG["lfads"]["training"]["max_epochs"]
+    assert ok["training"]["max_epochs"] == override  # the dataset's override is kept
     with pytest.raises(InputDataError, match="lfads.sweep.parameters.*sweep run 'sweep_001'"):
         lfads_settings_for(CONFIG["lfads"], "lorenz", "sweep_001", point["sweep_001"])
 
