@@ -26,21 +26,23 @@ from lfads_core.lfads.config import ModelConfig
 from lfads_core.lfads.model import LFADS, CoordinatedDropout
 
 
-def make_model(impl: str) -> LFADS:
+def make_model(impl: str, native_kernels: bool = False) -> LFADS:
     cfg = ModelConfig(
         encod_data_dims=[137], recon_data_dims=[182], encod_seq_len=140, recon_seq_len=140,
         ic_enc_dim=100, ci_enc_dim=80, con_dim=80, co_dim=4, ic_dim=100, gen_dim=100, fac_dim=40,
-        dropout_rate=0.02, cd_rate=0.3, likelihood="poisson", impl=impl,
+        dropout_rate=0.02, cd_rate=0.3, likelihood="poisson", impl=impl, native_kernels=native_kernels,
     )
     return LFADS(cfg)
 
 
 def training_step(model: LFADS, encod: torch.Tensor, recon: torch.Tensor, autocast=None):
-    """One training step as the workflow's loop runs it (coordinated dropout, forward, loss,
-    backward, gradient clipping, AdamW), as a function of no arguments returning the loss;
-    ``autocast``: a context-manager factory for mixed precision, or None."""
+    """One training step as the workflow's loop runs it (coordinated dropout, forward, loss with
+    the likelihood's data-only term cached once as in ``epochs.py``, backward, gradient clipping,
+    AdamW), as a function of no arguments returning the loss; ``autocast``: a context-manager
+    factory for mixed precision, or None."""
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    cd = CoordinatedDropout(model.cfg.cd_rate)
+    cd = CoordinatedDropout(model.cfg.cd_rate, native=model.cfg.native_kernels)  # as epochs.py
+    constant = model.nll_constant(recon)
 
     def step():
         x, keep = cd.mask_input(encod)
@@ -49,7 +51,7 @@ def training_step(model: LFADS, encod: torch.Tensor, recon: torch.Tensor, autoca
                 out = model(x)
         else:
             out = model(x)
-        nll = cd.route_gradients(model.recon_nll(out, recon), keep)
+        nll = cd.route_gradients(model.recon_nll(out, recon, constant), keep)
         loss = (nll.sum((1, 2)).mean() + model.kl_ic(out).mean() + model.kl_co(out).mean()
                 + 2000 * model.l2_gen())
         opt.zero_grad(set_to_none=True)

@@ -14,6 +14,9 @@ resident memory (the process's high-water mark, imports and data included).
     python benchmarks/bench_speed.py                       # both, batch 128 and 256, 4 rounds
     python benchmarks/bench_speed.py --what sample --batches 128 --rounds 2 --json out.json
 
+``--native`` runs the A side with ``model.native_kernels: true`` (the fast path's loops as
+compiled C; needs a C compiler, built once before the first round).
+
 ``--baseline-src DIR`` runs the B side from another checkout instead (e.g. the previous
 release: ``git worktree add /tmp/base <commit>``), with the same option names: the training
 B side then runs that checkout's ``impl: fast``, the sampling B side its ``sample_split``.
@@ -53,7 +56,7 @@ def worker(args) -> dict:
     sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
     times = []
     if args.kind == "train":
-        model = make_model(args.impl).to(dev).train()
+        model = make_model(args.impl, args.native).to(dev).train()
         train_step = training_step(model, encod.to(dev), recon.to(dev))
 
         def step():
@@ -71,7 +74,7 @@ def worker(args) -> dict:
         from lfads_core.lfads.data import SplitData
         from lfads_core.lfads.posterior import sample_split
 
-        model = make_model("fast").to(dev).eval()
+        model = make_model("fast", args.native).to(dev).eval()
         split = SplitData(encod, recon, torch.arange(B))
         kw = {} if args.method is None else {"method": args.method}
         sample_split(model, split, n_samples=2, batch_size=B, device=dev, **kw)  # warm-up
@@ -94,6 +97,8 @@ def run_side(args, kind: str, side: str, batch: int) -> dict:
     cmd = [sys.executable, __file__, "--worker", "--kind", kind, "--batch", str(batch), "--threads",
            str(args.threads), "--device", args.device, "--samples", str(args.samples)]
     env = dict(os.environ)
+    if side == "A" and args.native:
+        cmd.append("--native")
     if kind == "train":
         impl = "fast" if side == "A" or args.baseline_src else "reference"
         cmd += ["--impl", impl, "--steps", str(args.steps), "--warmup", str(args.warmup)]
@@ -128,6 +133,7 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=50, help="posterior samples per trial")
     ap.add_argument("--sample-repeats", type=int, default=1, help="timed sampling passes per process")
     ap.add_argument("--baseline-src", help="run the B side from this checkout (see the docstring)")
+    ap.add_argument("--native", action="store_true", help="A side with model.native_kernels: true")
     ap.add_argument("--json", help="write every round and the summary here")
     # worker options
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -143,6 +149,10 @@ def main() -> None:
     import torch
 
     kinds = [k.strip() for k in args.what.split(",") if k.strip()]
+    if args.native:  # build the compiled kernels once, outside the timed rounds
+        from lfads_core.lfads.model.native import library
+
+        library()
     batches = [int(b) for b in args.batches.split(",")]
     b_label = "baseline" if args.baseline_src else None
     print(f"torch {torch.__version__}, {args.threads} threads, device {args.device}, {args.rounds} rounds; "
@@ -150,7 +160,7 @@ def main() -> None:
           f"of one batch" + (f"; B side from {args.baseline_src}" if args.baseline_src else ""))
     report = {"settings": vars(args) | {"torch": torch.__version__}, "rounds": [], "summary": []}
     for kind in kinds:
-        a_name, b_name = LABELS[kind][0], b_label or LABELS[kind][1]
+        a_name, b_name = LABELS[kind][0] + ("+native" if args.native else ""), b_label or LABELS[kind][1]
         unit = "trials/s" if kind == "train" else "trial-samples/s"
         for batch in batches:
             ratios, peaks = [], {"A": [], "B": []}

@@ -106,3 +106,18 @@ def test_the_package_stands_alone(tmp_path):
                          cwd=tmp_path, check=True)
     assert "dataset 'b'" in out.stdout and "field 'bin_width_ms'" in out.stdout
     assert not (tmp_path / "workflow").exists()
+
+
+def test_the_wheel_carries_the_c_source_of_the_native_kernels(tmp_path):
+    """model.native_kernels compiles native_kernels.c on first use, so an installed (not
+    editable) package must ship it."""
+    import zipfile  # noqa: PLC0415
+
+    src = tmp_path / "src"  # a copy, so that the build leaves nothing in the checkout
+    shutil.copytree(PACKAGE, src / "lfads_core", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, src / name)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                    "-w", str(tmp_path / "dist"), str(src)], check=True, capture_output=True)
+    (wheel,) = (tmp_path / "dist").glob("lfads_core-*.whl")
+    assert "lfads_core/lfads/model/native_kernels.c" in zipfile.ZipFile(wheel).namelist()

@@ -109,6 +109,9 @@ class ModelConfig(_DictMixin):
     # graphs, one launch per loop instead of hundreds of small kernels. Off until a GPU run has
     # proved it (benchmarks/gpu_check.sh); ignored on CPU.
     cuda_graphs: bool = False
+    # CPU, fast path: run the recurrences' loops as compiled C (lfads_core.lfads.model.native;
+    # built with the machine's C compiler on first use). Same results to float rounding.
+    native_kernels: bool = False
 
     def validate(self) -> None:
         if len(self.encod_data_dims) != len(self.recon_data_dims):

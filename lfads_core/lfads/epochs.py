@@ -66,7 +66,7 @@ class EpochRunner:
         self.model, self.cfg, self.device = model, tcfg, device
         self.sessions = list(data) if isinstance(data, (list, tuple)) else [data]
         mcfg = model.cfg
-        self.cd = CoordinatedDropout(mcfg.cd_rate)
+        self.cd = CoordinatedDropout(mcfg.cd_rate, native=mcfg.native_kernels and mcfg.impl == "fast")
         self.sv = SampleValidation(mcfg.sv_rate, mcfg.sv_seed)
         self.loss_hook = loss_hook
         self.stop = StopRequested()

@@ -54,6 +54,7 @@ from .data import LFADSData, SplitData, load_lfads_h5
 from .devices import select_device
 from .epochs import EpochRunner, NonFiniteValue, StopRequested, TrainingPreempted
 from .model import LFADS
+from .model.native import library as native_library
 from .stitching import init_from_alignment
 
 __all__ = ["train", "TrainingPreempted", "TrainResult", "NonFiniteLossError", "model_config_for_data"]
@@ -269,6 +270,8 @@ def train(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     dev = select_device(device)
+    if model_cfg.native_kernels and dev.type == "cpu":
+        native_library()  # built or loaded now: without a C compiler training stops before it starts
     paths = list(input_h5) if isinstance(input_h5, (list, tuple)) else [input_h5]
     sessions = [load_lfads_h5(path, model_cfg.sv_rate, model_cfg.sv_seed) for path in paths]
     mcfg = model_config_for_data(model_cfg, sessions)

@@ -19,6 +19,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .native import dropout_draw, runs_on
+
 __all__ = ["CoordinatedDropout", "SampleValidation", "pad_to"]
 
 
@@ -32,15 +34,20 @@ def pad_to(mask: torch.Tensor, shape: torch.Size | tuple[int, ...], value: bool 
 
 
 class CoordinatedDropout:
-    def __init__(self, rate: float):
+    def __init__(self, rate: float, native: bool = False):
+        """``native``: draw the masks with the compiled kernels (``model.native_kernels``) where
+        they serve the input (float32 on CPU) and no generator is given."""
         if not 0.0 <= rate < 1.0:
             raise ValueError("coordinated dropout rate must be in [0, 1)")
         self.rate = rate
+        self.native = native
 
     def mask_input(self, x: torch.Tensor, generator: torch.Generator | None = None):
         """Returns (masked input, keep mask).  keep is True where the entry was kept."""
         if self.rate == 0.0:
             return x, torch.ones_like(x, dtype=torch.bool)
+        if generator is None and runs_on(self.native, x):
+            return dropout_draw(x, self.rate)
         keep = torch.rand(x.shape, generator=generator, device=x.device) >= self.rate
         return x * keep / (1.0 - self.rate), keep
 

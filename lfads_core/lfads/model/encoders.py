@@ -19,6 +19,7 @@ from torch import nn
 
 from .generator import gru_update
 from .kernels import gru_scan
+from .native import dropout
 
 __all__ = ["ICEncoder", "CIEncoder", "bidirectional_gru"]
 
@@ -35,8 +36,9 @@ def _gru_direction_reference(x, h, w_ih, w_hh, b_ih, b_hh, reverse: bool):
     return torch.stack(outs, dim=1), h
 
 
-def bidirectional_gru(gru: nn.GRU, x: torch.Tensor, h0: torch.Tensor, impl: str = "fast"):
-    """Run a one-layer bidirectional batch-first ``gru``.
+def bidirectional_gru(gru: nn.GRU, x: torch.Tensor, h0: torch.Tensor, impl: str = "fast", native: bool = False):
+    """Run a one-layer bidirectional batch-first ``gru`` (``native``: on CPU, the fast path's
+    loops as compiled C).
 
     x: B x T x I; h0: 2 x H (learned, shared over trials).
     Returns outputs B x T x 2H (forward, backward) and final states 2 x B x H.
@@ -56,7 +58,8 @@ def bidirectional_gru(gru: nn.GRU, x: torch.Tensor, h0: torch.Tensor, impl: str 
              gru.bias_hh_l0_reverse),
         ]
         hs = [
-            gru_scan(F.linear(xd, w_ih, b_ih).unsqueeze(0), hx[d : d + 1], w_hh.unsqueeze(0), b_hh.unsqueeze(0))[0]
+            gru_scan(F.linear(xd, w_ih, b_ih).unsqueeze(0), hx[d : d + 1], w_hh.unsqueeze(0), b_hh.unsqueeze(0),
+                     native=native)[0]
             for d, (xd, w_ih, b_ih, w_hh, b_hh) in enumerate(params)
         ]  # each T x B x H; the backward direction in reversed time
         out = torch.cat([hs[0], hs[1].flip(0)], dim=-1).transpose(0, 1)
@@ -86,10 +89,10 @@ class ICEncoder(nn.Module):
         self.to_ic = nn.Linear(2 * enc_dim, 2 * ic_dim)
         self.var_min = var_min
 
-    def forward(self, x: torch.Tensor, impl: str = "fast") -> tuple[torch.Tensor, torch.Tensor]:
-        _, h_n = bidirectional_gru(self.gru, x, self.h0, impl)
+    def forward(self, x: torch.Tensor, impl: str = "fast", native: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        _, h_n = bidirectional_gru(self.gru, x, self.h0, impl, native)
         h = torch.cat([h_n[0], h_n[1]], dim=-1)
-        mean, logvar = self.to_ic(self.dropout(h)).chunk(2, dim=-1)
+        mean, logvar = self.to_ic(dropout(self.dropout, h, native)).chunk(2, dim=-1)
         std = torch.sqrt(torch.exp(logvar) + self.var_min)
         return mean, std
 
@@ -111,8 +114,8 @@ class CIEncoder(nn.Module):
         self.lag = lag
         self.enc_dim = enc_dim
 
-    def forward(self, x: torch.Tensor, out_len: int, impl: str = "fast") -> torch.Tensor:
-        out, _ = bidirectional_gru(self.gru, x, self.h0, impl)
+    def forward(self, x: torch.Tensor, out_len: int, impl: str = "fast", native: bool = False) -> torch.Tensor:
+        out, _ = bidirectional_gru(self.gru, x, self.h0, impl, native)
         fwd, bwd = out[..., : self.enc_dim], out[..., self.enc_dim :]
         lag = self.lag
         fwd = F.pad(fwd, (0, 0, lag, 0))[:, : -lag]  # shift later in time
@@ -120,4 +123,4 @@ class CIEncoder(nn.Module):
         ci = torch.cat([fwd, bwd], dim=-1)
         if out_len > ci.shape[1]:
             ci = F.pad(ci, (0, 0, 0, out_len - ci.shape[1]))
-        return self.dropout(ci)
+        return dropout(self.dropout, ci, native)

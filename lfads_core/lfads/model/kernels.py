@@ -23,6 +23,10 @@ dispatch, more than its arithmetic):
   operations on strided views, with the same result to the last bit (and on a GPU fewer
   kernel launches).
 * Weight gradients are one matmul over all steps after the backward loop.
+
+With ``native`` (``ModelConfig.native_kernels``, CPU float32 only) the forward and backward
+loops run compiled from C instead (:mod:`.native`): same saved gates and returned gradients,
+to float rounding; the weight gradients are formed here either way.
 """
 
 from __future__ import annotations
@@ -32,6 +36,11 @@ import math
 import torch
 
 from .cuda_graphs import DecoderScanGraphed, graphs_run_on
+from .native import decoder_backward_loop as native_decoder_backward_loop
+from .native import decoder_forward as native_decoder_forward
+from .native import gru_scan_backward as native_gru_scan_backward
+from .native import gru_scan_forward as native_gru_scan_forward
+from .native import runs_on as native_runs_on
 
 __all__ = ["GRUScan", "gru_scan", "DecoderScan", "decoder_scan", "gru_backward_factors",
            "gru_step_backward"]
@@ -166,10 +175,11 @@ class GRUScan(torch.autograd.Function):
 
     @staticmethod
     @torch.amp.custom_fwd(device_type="cuda", cast_inputs=torch.float32)  # recurrence in fp32 under autocast
-    def forward(ctx, xp, h0, w_hh, b_hh, clip: float):
-        hs, (rz, n, gh) = _gru_scan_forward(xp, h0, w_hh, b_hh, clip, save=True)
+    def forward(ctx, xp, h0, w_hh, b_hh, clip: float, native: bool = False):
+        forward = native_gru_scan_forward if native else _gru_scan_forward
+        hs, (rz, n, gh) = forward(xp, h0, w_hh, b_hh, clip, save=True)
         ctx.save_for_backward(h0, w_hh, hs, rz, n, gh)
-        ctx.clip = clip
+        ctx.clip, ctx.native = clip, native
         return hs
 
     @staticmethod
@@ -177,40 +187,52 @@ class GRUScan(torch.autograd.Function):
     @torch.amp.custom_bwd(device_type="cuda")
     def backward(ctx, grad_hs):
         h0, w_hh, hs, rz, n, gh = ctx.saved_tensors
-        clip = ctx.clip
         D, T, B, H = hs.shape
-        new = hs.new_empty
-        dxp, dgh = new(D, T, B, 3 * H), new(D, T, B, 3 * H)
-        L = min(T, _block_len(D * B * H, hs.device))
-        fbuf, tmp = new(N_FACTORS, D, L, B, H), new(6, D, B, H).unbind(0)
-        dh, dh_in = torch.zeros_like(h0), new(D, B, H)
-        grad_l, dxp_l, dgh_l = grad_hs.unbind(1), dxp.unbind(1), dgh.unbind(1)
-        for t in range(T - 1, -1, -1):
-            if t == T - 1 or (t + 1) % L == 0:  # the factors of the block of steps t0..t
-                t0 = t - t % L
-                hp = hs[:, t0 - 1 : t] if t0 > 0 else torch.cat([h0.unsqueeze(1), hs[:, :t]], dim=1)
-                k = t + 1 - t0
-                gru_backward_factors(hp, rz[:, t0 : t + 1], n[:, t0 : t + 1], gh[:, t0 : t + 1], clip,
-                                     fbuf[:, :, :k])
-                f_steps = [f.unbind(0) for f in fbuf[:, :, :k].unbind(2)]
-            torch.add(dh, grad_l[t], out=dh_in)
-            dhz = gru_step_backward(dh_in, f_steps[t - t0], clip, dxp_l[t], dgh_l[t], tmp)
-            for d in range(D):
-                torch.addmm(dhz[d], dgh_l[t][d], w_hh[d], out=dh[d])
+        if ctx.native:
+            dxp, dgh, dh = native_gru_scan_backward(grad_hs, h0, w_hh, hs, rz, n, gh, ctx.clip)
+        else:
+            dxp, dgh, dh = _gru_scan_backward_loop(grad_hs, h0, w_hh, hs, rz, n, gh, ctx.clip)
         dw = torch.empty_like(w_hh)
         for d in range(D):
             torch.mm(dgh[d, 1:].reshape(-1, 3 * H).t(), hs[d, :-1].reshape(-1, H), out=dw[d])
             dw[d].addmm_(dgh[d, 0].t(), h0[d])
         db = dgh.view(D, T * B, 3 * H).sum(dim=1)
-        return dxp, dh, dw, db, None
+        return dxp, dh, dw, db, None, None
 
 
-def gru_scan(xp, h0, w_hh, b_hh, clip: float = float("inf")):
+def _gru_scan_backward_loop(grad_hs, h0, w_hh, hs, rz, n, gh, clip: float):
+    """The backward loop of :class:`GRUScan`: returns dxp, dgh (D x T x B x 3H) and dh0."""
+    D, T, B, H = hs.shape
+    new = hs.new_empty
+    dxp, dgh = new(D, T, B, 3 * H), new(D, T, B, 3 * H)
+    L = min(T, _block_len(D * B * H, hs.device))
+    fbuf, tmp = new(N_FACTORS, D, L, B, H), new(6, D, B, H).unbind(0)
+    dh, dh_in = torch.zeros_like(h0), new(D, B, H)
+    grad_l, dxp_l, dgh_l = grad_hs.unbind(1), dxp.unbind(1), dgh.unbind(1)
+    for t in range(T - 1, -1, -1):
+        if t == T - 1 or (t + 1) % L == 0:  # the factors of the block of steps t0..t
+            t0 = t - t % L
+            hp = hs[:, t0 - 1 : t] if t0 > 0 else torch.cat([h0.unsqueeze(1), hs[:, :t]], dim=1)
+            k = t + 1 - t0
+            gru_backward_factors(hp, rz[:, t0 : t + 1], n[:, t0 : t + 1], gh[:, t0 : t + 1], clip,
+                                 fbuf[:, :, :k])
+            f_steps = [f.unbind(0) for f in fbuf[:, :, :k].unbind(2)]
+        torch.add(dh, grad_l[t], out=dh_in)
+        dhz = gru_step_backward(dh_in, f_steps[t - t0], clip, dxp_l[t], dgh_l[t], tmp)
+        for d in range(D):
+            torch.addmm(dhz[d], dgh_l[t][d], w_hh[d], out=dh[d])
+    return dxp, dgh, dh
+
+
+def gru_scan(xp, h0, w_hh, b_hh, clip: float = float("inf"), native: bool = False):
     """See :class:`GRUScan`.  xp: D x T x B x 3H -> states D x T x B x H.  Without
-    gradients it runs the forward loop alone, keeping no per-step gates."""
+    gradients it runs the forward loop alone, keeping no per-step gates.  ``native``: on CPU,
+    run the loops as compiled C (:mod:`.native`)."""
+    native = native_runs_on(native, xp)
     if _needs_grad(xp, h0, w_hh, b_hh):
-        return GRUScan.apply(xp, h0, w_hh, b_hh, clip)
-    return _gru_scan_forward(xp, h0, w_hh, b_hh, clip, save=False)[0]
+        return GRUScan.apply(xp, h0, w_hh, b_hh, clip, native)
+    forward = native_gru_scan_forward if native else _gru_scan_forward
+    return forward(xp, h0, w_hh, b_hh, clip, save=False)[0]
 
 
 # ---------------------------------------------------------------------------- decoder scan
@@ -311,23 +333,51 @@ class DecoderScan(torch.autograd.Function):
     @staticmethod
     @torch.amp.custom_fwd(device_type="cuda", cast_inputs=torch.float32)  # recurrence in fp32 under autocast
     def forward(ctx, g0, hc0, cx, gx, w_gc, w_hh_c, b_hh_c, w_co, b_co, w_cg, w_hh_g, b_hh_g, masks, eps,
-                clip: float):
-        outputs, saved = _decoder_forward(g0, hc0, cx, gx, w_gc, w_hh_c, b_hh_c, w_co, b_co, w_cg, w_hh_g,
-                                          b_hh_g, masks, eps, clip, save=True)
+                clip: float, native: bool = False):
+        forward = native_decoder_forward if native else _decoder_forward
+        outputs, saved = forward(g0, hc0, cx, gx, w_gc, w_hh_c, b_hh_c, w_co, b_co, w_cg, w_hh_g, b_hh_g, masks,
+                                 eps, clip, save=True)
         ctx.save_for_backward(*saved)
-        ctx.clip = clip
+        ctx.clip, ctx.native = clip, native
         return outputs
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     @torch.amp.custom_bwd(device_type="cuda")
     def backward(ctx, d_gs, d_gds, d_cps, d_cos):
-        return _decoder_backward(ctx.saved_tensors, ctx.clip, d_gs, d_gds, d_cps, d_cos) + (None, None, None)
+        return _decoder_backward(ctx.saved_tensors, ctx.clip, d_gs, d_gds, d_cps, d_cos, ctx.native) + \
+            (None,) * 4
 
 
-def _decoder_backward(saved, clip: float, d_gs, d_gds, d_cps, d_cos):
+def _decoder_backward(saved, clip: float, d_gs, d_gds, d_cps, d_cos, native: bool = False):
     """The backward of :func:`_decoder_forward` (``saved``: what it returned with ``save``);
-    returns the gradients of its first 12 inputs."""
+    returns the gradients of its first 12 inputs.  ``native``: the loop in compiled C."""
+    (g0, hc0, gd0, w_gc, w_hh_c, w_co, w_cg, w_hh_g, masks, eps, gs, gds, rz_g, n_g, gh_g, hcs, rz_c, n_c,
+     gh_c, cos, stds) = saved
+    loop = native_decoder_backward_loop if native else _decoder_backward_loop
+    dcx, dgh_c, dgx, dgh_g, dcp, dg0, dhc = loop(saved, clip, d_gs, d_gds, d_cps, d_cos)
+    Tr = gs.shape[0]
+
+    def wgrad(dpre, xs, x0):
+        """sum_t dpre_t^T @ x_{t-1} with x_{-1} = x0."""
+        n_out, n_in = dpre.shape[2], xs.shape[2]
+        w = torch.mm(dpre[0].t(), x0)
+        if Tr > 1:
+            w.addmm_(dpre[1:].reshape(-1, n_out).t(), xs[:-1].reshape(-1, n_in))
+        return w
+
+    flat = lambda x: x.reshape(-1, x.shape[-1])  # noqa: E731
+    dw_gc = wgrad(dcx, gds, gd0)
+    dw_hh_c = wgrad(dgh_c, hcs, hc0)
+    dw_hh_g = wgrad(dgh_g, gs, g0)
+    dw_co = torch.mm(flat(dcp).t(), flat(hcs))
+    dw_cg = torch.mm(flat(dgx).t(), flat(cos))
+    return (dg0, dhc, dcx, dgx, dw_gc, dw_hh_c, flat(dgh_c).sum(0), dw_co, flat(dcp).sum(0), dw_cg, dw_hh_g,
+            flat(dgh_g).sum(0))
+
+
+def _decoder_backward_loop(saved, clip: float, d_gs, d_gds, d_cps, d_cos):
+    """The backward loop of :func:`_decoder_backward`: returns dcx, dgh_c, dgx, dgh_g, dcp, dg0, dhc0."""
     (g0, hc0, gd0, w_gc, w_hh_c, w_co, w_cg, w_hh_g, masks, eps, gs, gds, rz_g, n_g, gh_g, hcs, rz_c, n_c,
      gh_c, cos, stds) = saved
     Tr, B, G = gs.shape
@@ -366,34 +416,21 @@ def _decoder_backward(saved, clip: float, d_gs, d_gds, d_cps, d_cos):
         dhc = torch.addmm(dhz, dgh_c[t], w_hh_c)
         dgd_next = torch.mm(dcx[t], w_gc)
     dg0 = dg + (dgd_next * masks[0] if masks is not None else dgd_next)
-
-    def wgrad(dpre, xs, x0):
-        """sum_t dpre_t^T @ x_{t-1} with x_{-1} = x0."""
-        n_out, n_in = dpre.shape[2], xs.shape[2]
-        w = torch.mm(dpre[0].t(), x0)
-        if Tr > 1:
-            w.addmm_(dpre[1:].reshape(-1, n_out).t(), xs[:-1].reshape(-1, n_in))
-        return w
-
-    flat = lambda x: x.reshape(-1, x.shape[-1])  # noqa: E731
-    dw_gc = wgrad(dcx, gds, gd0)
-    dw_hh_c = wgrad(dgh_c, hcs, hc0)
-    dw_hh_g = wgrad(dgh_g, gs, g0)
-    dw_co = torch.mm(flat(dcp).t(), flat(hcs))
-    dw_cg = torch.mm(flat(dgx).t(), flat(cos))
-    return (dg0, dhc, dcx, dgx, dw_gc, dw_hh_c, flat(dgh_c).sum(0), dw_co, flat(dcp).sum(0), dw_cg, dw_hh_g,
-            flat(dgh_g).sum(0))
+    return dcx, dgh_c, dgx, dgh_g, dcp, dg0, dhc
 
 
 def decoder_scan(g0, hc0, cx, gx, w_gc, w_hh_c, b_hh_c, w_co, b_co, w_cg, w_hh_g, b_hh_g, masks, eps,
-                 clip: float, cuda_graphs: bool = False):
+                 clip: float, cuda_graphs: bool = False, native: bool = False):
     """See :class:`DecoderScan`.  Without gradients it runs the forward loop alone, keeping
     no per-step gates (and, without dropout masks, returns the states as the dropped states).
     ``cuda_graphs``: on CUDA, replay the loops as CUDA graphs
-    (:class:`~.cuda_graphs.DecoderScanGraphed`)."""
+    (:class:`~.cuda_graphs.DecoderScanGraphed`).  ``native``: on CPU, run the loops as
+    compiled C (:mod:`.native`)."""
     args = (g0, hc0, cx, gx, w_gc, w_hh_c, b_hh_c, w_co, b_co, w_cg, w_hh_g, b_hh_g, masks, eps)
+    native = native_runs_on(native, g0)
     if _needs_grad(*args):
         if cuda_graphs and graphs_run_on(g0.device):
             return DecoderScanGraphed.apply((_decoder_forward, _decoder_backward), *args, clip)
-        return DecoderScan.apply(*args, clip)
-    return _decoder_forward(*args, clip, save=False)[0]
+        return DecoderScan.apply(*args, clip, native)
+    forward = native_decoder_forward if native else _decoder_forward
+    return forward(*args, clip, save=False)[0]

@@ -18,6 +18,10 @@ Two implementations of the same computation share all parameters:
   All random draws (sampling noise, dropout masks) are made before the loop
   in the same order for both, so they agree to float rounding.
 
+``ModelConfig.native_kernels`` (CPU, fast path): the loops compiled from C
+(:mod:`.native`), and dropout masks drawn there too (another random stream, so
+with dropout on a run differs from one without by its draws, not in kind).
+
 :meth:`LFADS.encode` and :meth:`LFADS.decode_repeated` split the model for posterior
 sampling: the encoders once per batch of trials, the decoder for many draws of each at once.
 """
@@ -34,6 +38,7 @@ from ..config import ModelConfig
 from .controller import Controller
 from .encoders import CIEncoder, ICEncoder
 from .generator import Generator
+from .native import dropout, dropout_mask, runs_on
 from .kernels import decoder_scan, gru_scan
 from .likelihoods import get_likelihood
 from .priors import GaussianPrior, make_co_prior
@@ -117,7 +122,9 @@ class LFADS(nn.Module):
             co_eps = torch.randn(Tr, B, self.co_dim, device=x.device, dtype=x.dtype)
         gen_masks = None
         p = cfg.dropout_rate
-        if self.training and p > 0:
+        if self.training and p > 0 and runs_on(cfg.native_kernels and impl == "fast", x):
+            gen_masks = dropout_mask((Tr + 1, B, cfg.gen_dim), p)
+        elif self.training and p > 0:
             gen_masks = torch.empty(Tr + 1, B, cfg.gen_dim, device=x.device, dtype=x.dtype)
             gen_masks.bernoulli_(1.0 - p).div_(1.0 - p)
 
@@ -141,9 +148,10 @@ class LFADS(nn.Module):
         (mean, std; B x ic_dim each) and the controller inputs (B x T_r x 2 ci_enc_dim, or None
         without controller)."""
         impl = impl or self.cfg.impl
-        x = self.dropout(self.readin(encod_data, session))
-        ic_mean, ic_std = self.ic_encoder(x, impl)
-        ci = self.ci_encoder(x, self.cfg.recon_seq_len, impl) if self.use_controller else None
+        native = self.cfg.native_kernels and impl == "fast"
+        x = dropout(self.dropout, self.readin(encod_data, session), native)
+        ic_mean, ic_std = self.ic_encoder(x, impl, native)
+        ci = self.ci_encoder(x, self.cfg.recon_seq_len, impl, native) if self.use_controller else None
         return ic_mean, ic_std, ci
 
     def ext_time_major(self, ext_input: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
@@ -232,7 +240,7 @@ class LFADS(nn.Module):
             gx = cell_g.bias_ih.expand(Tr, B, -1)
         if con is None:
             gs = gru_scan(gx.unsqueeze(0), g0.unsqueeze(0), cell_g.weight_hh.unsqueeze(0),
-                          cell_g.bias_hh.unsqueeze(0), cell_g.clip)[0]
+                          cell_g.bias_hh.unsqueeze(0), cell_g.clip, native=self.cfg.native_kernels)[0]
             gds = gs * gen_masks[1:] if gen_masks is not None else gs
             return gs, gds, None, None
         cell_c = con.cell
@@ -243,7 +251,7 @@ class LFADS(nn.Module):
         gs, gds, cps, cos = decoder_scan(
             g0, hc0, cx, gx, w_gc, cell_c.weight_hh, cell_c.bias_hh, con.to_co.weight, con.to_co.bias,
             w_ih_g[:, :co_dim], cell_g.weight_hh, cell_g.bias_hh, gen_masks, co_eps, cell_g.clip,
-            cuda_graphs=self.cfg.cuda_graphs,
+            cuda_graphs=self.cfg.cuda_graphs, native=self.cfg.native_kernels,
         )
         return gs, gds, cps, cos
 
