@@ -163,8 +163,7 @@ def _rows(x: torch.Tensor) -> torch.Tensor:
 def _source(x: torch.Tensor, rows: int):
     """A T x B' x n input (time and row strides in elements; a stride 0 broadcasts) as the
     C kernels' (pointer, time stride, row stride, row count); B' < rows repeats the B' trials."""
-    if x.stride(2) != 1:
-        x = x.contiguous()
+    x = _rows(x)
     bp = x.shape[1] if x.stride(1) else rows
     if rows % bp:
         raise ValueError(f"{rows} rows are not repeats of {bp} trials")
@@ -176,8 +175,7 @@ def gru_scan_forward(xp, h0, w_hh, b_hh, clip: float, save: bool):
     with unit stride on the last dim; h0: D x B x H) -> hs and, with ``save``, (rz, n, gh)."""
     D, T, B, G = xp.shape
     H = G // 3
-    if xp.stride(3) != 1 or (D > 1 and xp.stride(0) == 0):
-        xp = xp.contiguous()
+    xp = xp.contiguous() if D > 1 and xp.stride(0) == 0 else _rows(xp)
     h0, w_hh, b_hh = h0.contiguous(), w_hh.contiguous(), b_hh.contiguous()
     _check(h0, w_hh, b_hh)
     new = xp.new_empty
@@ -217,7 +215,7 @@ def decoder_forward(g0, hc0, cx, gx, w_gc, w_hh_c, b_hh_c, w_co, b_co, w_cg, w_h
     _check(g0, hc0, masks, eps, *weights)
     cx, cx_src = _source(cx, B)
     gx, gx_src = _source(gx, B)
-    if save and (cx_src[3] != B and cx.stride(1) or gx_src[3] != B and gx.stride(1)):
+    if save and (cx_src[3] != B or gx_src[3] != B):
         raise ValueError("repeated trials are for sampling without gradients only")
     new = cx.new_empty
     gd0 = g0 * masks[0] if masks is not None else g0
