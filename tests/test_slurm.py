@@ -48,14 +48,16 @@ def cluster(tmp_path_factory):
 
 
 def small_node_profile(directory: Path) -> Path:
-    """The shipped SLURM profile, with requests that fit the test node (2 CPUs) and the
-    flags a cluster without accounting needs."""
+    """The shipped SLURM profile, with requests that fit the test node (2 CPUs), the
+    flags a cluster without accounting needs and a short first status check."""
     profile = yaml.safe_load((ROOT / "workflow/profiles/slurm/config.yaml").read_text())
     profile["default-resources"].update(mem_mb=1000, runtime=10)
     for rule in ("train_lfads", "train_pbt_member", "sample_posterior"):
         profile["set-resources"][rule].update(cpus_per_gpu=1, mem_mb=2000)
         profile["set-threads"][rule] = 1
-    profile.update({"slurm-status-command": "squeue", "slurm-no-account": True})
+    # a tiny job takes seconds: ask SLURM after 2 s, not the plugin's default 40
+    profile.update({"slurm-status-command": "squeue", "slurm-no-account": True,
+                    "slurm-init-seconds-before-status-checks": 2})
     directory.mkdir(parents=True)
     (directory / "config.yaml").write_text(yaml.safe_dump(profile))
     return directory
