@@ -3,7 +3,8 @@
 # Debian packages slurm-wlm and munge; daemons started directly (no systemd); partitions
 # `cpu` (default) and `gpu` (a node with Gres=gpu:1 backed by /dev/null: no real GPU needed to
 # schedule one); accounting off; completed jobs recorded by jobcomp/filetxt in DIR/jobcomp.txt.
-# The configuration goes to /etc/slurm (where every SLURM command and job step looks), so run
+# The configuration goes to /etc/slurm (where every SLURM command and job step looks; `down`
+# removes it again), so run
 # this only on a machine of its own, such as CI's.
 set -euo pipefail
 action=${1:?usage: cluster.sh up|down DIR}
@@ -81,6 +82,11 @@ down() {
   done
   pkill -x slurmd 2>/dev/null || true
   pkill -x slurmctld 2>/dev/null || true
+  # Take our configuration away again: with it and no controller, every `scontrol show config`
+  # waits 9 s for one, and the SLURM executor plugin runs it whenever Snakemake starts.
+  if grep -qs "ClusterName=lfadsci" /etc/slurm/slurm.conf; then
+    rm -f /etc/slurm/slurm.conf /etc/slurm/gres.conf
+  fi
 }
 
 "$action"
