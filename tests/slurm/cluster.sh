@@ -4,8 +4,7 @@
 # `cpu` (default) and `gpu` (a node with Gres=gpu:1 backed by /dev/null: no real GPU needed to
 # schedule one); accounting off; completed jobs recorded by jobcomp/filetxt in DIR/jobcomp.txt.
 # The configuration goes to /etc/slurm (where every SLURM command and job step looks; `down`
-# removes it again), so run
-# this only on a machine of its own, such as CI's.
+# removes it again), so run this only on a machine of its own, such as CI's.
 set -euo pipefail
 action=${1:?usage: cluster.sh up|down DIR}
 dir=$(mkdir -p "${2:?usage: cluster.sh up|down DIR}" && cd "$2" && pwd)
