@@ -20,6 +20,7 @@ from torch import nn
 from .generator import gru_update
 from .kernels import gru_scan
 from .native import dropout
+from .native import runs_on as native_runs_on
 
 __all__ = ["ICEncoder", "CIEncoder", "bidirectional_gru"]
 
@@ -47,6 +48,17 @@ def bidirectional_gru(gru: nn.GRU, x: torch.Tensor, h0: torch.Tensor, impl: str 
     hx = h0.unsqueeze(1).expand(-1, B, -1).contiguous()
     if impl == "fast" and x.is_cuda:
         return gru(x, hx)  # cuDNN
+    if impl == "fast" and native_runs_on(native, x):
+        # both directions in one scan (the compiled loops run them one per thread): input
+        # projections as one batched matmul over (time-major x, x reversed in time)
+        xs = torch.stack([x.transpose(0, 1), x.transpose(0, 1).flip(0)])  # 2 x T x B x I
+        w_ih = torch.stack([gru.weight_ih_l0, gru.weight_ih_l0_reverse])
+        b_ih = torch.stack([gru.bias_ih_l0, gru.bias_ih_l0_reverse])
+        xp = torch.baddbmm(b_ih.unsqueeze(1), xs.flatten(1, 2), w_ih.transpose(1, 2)).view(*xs.shape[:3], -1)
+        hs = gru_scan(xp, hx, torch.stack([gru.weight_hh_l0, gru.weight_hh_l0_reverse]),
+                      torch.stack([gru.bias_hh_l0, gru.bias_hh_l0_reverse]), native=True)
+        out = torch.cat([hs[0], hs[1].flip(0)], dim=-1).transpose(0, 1)
+        return out, hs[:, -1]
     if impl == "fast":
         # one scan per direction: keeps each buffer small enough (< 32 MB for the
         # MC_Maze sizes) for the C allocator to recycle it instead of page-faulting

@@ -21,8 +21,18 @@
 typedef long long i64;
 
 /* Row passes of at least this many elements are split over the OpenMP threads (PyTorch's own
- * thread count, when built with OpenMP); smaller ones are not worth a fork. */
+ * thread count, when built with OpenMP); smaller ones are not worth a fork.  The directions of
+ * a scan run one per thread when there are several (each direction's matmuls and row passes
+ * then single-threaded: cheaper than splitting every small step over the threads). */
 #define PARALLEL_MIN 8192
+#ifdef _OPENMP
+#include <omp.h>
+#define ROWS_PARALLEL(n) ((n) >= PARALLEL_MIN && !omp_in_parallel())
+#define DIRECTIONS_PARALLEL(D) ((D) > 1 && omp_get_max_threads() > 1 && !omp_in_parallel())
+#else
+#define ROWS_PARALLEL(n) 0
+#define DIRECTIONS_PARALLEL(D) 0
+#endif
 
 extern void sgemm_(const char *transa, const char *transb, const int *m, const int *n, const int *k,
                    const float *alpha, const float *a, const int *lda, const float *b, const int *ldb,
@@ -95,7 +105,7 @@ static inline __attribute__((always_inline)) void gru_row(
 static void gru_step(int B, int H, const float *xa, const float *x, i64 sb, int bp, const float *b_hh,
                      float *gh, const float *h, float clip, float *rz, float *n, float *h_out) {
     const i64 G = 3 * H;
-#pragma omp parallel for schedule(static) if ((i64)B * H >= PARALLEL_MIN)
+#pragma omp parallel for schedule(static) if (ROWS_PARALLEL((i64)B * H))
     for (int b = 0; b < B; ++b) {
         const float *xb = x + (i64)(b % bp) * sb;
         if (xa)
@@ -136,7 +146,7 @@ static void gru_step_backward(int B, int H, float *dh, const float *add, i64 add
                               const float *rz, const float *n, const float *gh, float clip, float *dx, float *dgh) {
     const int clipped = isfinite(clip);
     const i64 G = 3 * H;
-#pragma omp parallel for schedule(static) if ((i64)B * H >= PARALLEL_MIN)
+#pragma omp parallel for schedule(static) if (ROWS_PARALLEL((i64)B * H))
     for (int b = 0; b < B; ++b) {
         float *dhb = dh + (i64)b * H, *dxb = dx + b * G, *dghb = dgh + b * G;
         const float *ab = add ? add + b * add_sb : NULL, *hp = h_prev + (i64)b * H;
@@ -154,6 +164,22 @@ static void gru_step_backward(int B, int H, float *dh, const float *add, i64 add
 
 /* ------------------------------------------------------------------------------- GRU scan */
 
+/* Direction d of lfads_gru_scan_forward (arguments there). */
+static void gru_scan_forward_direction(int d, int T, int B, int H, const float *x, i64 sd, i64 st, i64 sb, int bp,
+                                       const float *h0, const float *w_hh, const float *b_hh, float clip, int save,
+                                       float *hs, float *rz, float *n, float *gh) {
+    const i64 BH = (i64)B * H, steps = save ? T : 1;
+    x += d * sd, h0 += d * BH, w_hh += (i64)d * 3 * H * H, b_hh += (i64)d * 3 * H, hs += d * T * BH;
+    rz += d * steps * 2 * BH, n += d * steps * BH, gh += d * steps * 3 * BH;
+    for (int t = 0; t < T; ++t) {
+        const i64 k = save ? t : 0;
+        const float *h = t ? hs + (t - 1) * BH : h0;
+        matmul(B, 3 * H, H, h, w_hh, 1, 0.0f, gh + k * 3 * BH);
+        gru_step(B, H, NULL, x + t * st, sb, bp, b_hh, gh + k * 3 * BH, h, clip, rz + k * 2 * BH, n + k * BH,
+                 hs + t * BH);
+    }
+}
+
 /* D independent GRUs over T steps.  x (st, sb, bp per direction d at x + d*sd): input
  * projections incl. input bias (3H); h0 D x B x H; w_hh D x 3H x H; b_hh D x 3H.
  * Writes hs (D x T x B x H).  With save, rz (D x T x B x 2H), n (D x T x B x H) and gh
@@ -161,16 +187,28 @@ static void gru_step_backward(int B, int H, float *dh, const float *add, i64 add
 void lfads_gru_scan_forward(int D, int T, int B, int H, const float *x, i64 sd, i64 st, i64 sb, int bp,
                             const float *h0, const float *w_hh, const float *b_hh, float clip, int save,
                             float *hs, float *rz, float *n, float *gh) {
-    const i64 BH = (i64)B * H;
-    for (int t = 0; t < T; ++t) {
-        for (int d = 0; d < D; ++d) {
-            const i64 k = save ? (i64)d * T + t : d;
-            const float *h = t ? hs + ((i64)d * T + t - 1) * BH : h0 + d * BH;
-            float *ght = gh + k * 3 * BH;
-            matmul(B, 3 * H, H, h, w_hh + (i64)d * 3 * H * H, 1, 0.0f, ght);
-            gru_step(B, H, NULL, x + d * sd + t * st, sb, bp, b_hh + (i64)d * 3 * H, ght, h, clip,
-                     rz + k * 2 * BH, n + k * BH, hs + ((i64)d * T + t) * BH);
-        }
+    if (DIRECTIONS_PARALLEL(D)) {
+#pragma omp parallel for schedule(static, 1)
+        for (int d = 0; d < D; ++d)
+            gru_scan_forward_direction(d, T, B, H, x, sd, st, sb, bp, h0, w_hh, b_hh, clip, save, hs, rz, n, gh);
+    } else {
+        for (int d = 0; d < D; ++d)
+            gru_scan_forward_direction(d, T, B, H, x, sd, st, sb, bp, h0, w_hh, b_hh, clip, save, hs, rz, n, gh);
+    }
+}
+
+/* Direction d of lfads_gru_scan_backward (arguments there). */
+static void gru_scan_backward_direction(int d, int T, int B, int H, const float *grad_hs, i64 g_sd, i64 g_st,
+                                        i64 g_sb, const float *h0, const float *w_hh, const float *hs,
+                                        const float *rz, const float *n, const float *gh, float clip, float *dx,
+                                        float *dgh, float *dh) {
+    const i64 BH = (i64)B * H, TBH = (i64)T * BH;
+    grad_hs += d * g_sd, h0 += d * BH, w_hh += (i64)d * 3 * H * H, hs += d * TBH, rz += d * 2 * TBH;
+    n += d * TBH, gh += d * 3 * TBH, dx += d * 3 * TBH, dgh += d * 3 * TBH, dh += d * BH;
+    for (int t = T - 1; t >= 0; --t) {
+        gru_step_backward(B, H, dh, grad_hs + t * g_st, g_sb, t ? hs + (t - 1) * BH : h0, rz + t * 2 * BH,
+                          n + t * BH, gh + t * 3 * BH, clip, dx + t * 3 * BH, dgh + t * 3 * BH);
+        matmul(B, H, 3 * H, dgh + t * 3 * BH, w_hh, 0, 1.0f, dh);
     }
 }
 
@@ -180,16 +218,15 @@ void lfads_gru_scan_forward(int D, int T, int B, int H, const float *x, i64 sd, 
 void lfads_gru_scan_backward(int D, int T, int B, int H, const float *grad_hs, i64 g_sd, i64 g_st, i64 g_sb,
                              const float *h0, const float *w_hh, const float *hs, const float *rz, const float *n,
                              const float *gh, float clip, float *dx, float *dgh, float *dh) {
-    const i64 BH = (i64)B * H;
-    for (int t = T - 1; t >= 0; --t) {
-        for (int d = 0; d < D; ++d) {
-            const i64 k = (i64)d * T + t;
-            const float *h_prev = t ? hs + (k - 1) * BH : h0 + d * BH;
-            float *dhd = dh + d * BH, *dgh_t = dgh + k * 3 * BH;
-            gru_step_backward(B, H, dhd, grad_hs + d * g_sd + t * g_st, g_sb, h_prev, rz + k * 2 * BH,
-                              n + k * BH, gh + k * 3 * BH, clip, dx + k * 3 * BH, dgh_t);
-            matmul(B, H, 3 * H, dgh_t, w_hh + (i64)d * 3 * H * H, 0, 1.0f, dhd);
-        }
+    if (DIRECTIONS_PARALLEL(D)) {
+#pragma omp parallel for schedule(static, 1)
+        for (int d = 0; d < D; ++d)
+            gru_scan_backward_direction(d, T, B, H, grad_hs, g_sd, g_st, g_sb, h0, w_hh, hs, rz, n, gh, clip, dx,
+                                        dgh, dh);
+    } else {
+        for (int d = 0; d < D; ++d)
+            gru_scan_backward_direction(d, T, B, H, grad_hs, g_sd, g_st, g_sb, h0, w_hh, hs, rz, n, gh, clip, dx,
+                                        dgh, dh);
     }
 }
 
