@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from lfads_core.lfads.data import SplitData
-from lfads_core.lfads.model import LFADS, cuda_graphs, kernels
+from lfads_core.lfads.model import LFADS, cuda_graphs, decoder_scan, kernels
 from lfads_core.lfads.posterior import sample_split
 
 from test_model import B, FP, N_IN, N_OUT, T, counts, tiny_cfg
@@ -37,7 +37,8 @@ def test_backward_blocks_do_not_change_gradients(kw, monkeypatch):
     y = counts((B, T + FP, N_IN + N_OUT), seed=3)
     grads = []
     for block in (1, 3, 1000):
-        monkeypatch.setattr(kernels, "_block_len", lambda n, device, block=block: block)
+        for module in (kernels, decoder_scan):  # the GRU scans' blocks and the decoder's
+            monkeypatch.setattr(module, "_block_len", lambda n, device, block=block: block)
         grads.append(_grads(m, x, ext, y, "fast")[1])
     for g in grads[1:]:
         assert all(torch.equal(g[n], grads[0][n]) for n in g), "gradients depend on the block length"

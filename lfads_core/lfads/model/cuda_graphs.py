@@ -66,7 +66,7 @@ def _graph_key(args, clip, tag):
 
 
 class DecoderScanGraphed(torch.autograd.Function):
-    """:class:`.kernels.DecoderScan` with its forward and backward loops each replayed as one
+    """:class:`.decoder_scan.DecoderScan` with its forward and backward loops each replayed as one
     CUDA graph per batch shape (``ModelConfig.cuda_graphs``).  ``loops``: the plain loops,
     ``(forward(*args, clip, save=True) -> (outputs, saved), backward(saved, clip, *grads))``.  The forward's saved tensors stay in the
     graph's memory until the backward: one forward, then its backward (as in training); a

@@ -39,7 +39,8 @@ from .controller import Controller
 from .encoders import CIEncoder, ICEncoder
 from .generator import Generator
 from .native import dropout, dropout_mask, runs_on
-from .kernels import decoder_scan, gru_scan
+from .decoder_scan import decoder_scan
+from .kernels import gru_scan
 from .likelihoods import get_likelihood
 from .priors import GaussianPrior, make_co_prior
 from .readout import ReadIn, ReadOut

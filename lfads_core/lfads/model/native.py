@@ -205,7 +205,7 @@ def gru_scan_backward(grad_hs, h0, w_hh, hs, rz, n, gh, clip: float):
 
 def decoder_forward(g0, hc0, cx, gx, w_gc, w_hh_c, b_hh_c, w_co, b_co, w_cg, w_hh_g, b_hh_g, masks, eps,
                     clip: float, save: bool):
-    """As :func:`.kernels._decoder_forward`, same arguments and returns."""
+    """As :func:`.decoder_scan._decoder_forward`, same arguments and returns."""
     Tr, B, G = cx.shape[0], g0.shape[0], g0.shape[1]
     C, K = cx.shape[2] // 3, w_cg.shape[1]
     weights = [t.contiguous() for t in (w_gc, w_hh_c, b_hh_c, w_co, b_co, w_cg, w_hh_g, b_hh_g)]
@@ -240,7 +240,7 @@ def decoder_forward(g0, hc0, cx, gx, w_gc, w_hh_c, b_hh_c, w_co, b_co, w_cg, w_h
 
 
 def decoder_backward_loop(saved, clip: float, d_gs, d_gds, d_cps, d_cos):
-    """The backward loop of :func:`.kernels._decoder_backward` (``saved`` from
+    """The backward loop of :func:`.decoder_scan._decoder_backward` (``saved`` from
     :func:`decoder_forward` with ``save``): returns dcx, dgh_c, dgx, dgh_g, dcp, dg0, dhc0."""
     (g0, hc0, gd0, w_gc, w_hh_c, w_co, w_cg, w_hh_g, masks, eps, gs, gds, rz_g, n_g, gh_g, hcs, rz_c, n_c,
      gh_c, cos, stds) = saved

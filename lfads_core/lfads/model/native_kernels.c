@@ -232,7 +232,7 @@ void lfads_gru_scan_backward(int D, int T, int B, int H, const float *grad_hs, i
 
 /* ---------------------------------------------------------------------------- decoder scan */
 
-/* The controller + generator loop of kernels._decoder_forward (shapes there; C, G, K the
+/* The controller + generator loop of decoder_scan.py's _decoder_forward (shapes there; C, G, K the
  * controller, generator and inferred-input sizes).  cx and gx are sources (st, sb, bp).
  * gd0 = g0 (* masks[0]); masks (Tr+1) x B x G or NULL; eps Tr x B x K or NULL.
  * Outputs gs, gds (Tr x B x G; gds may be gs when masks is NULL), cps (Tr x B x 2K), cos
@@ -290,7 +290,7 @@ void lfads_decoder_forward(int B, int Tr, int C, int G, int K, const float *g0, 
     }
 }
 
-/* Backward of lfads_decoder_forward (with save): the loop of kernels._decoder_backward.
+/* Backward of lfads_decoder_forward (with save): the loop of decoder_scan.py's _decoder_backward.
  * d_gs, d_gds (Tr x B x G), d_cps (Tr x B x 2K), d_cos (Tr x B x K): incoming gradients, each
  * with its time and row strides (sg[0..7]: d_gs st, sb, d_gds st, sb, ...; unit stride in a row).
  * Writes dcx, dgh_c (Tr x B x 3C), dgx, dgh_g (Tr x B x 3G), dcp (Tr x B x 2K), dg (B x G: the
