@@ -1,8 +1,9 @@
 """GPU throughput of LFADS (MC_Maze 5 ms architecture) and what fraction of the GPU it uses.
 
     PYTHONPATH=. python benchmarks/bench_gpu.py [--out DIR] [--quick]
-    PYTHONPATH=. python benchmarks/bench_gpu.py --device cpu --quick --batches 8 --sample-batches 8 --samples 4
-                                           # the same code paths on the CPU (a smoke run; tests do this)
+    # the same code paths on the CPU (a smoke run; tests do this):
+    PYTHONPATH=. python benchmarks/bench_gpu.py --device cpu --quick --batches 8 --sample-batches 8 \
+        --samples 4 --profile-batch 8
 
 Measures, on the first CUDA device (needs only torch and numpy):
 
@@ -12,6 +13,8 @@ Measures, on the first CUDA device (needs only torch and numpy):
   ``cuda_graphs`` off and on, and the peak GPU memory of each;
 * posterior sampling trial-samples/s (batched sampler, 50 samples; and the sequential one for
   comparison) and its peak GPU memory;
+* a profile of training steps at batch 256 (cuda_graphs off and on): the operator table by
+  device time, kernels launched a step, and how much of the wall time the GPU was busy;
 * an analytic count of the model's matmul FLOPs per trial (forward; a training step counted
   as 3x the forward), so that every rate is also stated as a fraction of the measured peak.
 
@@ -86,7 +89,8 @@ def peak_matmul(dev, dtype, tf32=False, n=8192, reps=20) -> float:
     return 2 * n**3 * reps / (time.perf_counter() - t)
 
 
-def bench_train(dev, batch, amp, cuda_graphs, steps, warmup) -> dict:
+def train_step_for(dev, batch, amp, cuda_graphs):
+    """The benchmark's training step (MC_Maze 5 ms architecture, random Poisson counts) on ``dev``."""
     from lfads_core.lfads.model import cuda_graphs as graphs  # the argument cuda_graphs is the setting
 
     graphs._GRAPHS.clear()
@@ -97,8 +101,11 @@ def bench_train(dev, batch, amp, cuda_graphs, steps, warmup) -> dict:
     encod = torch.poisson(torch.full((batch, 140, 137), 0.1, device=dev))
     recon = torch.cat([encod, torch.poisson(torch.full((batch, 140, 45), 0.1, device=dev))], dim=-1)
     autocast = (lambda: torch.autocast(dev.type, dtype=torch.bfloat16)) if amp == "bf16" else None
-    step = training_step(model, encod, recon, autocast)
+    return training_step(model, encod, recon, autocast)
 
+
+def bench_train(dev, batch, amp, cuda_graphs, steps, warmup) -> dict:
+    step = train_step_for(dev, batch, amp, cuda_graphs)
     reset_peak_memory(dev)
     for _ in range(warmup):
         step()
@@ -113,6 +120,34 @@ def bench_train(dev, batch, amp, cuda_graphs, steps, warmup) -> dict:
     return {"batch": batch, "amp": amp, "cuda_graphs": cuda_graphs, "median_step_s": med,
             "trials_per_s": batch / med, "finite_loss": bool(torch.isfinite(loss).item()),
             "peak_memory_mb": peak_memory_mb(dev)}
+
+
+def profile_train(dev, batch, cuda_graphs, steps, out_path) -> dict:
+    """torch.profiler over ``steps`` training steps after warm-up: the operator table (by device
+    time on a GPU, by CPU time otherwise) goes to ``out_path``; returns the kernel launches per
+    step and the fraction of the wall time the device was busy (low: launch-bound)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    step = train_step_for(dev, batch, "none", cuda_graphs)
+    for _ in range(3):
+        step()
+    sync(dev)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        t = time.perf_counter()
+        for _ in range(steps):
+            step()
+        sync(dev)
+        wall = time.perf_counter() - t
+    averages = prof.key_averages()
+    on_device = [e for e in averages if e.device_type == torch.autograd.DeviceType.CUDA]
+    busy_us = sum(e.self_device_time_total for e in on_device)
+    sort = "self_device_time_total" if dev.type == "cuda" else "self_cpu_time_total"
+    Path(out_path).write_text(f"training step, batch {batch}, cuda_graphs {cuda_graphs}, {steps} steps, "
+                              f"{wall / steps * 1e3:.1f} ms a step\n\n" + averages.table(sort_by=sort, row_limit=40))
+    return {"batch": batch, "cuda_graphs": cuda_graphs, "step_s": wall / steps,
+            "kernels_per_step": sum(e.count for e in on_device) / steps,
+            "device_busy_fraction": busy_us * 1e-6 / wall, "table": Path(out_path).name}
 
 
 def bench_sample(dev, batch, n_samples, method) -> dict:
@@ -143,6 +178,7 @@ def main() -> int:
     ap.add_argument("--batches", default="128,256,512,1024", help="training batch sizes (comma-separated)")
     ap.add_argument("--sample-batches", default="256,1024", help="batched-sampling batch sizes")
     ap.add_argument("--samples", type=int, default=50, help="posterior samples per trial")
+    ap.add_argument("--profile-batch", type=int, default=256, help="batch of the profiled training steps")
     args = ap.parse_args()
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -221,7 +257,21 @@ def main() -> int:
         print(f"sample batch {batch:4d} {method:10s}: {r['trial_samples_per_s']:10.0f} trial-samples/s, "
               f"peak {r['peak_memory_mb']:6.0f} MB, {100 * r['fraction_of_peak']:.2f}% of fp32 peak", flush=True)
         save()
-    save()
+    # Where a step's time goes (last: the figures above are saved whatever happens here).
+    report["profile"] = []
+    for graphs in ([False, True] if on_gpu else [False]):
+        name = f"gpu_profile_b{args.profile_batch}_graphs_{str(graphs).lower()}.txt"
+        try:
+            r = profile_train(dev, args.profile_batch, graphs, 2 if args.quick else 5, out_dir / name)
+        except Exception as e:
+            r = {"cuda_graphs": graphs, "error": f"{type(e).__name__}: {e}"}
+            print(f"profile cuda_graphs {graphs}: FAILED {r['error']}", flush=True)
+        else:
+            print(f"profile batch {r['batch']} cuda_graphs {str(graphs):5s}: {r['step_s'] * 1e3:.1f} ms a step, "
+                  f"{r['kernels_per_step']:.0f} kernels a step, device busy {100 * r['device_busy_fraction']:.0f}% "
+                  f"({name})", flush=True)
+        report["profile"].append(r)
+        save()
     print(f"wrote {out_dir / 'gpu_bench.json'}")
     return 0
 

@@ -54,5 +54,5 @@ timeout 330 "$PY" benchmarks/bench_gpu.py --out "$OUT_DIR" 2>&1 | tee "$OUT_DIR/
 rc=${PIPESTATUS[0]}
 [ "$rc" -ne 0 ] && { echo "benchmark exit status $rc"; status=1; }
 
-echo "== done: results in $OUT_DIR (environment.txt, cuda_tests.txt/.xml, gpu_bench.json/.txt)"
+echo "== done: results in $OUT_DIR (environment.txt, cuda_tests.txt/.xml, gpu_bench.json/.txt, gpu_profile_*.txt)"
 exit $status

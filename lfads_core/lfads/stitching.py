@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from scipy.ndimage import gaussian_filter1d
 
 from .data import LFADSData
 from .model import LFADS
@@ -49,6 +48,10 @@ def shared_conditions(sessions: list[LFADSData]) -> list[int] | None:
 def condition_averages(counts: np.ndarray, cond_idx: np.ndarray | None,
                        conditions: list[int] | None, sigma_bins: float) -> np.ndarray:
     """trials x bins x neurons counts -> (conditions x bins) x neurons smoothed averages."""
+    # Imported here: training imports this module, and a bare GPU machine (benchmarks/gpu_check.sh)
+    # has torch, h5py and numpy but no scipy.
+    from scipy.ndimage import gaussian_filter1d
+
     smooth = gaussian_filter1d(counts.astype(np.float64), sigma_bins, axis=1) \
         if sigma_bins > 0 else counts.astype(np.float64)
     if conditions is None:
