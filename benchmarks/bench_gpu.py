@@ -9,18 +9,20 @@ Measures, on the first CUDA device (needs only torch and numpy):
 
 * the GPU's peak matmul rate (large square GEMMs: float32, TF32 and bf16), the yardstick;
 * training trials/s at batch 128, 256, 512 and 1024 (forward, backward, AdamW, coordinated
-  dropout; median of timed steps after warm-up), for ``amp`` none and bf16, with
-  ``cuda_graphs`` off and on, and the peak GPU memory of each;
+  dropout; median of timed steps after warm-up), for ``amp`` none and bf16, with the
+  controller-generator loop as the plain Python loop, replayed as CUDA graphs
+  (``cuda_graphs``) or as the Triton kernels (``triton_decoder``), and the peak GPU memory of each;
 * posterior sampling trial-samples/s (batched sampler, 50 samples; and the sequential one for
   comparison) and its peak GPU memory;
-* a profile of training steps at batch 256 (cuda_graphs off and on): the operator table by
-  device time, kernels launched a step, and how much of the wall time the GPU was busy;
+* a profile of training steps at batch 256 (each loop): the operator table by device time,
+  kernels launched a step, and how much of the wall time the GPU was busy;
+* last, the Triton kernels' trials per program and warps at batch 256 (a tuning sweep);
 * an analytic count of the model's matmul FLOPs per trial (forward; a training step counted
   as 3x the forward), so that every rate is also stated as a fraction of the measured peak.
 
 Writes ``gpu_bench.json`` into ``--out`` (default ``$OUT`` or the current folder) and prints
 a summary.  Without a GPU it says so and exits 0.  ``--device cpu`` runs the same measurements
-on the CPU (float32 only, no CUDA graphs), so the script is tested where there is no GPU.
+on the CPU (float32, the plain loop only), so the script is tested where there is no GPU.
 """
 
 from __future__ import annotations
@@ -89,14 +91,18 @@ def peak_matmul(dev, dtype, tf32=False, n=8192, reps=20) -> float:
     return 2 * n**3 * reps / (time.perf_counter() - t)
 
 
-def train_step_for(dev, batch, amp, cuda_graphs):
-    """The benchmark's training step (MC_Maze 5 ms architecture, random Poisson counts) on ``dev``."""
-    from lfads_core.lfads.model import cuda_graphs as graphs  # the argument cuda_graphs is the setting
+LOOPS = ("plain", "cuda_graphs", "triton")  # how the controller-generator loop runs
 
-    graphs._GRAPHS.clear()
+
+def train_step_for(dev, batch, amp, loop):
+    """The benchmark's training step (MC_Maze 5 ms architecture, random Poisson counts) on
+    ``dev``; ``loop``: one of :data:`LOOPS`."""
+    from lfads_core.lfads.model import cuda_graphs
+
+    cuda_graphs._GRAPHS.clear()
     torch.manual_seed(0)
     model = make_model("fast")
-    model.cfg.cuda_graphs = cuda_graphs
+    model.cfg.cuda_graphs, model.cfg.triton_decoder = loop == "cuda_graphs", loop == "triton"
     model = model.to(dev).train()
     encod = torch.poisson(torch.full((batch, 140, 137), 0.1, device=dev))
     recon = torch.cat([encod, torch.poisson(torch.full((batch, 140, 45), 0.1, device=dev))], dim=-1)
@@ -104,8 +110,8 @@ def train_step_for(dev, batch, amp, cuda_graphs):
     return training_step(model, encod, recon, autocast)
 
 
-def bench_train(dev, batch, amp, cuda_graphs, steps, warmup) -> dict:
-    step = train_step_for(dev, batch, amp, cuda_graphs)
+def bench_train(dev, batch, amp, loop, steps, warmup) -> dict:
+    step = train_step_for(dev, batch, amp, loop)
     reset_peak_memory(dev)
     for _ in range(warmup):
         step()
@@ -117,18 +123,18 @@ def bench_train(dev, batch, amp, cuda_graphs, steps, warmup) -> dict:
         sync(dev)
         times.append(time.perf_counter() - t)
     med = statistics.median(times)
-    return {"batch": batch, "amp": amp, "cuda_graphs": cuda_graphs, "median_step_s": med,
+    return {"batch": batch, "amp": amp, "loop": loop, "median_step_s": med,
             "trials_per_s": batch / med, "finite_loss": bool(torch.isfinite(loss).item()),
             "peak_memory_mb": peak_memory_mb(dev)}
 
 
-def profile_train(dev, batch, cuda_graphs, steps, out_path) -> dict:
+def profile_train(dev, batch, loop, steps, out_path) -> dict:
     """torch.profiler over ``steps`` training steps after warm-up: the operator table (by device
-    time on a GPU, by CPU time otherwise) goes to ``out_path``; returns the kernel launches per
-    step and the fraction of the wall time the device was busy (low: launch-bound)."""
+    time on a GPU, by CPU time otherwise) is appended to ``out_path``; returns the kernel launches
+    per step and the fraction of the wall time the device was busy (low: launch-bound)."""
     from torch.profiler import ProfilerActivity, profile
 
-    step = train_step_for(dev, batch, "none", cuda_graphs)
+    step = train_step_for(dev, batch, "none", loop)
     for _ in range(3):
         step()
     sync(dev)
@@ -143,9 +149,10 @@ def profile_train(dev, batch, cuda_graphs, steps, out_path) -> dict:
     on_device = [e for e in averages if e.device_type == torch.autograd.DeviceType.CUDA]
     busy_us = sum(e.self_device_time_total for e in on_device)
     sort = "self_device_time_total" if dev.type == "cuda" else "self_cpu_time_total"
-    Path(out_path).write_text(f"training step, batch {batch}, cuda_graphs {cuda_graphs}, {steps} steps, "
-                              f"{wall / steps * 1e3:.1f} ms a step\n\n" + averages.table(sort_by=sort, row_limit=40))
-    return {"batch": batch, "cuda_graphs": cuda_graphs, "step_s": wall / steps,
+    with open(out_path, "a") as f:
+        f.write(f"== training step, batch {batch}, loop {loop}, {steps} steps, {wall / steps * 1e3:.1f} ms a step\n\n"
+                + averages.table(sort_by=sort, row_limit=40) + "\n\n")
+    return {"batch": batch, "loop": loop, "step_s": wall / steps,
             "kernels_per_step": sum(e.count for e in on_device) / steps,
             "device_busy_fraction": busy_us * 1e-6 / wall, "table": Path(out_path).name}
 
@@ -169,6 +176,31 @@ def bench_sample(dev, batch, n_samples, method) -> dict:
             "trial_samples_per_s": batch * n_samples / dt, "peak_memory_mb": peak_memory_mb(dev)}
 
 
+def tune_triton(dev, batch, deadline, rows, save) -> None:
+    """Training trials/s with the Triton loop for several trials-per-program and warp counts
+    (each a new compilation), appended to ``rows``, until ``deadline`` (time.monotonic())."""
+    from lfads_core.lfads.model import triton_decoder
+
+    default = triton_decoder.BLOCK_B, triton_decoder.NUM_WARPS
+    try:
+        for block_b, warps in [(16, 4), (16, 8), (32, 4), (32, 8), (64, 8)]:
+            if time.monotonic() > deadline:
+                rows.append({"stopped": "time budget reached"})
+                break
+            triton_decoder.BLOCK_B, triton_decoder.NUM_WARPS = block_b, warps
+            try:
+                r = bench_train(dev, batch, "none", "triton", 10, 3)
+            except Exception as e:
+                r = {"error": f"{type(e).__name__}: {e}"}
+            r.update(block_b=block_b, num_warps=warps)
+            rows.append(r)
+            print(f"triton block_b {block_b:2d} num_warps {warps}: "
+                  + (f"{r['trials_per_s']:9.0f} trials/s" if "error" not in r else f"FAILED {r['error']}"), flush=True)
+            save()
+    finally:
+        triton_decoder.BLOCK_B, triton_decoder.NUM_WARPS = default
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=os.environ.get("OUT", "."))
@@ -179,7 +211,9 @@ def main() -> int:
     ap.add_argument("--sample-batches", default="256,1024", help="batched-sampling batch sizes")
     ap.add_argument("--samples", type=int, default=50, help="posterior samples per trial")
     ap.add_argument("--profile-batch", type=int, default=256, help="batch of the profiled training steps")
+    ap.add_argument("--budget-s", type=float, default=270, help="start no tuning run after this many seconds")
     args = ap.parse_args()
+    deadline = time.monotonic() + args.budget_s
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     report = {"torch": torch.__version__, "cuda_available": torch.cuda.is_available(), "device_type": args.device}
@@ -212,18 +246,18 @@ def main() -> int:
           flush=True)
     save()
     report["train"] = []
-    configs = [("none", False), ("none", True), ("bf16", False), ("bf16", True)]
+    configs = [(amp, loop) for amp in ("none", "bf16") for loop in LOOPS]
     if not on_gpu:
         configs = configs[:1]
     elif args.quick:
-        configs = configs[:2]
+        configs = configs[:3]
     for batch in map(int, args.batches.split(",")):
-        for amp, graphs in configs:
+        for amp, loop in configs:
             try:
-                r = bench_train(dev, batch, amp, graphs, steps, warmup)
+                r = bench_train(dev, batch, amp, loop, steps, warmup)
             except Exception as e:  # report and go on: one failing configuration must not hide the rest
-                r = {"batch": batch, "amp": amp, "cuda_graphs": graphs, "error": f"{type(e).__name__}: {e}"}
-                print(f"train batch {batch} amp {amp} cuda_graphs {graphs}: FAILED {r['error']}", flush=True)
+                r = {"batch": batch, "amp": amp, "loop": loop, "error": f"{type(e).__name__}: {e}"}
+                print(f"train batch {batch} amp {amp} loop {loop}: FAILED {r['error']}", flush=True)
                 report["train"].append(r)
                 save()
                 continue
@@ -232,7 +266,7 @@ def main() -> int:
             r["fraction_of_peak"] = r["achieved_flops"] / yard
             r["fraction_of_peak_tf32"] = r["achieved_flops"] / peak["tf32"]
             report["train"].append(r)
-            print(f"train batch {batch:4d} amp {amp:4s} cuda_graphs {str(graphs):5s}: {r['trials_per_s']:9.0f} trials/s, "
+            print(f"train batch {batch:4d} amp {amp:4s} loop {loop:11s}: {r['trials_per_s']:9.0f} trials/s, "
                   f"{r['median_step_s'] * 1e3:7.1f} ms/step, peak {r['peak_memory_mb']:6.0f} MB, "
                   f"{100 * r['fraction_of_peak']:.2f}% of peak ({'bf16' if amp == 'bf16' else 'fp32'})", flush=True)
             save()
@@ -259,19 +293,23 @@ def main() -> int:
         save()
     # Where a step's time goes (last: the figures above are saved whatever happens here).
     report["profile"] = []
-    for graphs in ([False, True] if on_gpu else [False]):
-        name = f"gpu_profile_b{args.profile_batch}_graphs_{str(graphs).lower()}.txt"
+    name = "gpu_profile.txt"
+    (out_dir / name).unlink(missing_ok=True)
+    for loop in (LOOPS if on_gpu else LOOPS[:1]):
         try:
-            r = profile_train(dev, args.profile_batch, graphs, 2 if args.quick else 5, out_dir / name)
+            r = profile_train(dev, args.profile_batch, loop, 2 if args.quick else 5, out_dir / name)
         except Exception as e:
-            r = {"cuda_graphs": graphs, "error": f"{type(e).__name__}: {e}"}
-            print(f"profile cuda_graphs {graphs}: FAILED {r['error']}", flush=True)
+            r = {"loop": loop, "error": f"{type(e).__name__}: {e}"}
+            print(f"profile loop {loop}: FAILED {r['error']}", flush=True)
         else:
-            print(f"profile batch {r['batch']} cuda_graphs {str(graphs):5s}: {r['step_s'] * 1e3:.1f} ms a step, "
+            print(f"profile batch {r['batch']} loop {loop:11s}: {r['step_s'] * 1e3:.1f} ms a step, "
                   f"{r['kernels_per_step']:.0f} kernels a step, device busy {100 * r['device_busy_fraction']:.0f}% "
                   f"({name})", flush=True)
         report["profile"].append(r)
         save()
+    if on_gpu:
+        report["triton_tuning"] = []
+        tune_triton(dev, args.profile_batch, deadline, report["triton_tuning"], save)
     print(f"wrote {out_dir / 'gpu_bench.json'}")
     return 0
 

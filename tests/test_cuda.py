@@ -104,11 +104,37 @@ def test_cuda_graphs_match_plain_fast_path():
             opt.step()
 
 
-@pytest.mark.parametrize("cuda_graphs", [False, True])
-def test_bf16_autocast_trains_without_nan(tmp_path, cuda_graphs):
+def test_triton_decoder_matches_plain_fast_path_on_cuda():
+    """``model.triton_decoder``: the fused Triton kernels give the plain fast path's outputs
+    and gradients on the GPU, step after step, with the weights changing in between; 40 trials
+    (three programs, the last partly empty) and the MC_Maze widths' padding (100 -> 128)."""
+    pytest.importorskip("triton")
+    dev = torch.device("cuda")
+    torch.manual_seed(0)
+    kw = dict(gen_dim=100, con_dim=80, ci_enc_dim=64, cell_clip=5.0)
+    plain = LFADS(small_cfg(**kw)).to(dev).train()
+    fused = LFADS(small_cfg(triton_decoder=True, **kw)).to(dev).train()
+    fused.load_state_dict(plain.state_dict())
+    x = torch.poisson(torch.full((40, T, N_IN), 0.5)).to(dev)
+    y = torch.poisson(torch.full((40, T + FP, N_IN + N_OUT), 0.5)).to(dev)
+    opts = [torch.optim.AdamW(m.parameters(), lr=1e-3) for m in (plain, fused)]  # bounded steps: no blow-up
+    for _ in range(3):
+        (o_p, g_p), (o_f, g_f) = step_grads(plain, x, y, "fast"), step_grads(fused, x, y, "fast")
+        torch.testing.assert_close(o_f.params, o_p.params, rtol=1e-4, atol=1e-5)
+        for n in g_p:  # float32 rounding, relative to each gradient's scale (up to about 1e4 here)
+            scale = float(g_p[n].abs().max())
+            torch.testing.assert_close(g_f[n], g_p[n], rtol=1e-3, atol=1e-5 * scale + 1e-7, msg=n)
+        for opt in opts:
+            opt.step()
+
+
+@pytest.mark.parametrize("variant", [{}, {"cuda_graphs": True}, {"triton_decoder": True}])
+def test_bf16_autocast_trains_without_nan(tmp_path, variant):
+    if variant.get("triton_decoder"):
+        pytest.importorskip("triton")
     data = write_h5(tmp_path / "in.h5")
     tc = TrainConfig(amp="bf16", batch_size=32, max_epochs=3, lr=5e-3, early_stop_burn_in=10)
-    res = train(data, tmp_path / "run", small_cfg(cuda_graphs=cuda_graphs), tc, device="cuda")
+    res = train(data, tmp_path / "run", small_cfg(**variant), tc, device="cuda")
     assert res.epochs_run == 3
     with open(res.log_path) as f:
         rows = list(csv.DictReader(f))

@@ -109,6 +109,10 @@ class ModelConfig(_DictMixin):
     # graphs, one launch per loop instead of hundreds of small kernels. Off until a GPU run has
     # proved it (benchmarks/gpu_check.sh); ignored on CPU.
     cuda_graphs: bool = False
+    # CUDA only, fast path, training: run the controller-generator loop (forward and backward)
+    # as one Triton kernel each (lfads_core.lfads.model.triton_decoder). Off until a GPU run has
+    # proved it (benchmarks/gpu_check.sh); ignored on CPU.
+    triton_decoder: bool = False
     # CPU, fast path: run the recurrences' loops as compiled C (lfads_core.lfads.model.native;
     # built with the machine's C compiler on first use). Same results to float rounding.
     native_kernels: bool = False

@@ -5,6 +5,8 @@ as described there)."""
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from .cuda_graphs import DecoderScanGraphed, graphs_run_on
@@ -123,28 +125,59 @@ class DecoderScan(torch.autograd.Function):
     @staticmethod
     @torch.amp.custom_fwd(device_type="cuda", cast_inputs=torch.float32)  # recurrence in fp32 under autocast
     def forward(ctx, g0, hc0, cx, gx, w_gc, w_hh_c, b_hh_c, w_co, b_co, w_cg, w_hh_g, b_hh_g, masks, eps,
-                clip: float, native: bool = False):
-        forward = native_decoder_forward if native else _decoder_forward
+                clip: float, loops: str = "python"):
+        forward, ctx.backward_loop = _loops(loops)
         outputs, saved = forward(g0, hc0, cx, gx, w_gc, w_hh_c, b_hh_c, w_co, b_co, w_cg, w_hh_g, b_hh_g, masks,
                                  eps, clip, save=True)
         ctx.save_for_backward(*saved)
-        ctx.clip, ctx.native = clip, native
+        ctx.clip = clip
         return outputs
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     @torch.amp.custom_bwd(device_type="cuda")
     def backward(ctx, d_gs, d_gds, d_cps, d_cos):
-        return _decoder_backward(ctx.saved_tensors, ctx.clip, d_gs, d_gds, d_cps, d_cos, ctx.native) + \
+        return _decoder_backward(ctx.saved_tensors, ctx.clip, d_gs, d_gds, d_cps, d_cos, ctx.backward_loop) + \
             (None,) * 4
 
 
-def _decoder_backward(saved, clip: float, d_gs, d_gds, d_cps, d_cos, native: bool = False):
+def _loops(name: str):
+    """The (forward, backward loop) pair of :class:`DecoderScan`: ``python`` (the loops here),
+    ``native`` (compiled C, :mod:`.native`) or ``triton`` (one GPU kernel each,
+    :mod:`.triton_decoder`, imported only when asked for)."""
+    if name == "native":
+        return native_decoder_forward, native_decoder_backward_loop
+    if name == "triton":
+        return _triton_kernels()[:2]
+    return _decoder_forward, _decoder_backward_loop
+
+
+def _triton_runs_on(x: torch.Tensor) -> bool:
+    """Whether the Triton decoder serves ``x`` (:func:`.triton_decoder.runs_on`), without
+    importing Triton where it cannot run."""
+    if x.device.type != "cuda" and os.environ.get("TRITON_INTERPRET", "0") in ("", "0"):
+        return False
+    return _triton_kernels()[2](x)
+
+
+def _triton_kernels():
+    """(forward, backward loop, runs_on) of :mod:`.triton_decoder`, imported on first use, with
+    an error naming the setting where Triton is missing."""
+    try:
+        from .triton_decoder import decoder_backward_loop, decoder_forward, runs_on
+    except ImportError as e:
+        raise RuntimeError(f"model.triton_decoder needs Triton ({e}); install it (pip install triton) "
+                           "or set model.triton_decoder: false") from e
+    return decoder_forward, decoder_backward_loop, runs_on
+
+
+def _decoder_backward(saved, clip: float, d_gs, d_gds, d_cps, d_cos, loop=None):
     """The backward of :func:`_decoder_forward` (``saved``: what it returned with ``save``);
-    returns the gradients of its first 12 inputs.  ``native``: the loop in compiled C."""
+    returns the gradients of its first 12 inputs.  ``loop``: the backward loop (default
+    :func:`_decoder_backward_loop`)."""
     (g0, hc0, gd0, w_gc, w_hh_c, w_co, w_cg, w_hh_g, masks, eps, gs, gds, rz_g, n_g, gh_g, hcs, rz_c, n_c,
      gh_c, cos, stds) = saved
-    loop = native_decoder_backward_loop if native else _decoder_backward_loop
+    loop = loop or _decoder_backward_loop
     dcx, dgh_c, dgx, dgh_g, dcp, dg0, dhc = loop(saved, clip, d_gs, d_gds, d_cps, d_cos)
     Tr = gs.shape[0]
 
@@ -210,17 +243,20 @@ def _decoder_backward_loop(saved, clip: float, d_gs, d_gds, d_cps, d_cos):
 
 
 def decoder_scan(g0, hc0, cx, gx, w_gc, w_hh_c, b_hh_c, w_co, b_co, w_cg, w_hh_g, b_hh_g, masks, eps,
-                 clip: float, cuda_graphs: bool = False, native: bool = False):
+                 clip: float, cuda_graphs: bool = False, native: bool = False, triton: bool = False):
     """See :class:`DecoderScan`.  Without gradients it runs the forward loop alone, keeping
     no per-step gates (and, without dropout masks, returns the states as the dropped states).
     ``cuda_graphs``: on CUDA, replay the loops as CUDA graphs
     (:class:`~.cuda_graphs.DecoderScanGraphed`).  ``native``: on CPU, run the loops as
-    compiled C (:mod:`.native`)."""
+    compiled C (:mod:`.native`).  ``triton``: on CUDA, with gradients, run each loop as one
+    Triton kernel (:mod:`.triton_decoder`; before ``cuda_graphs``)."""
     args = (g0, hc0, cx, gx, w_gc, w_hh_c, b_hh_c, w_co, b_co, w_cg, w_hh_g, b_hh_g, masks, eps)
     native = native_runs_on(native, g0)
     if _needs_grad(*args):
+        if triton and _triton_runs_on(g0):
+            return DecoderScan.apply(*args, clip, "triton")
         if cuda_graphs and graphs_run_on(g0.device):
             return DecoderScanGraphed.apply((_decoder_forward, _decoder_backward), *args, clip)
-        return DecoderScan.apply(*args, clip, native)
+        return DecoderScan.apply(*args, clip, "native" if native else "python")
     forward = native_decoder_forward if native else _decoder_forward
     return forward(*args, clip, save=False)[0]

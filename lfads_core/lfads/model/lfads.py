@@ -252,7 +252,7 @@ class LFADS(nn.Module):
         gs, gds, cps, cos = decoder_scan(
             g0, hc0, cx, gx, w_gc, cell_c.weight_hh, cell_c.bias_hh, con.to_co.weight, con.to_co.bias,
             w_ih_g[:, :co_dim], cell_g.weight_hh, cell_g.bias_hh, gen_masks, co_eps, cell_g.clip,
-            cuda_graphs=self.cfg.cuda_graphs, native=self.cfg.native_kernels,
+            cuda_graphs=self.cfg.cuda_graphs, native=self.cfg.native_kernels, triton=self.cfg.triton_decoder,
         )
         return gs, gds, cps, cos
 

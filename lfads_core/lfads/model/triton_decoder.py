@@ -1,0 +1,319 @@
+"""The controller-generator loop as two Triton kernels (``ModelConfig.triton_decoder``, CUDA,
+off by default).
+
+On a GPU the Python loop of :mod:`.decoder_scan` launches a few hundred small kernels a time
+step, so a training step is bound by launches, not arithmetic.  Here each loop is one kernel:
+every program carries ``BLOCK_B`` trials through all T_r steps, holding their controller and
+generator states in registers and reading the (L2-resident) weights at every step, so a
+step's matmuls, gates, inferred-input sampling and dropout are fused.  The forward saves the
+same gates as :func:`.decoder_scan._decoder_forward`, the backward loop returns the same
+gradients as :func:`.decoder_scan._decoder_backward_loop` (the weight gradients stay one
+matmul over all steps there), to float rounding: the matmuls run in IEEE float32 (not TF32).
+
+Hidden sizes are padded to powers of two (at least 16, as ``tl.dot`` needs); padded units
+stay exactly zero.  With ``TRITON_INTERPRET=1`` set before this module is imported the
+kernels run on CPU tensors through Triton's interpreter, which is how the tests check them
+without a GPU.  Off until a GPU run (``benchmarks/gpu_check.sh``) has proved it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+__all__ = ["INTERPRETED", "runs_on", "decoder_forward", "decoder_backward_loop"]
+
+#: Triton's interpreter (``TRITON_INTERPRET=1``): the kernels run on CPU tensors (tests).
+INTERPRETED = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+BLOCK_B = 16  # trials per program (tl.dot needs at least 16 rows)
+NUM_WARPS = 4
+
+
+def runs_on(x: torch.Tensor) -> bool:
+    """Whether the kernels serve ``x``: float32 on CUDA, or on CPU under the interpreter."""
+    return x.dtype == torch.float32 and (x.device.type == "cuda" or (INTERPRETED and x.device.type == "cpu"))
+
+
+def _padded(n: int) -> int:
+    return max(16, triton.next_power_of_2(n))
+
+
+@triton.jit
+def _rows(ptr, t, stride_t, stride_b, col0, rb, bmask, n, NP: tl.constexpr):
+    """Block ``[BLOCK_B, NP]``: columns col0 .. col0 + n of rows ``rb`` at step t (zero-padded)."""
+    j = tl.arange(0, NP)
+    return tl.load(ptr + t * stride_t + rb[:, None] * stride_b + col0 + j[None, :],
+                   mask=bmask[:, None] & (j[None, :] < n), other=0.0)
+
+
+@triton.jit
+def _store_rows(ptr, t, stride_t, stride_b, col0, rb, bmask, n, value, NP: tl.constexpr):
+    j = tl.arange(0, NP)
+    tl.store(ptr + t * stride_t + rb[:, None] * stride_b + col0 + j[None, :], value,
+             mask=bmask[:, None] & (j[None, :] < n))
+
+
+@triton.jit
+def _vec(ptr, col0, n, NP: tl.constexpr):
+    j = tl.arange(0, NP)
+    return tl.load(ptr + col0 + j, mask=j < n, other=0.0)
+
+
+@triton.jit
+def _w_t(w_ptr, row0, n_rows, n_cols, ROWS_P: tl.constexpr, COLS_P: tl.constexpr):
+    """Block ``[COLS_P, ROWS_P]`` of w transposed: ``[i, j] = w[row0 + j, i]`` (w: rows x n_cols,
+    row-major), zero outside ``n_rows x n_cols``; ``x @ block`` is ``x @ w[row0:row0+n_rows].T``."""
+    i = tl.arange(0, COLS_P)
+    j = tl.arange(0, ROWS_P)
+    return tl.load(w_ptr + (row0 + j[None, :]) * n_cols + i[:, None],
+                   mask=(i[:, None] < n_cols) & (j[None, :] < n_rows), other=0.0)
+
+
+@triton.jit
+def _w(w_ptr, row0, n_rows, n_cols, ROWS_P: tl.constexpr, COLS_P: tl.constexpr):
+    """Block ``[ROWS_P, COLS_P]``: ``[j, i] = w[row0 + j, i]``; ``d @ block`` is ``d @ w[row0:row0+n_rows]``."""
+    j = tl.arange(0, ROWS_P)
+    i = tl.arange(0, COLS_P)
+    return tl.load(w_ptr + (row0 + j[:, None]) * n_cols + i[None, :],
+                   mask=(j[:, None] < n_rows) & (i[None, :] < n_cols), other=0.0)
+
+
+@triton.jit
+def _clamp(x, clip, CLIP: tl.constexpr):
+    if CLIP:
+        x = tl.minimum(tl.maximum(x, -clip), clip)
+    return x
+
+
+@triton.jit
+def _decoder_forward_kernel(
+        g0, hc0, cx, gx, w_gc, w_hh_c, b_hh_c, w_co, b_co, w_cg, w_hh_g, b_hh_g, masks, eps,
+        gs, gds, cps, cos, hcs, rz_g, n_g, gh_g, rz_c, n_c, gh_c, stds,
+        B, G, C, K, cx_st, cx_sb, gx_st, gx_sb, clip, T: tl.constexpr,
+        HAS_MASKS: tl.constexpr, HAS_EPS: tl.constexpr, CLIP: tl.constexpr,
+        BB: tl.constexpr, GP: tl.constexpr, CP: tl.constexpr, KP: tl.constexpr):
+    rb = tl.program_id(0) * BB + tl.arange(0, BB)
+    bm = rb < B
+    g = _rows(g0, 0, 0, G, 0, rb, bm, G, GP)
+    hc = _rows(hc0, 0, 0, C, 0, rb, bm, C, CP)
+    gd = g
+    if HAS_MASKS:
+        gd = g * _rows(masks, 0, B * G, G, 0, rb, bm, G, GP)
+    bc_r, bc_z, bc_n = _vec(b_hh_c, 0, C, CP), _vec(b_hh_c, C, C, CP), _vec(b_hh_c, 2 * C, C, CP)
+    bg_r, bg_z, bg_n = _vec(b_hh_g, 0, G, GP), _vec(b_hh_g, G, G, GP), _vec(b_hh_g, 2 * G, G, GP)
+    bo_m, bo_v = _vec(b_co, 0, K, KP), _vec(b_co, K, K, KP)
+    for t in range(T):
+        # controller: input = encodings' projection (cx) + dropped generator state through w_gc
+        a_r = tl.dot(gd, _w_t(w_gc, 0, C, G, CP, GP), input_precision="ieee") \
+            + _rows(cx, t, cx_st, cx_sb, 0, rb, bm, C, CP)
+        a_z = tl.dot(gd, _w_t(w_gc, C, C, G, CP, GP), input_precision="ieee") \
+            + _rows(cx, t, cx_st, cx_sb, C, rb, bm, C, CP)
+        a_n = tl.dot(gd, _w_t(w_gc, 2 * C, C, G, CP, GP), input_precision="ieee") \
+            + _rows(cx, t, cx_st, cx_sb, 2 * C, rb, bm, C, CP)
+        h_r = tl.dot(hc, _w_t(w_hh_c, 0, C, C, CP, CP), input_precision="ieee") + bc_r[None, :]
+        h_z = tl.dot(hc, _w_t(w_hh_c, C, C, C, CP, CP), input_precision="ieee") + bc_z[None, :]
+        h_n = tl.dot(hc, _w_t(w_hh_c, 2 * C, C, C, CP, CP), input_precision="ieee") + bc_n[None, :]
+        r = tl.sigmoid(a_r + h_r)
+        z = tl.sigmoid(a_z + h_z)
+        n = 2 * tl.sigmoid(2 * (a_n + r * h_n)) - 1  # tanh
+        hc = _clamp(n + z * (hc - n), clip, CLIP)
+        _store_rows(hcs, t, B * C, C, 0, rb, bm, C, hc, CP)
+        _store_rows(rz_c, t, B * 2 * C, 2 * C, 0, rb, bm, C, r, CP)
+        _store_rows(rz_c, t, B * 2 * C, 2 * C, C, rb, bm, C, z, CP)
+        _store_rows(n_c, t, B * C, C, 0, rb, bm, C, n, CP)
+        _store_rows(gh_c, t, B * 3 * C, 3 * C, 0, rb, bm, C, h_r, CP)
+        _store_rows(gh_c, t, B * 3 * C, 3 * C, C, rb, bm, C, h_z, CP)
+        _store_rows(gh_c, t, B * 3 * C, 3 * C, 2 * C, rb, bm, C, h_n, CP)
+        # controller output: inferred-input mean and log-variance, then a sample (or the mean)
+        mean = tl.dot(hc, _w_t(w_co, 0, K, C, KP, CP), input_precision="ieee") + bo_m[None, :]
+        logvar = tl.dot(hc, _w_t(w_co, K, K, C, KP, CP), input_precision="ieee") + bo_v[None, :]
+        _store_rows(cps, t, B * 2 * K, 2 * K, 0, rb, bm, K, mean, KP)
+        _store_rows(cps, t, B * 2 * K, 2 * K, K, rb, bm, K, logvar, KP)
+        co = mean
+        if HAS_EPS:
+            std = tl.exp(logvar * 0.5)
+            _store_rows(stds, t, B * K, K, 0, rb, bm, K, std, KP)
+            co = mean + std * _rows(eps, t, B * K, K, 0, rb, bm, K, KP)
+        _store_rows(cos, t, B * K, K, 0, rb, bm, K, co, KP)
+        # generator: input = inferred input through w_cg + external inputs' projection (gx)
+        x_r = tl.dot(co, _w_t(w_cg, 0, G, K, GP, KP), input_precision="ieee") \
+            + _rows(gx, t, gx_st, gx_sb, 0, rb, bm, G, GP)
+        x_z = tl.dot(co, _w_t(w_cg, G, G, K, GP, KP), input_precision="ieee") \
+            + _rows(gx, t, gx_st, gx_sb, G, rb, bm, G, GP)
+        x_n = tl.dot(co, _w_t(w_cg, 2 * G, G, K, GP, KP), input_precision="ieee") \
+            + _rows(gx, t, gx_st, gx_sb, 2 * G, rb, bm, G, GP)
+        k_r = tl.dot(g, _w_t(w_hh_g, 0, G, G, GP, GP), input_precision="ieee") + bg_r[None, :]
+        k_z = tl.dot(g, _w_t(w_hh_g, G, G, G, GP, GP), input_precision="ieee") + bg_z[None, :]
+        k_n = tl.dot(g, _w_t(w_hh_g, 2 * G, G, G, GP, GP), input_precision="ieee") + bg_n[None, :]
+        r = tl.sigmoid(x_r + k_r)
+        z = tl.sigmoid(x_z + k_z)
+        n = 2 * tl.sigmoid(2 * (x_n + r * k_n)) - 1
+        g = _clamp(n + z * (g - n), clip, CLIP)
+        _store_rows(gs, t, B * G, G, 0, rb, bm, G, g, GP)
+        _store_rows(rz_g, t, B * 2 * G, 2 * G, 0, rb, bm, G, r, GP)
+        _store_rows(rz_g, t, B * 2 * G, 2 * G, G, rb, bm, G, z, GP)
+        _store_rows(n_g, t, B * G, G, 0, rb, bm, G, n, GP)
+        _store_rows(gh_g, t, B * 3 * G, 3 * G, 0, rb, bm, G, k_r, GP)
+        _store_rows(gh_g, t, B * 3 * G, 3 * G, G, rb, bm, G, k_z, GP)
+        _store_rows(gh_g, t, B * 3 * G, 3 * G, 2 * G, rb, bm, G, k_n, GP)
+        gd = g
+        if HAS_MASKS:
+            gd = g * _rows(masks, t + 1, B * G, G, 0, rb, bm, G, GP)
+        _store_rows(gds, t, B * G, G, 0, rb, bm, G, gd, GP)
+
+
+@triton.jit
+def _gru_step_backward(dh, h_prev, r, z, n, gh_n, clip, CLIP: tl.constexpr):
+    """One GRU step's backward (as :func:`.kernels.gru_step_backward`): returns the gradients
+    of the input-side pre-activations (r, z, n), of the hidden-side candidate part, and the
+    direct part of the gradient w.r.t. h_prev (``dh z``)."""
+    if CLIP:
+        dh = tl.where(tl.abs(n + z * (h_prev - n)) <= clip, dh, 0.0)
+    dpre_n = dh * (1 - z) * (1 - n * n)
+    dx_r = dpre_n * gh_n * (r * (1 - r))
+    dx_z = dh * (h_prev - n) * (z * (1 - z))
+    return dx_r, dx_z, dpre_n, dpre_n * r, dh * z
+
+
+@triton.jit
+def _decoder_backward_kernel(
+        g_prev, hc_prev, rz_g, n_g, gh_g, rz_c, n_c, gh_c, stds, eps, masks,
+        w_gc, w_hh_c, w_co, w_cg, w_hh_g,
+        d_gs, d_gds, d_cps, d_cos,
+        dcx, dgh_c, dgx, dgh_g, dcp, dg0, dhc0,
+        B, G, C, K, clip, T: tl.constexpr,
+        HAS_MASKS: tl.constexpr, HAS_EPS: tl.constexpr, CLIP: tl.constexpr,
+        BB: tl.constexpr, GP: tl.constexpr, CP: tl.constexpr, KP: tl.constexpr):
+    rb = tl.program_id(0) * BB + tl.arange(0, BB)
+    bm = rb < B
+    dg = tl.zeros([BB, GP], dtype=tl.float32)
+    dhc = tl.zeros([BB, CP], dtype=tl.float32)
+    dgd_next = tl.zeros([BB, GP], dtype=tl.float32)  # gradient reaching gd_t from the controller at t+1
+    for s in range(T):
+        t = T - 1 - s
+        # generator
+        dgd = _rows(d_gds, t, B * G, G, 0, rb, bm, G, GP) + dgd_next
+        if HAS_MASKS:
+            dgd = dgd * _rows(masks, t + 1, B * G, G, 0, rb, bm, G, GP)
+        dg = dg + _rows(d_gs, t, B * G, G, 0, rb, bm, G, GP) + dgd
+        dx_r, dx_z, dx_n, dk_n, dg = _gru_step_backward(
+            dg, _rows(g_prev, t, B * G, G, 0, rb, bm, G, GP),
+            _rows(rz_g, t, B * 2 * G, 2 * G, 0, rb, bm, G, GP), _rows(rz_g, t, B * 2 * G, 2 * G, G, rb, bm, G, GP),
+            _rows(n_g, t, B * G, G, 0, rb, bm, G, GP), _rows(gh_g, t, B * 3 * G, 3 * G, 2 * G, rb, bm, G, GP),
+            clip, CLIP)
+        _store_rows(dgx, t, B * 3 * G, 3 * G, 0, rb, bm, G, dx_r, GP)
+        _store_rows(dgx, t, B * 3 * G, 3 * G, G, rb, bm, G, dx_z, GP)
+        _store_rows(dgx, t, B * 3 * G, 3 * G, 2 * G, rb, bm, G, dx_n, GP)
+        _store_rows(dgh_g, t, B * 3 * G, 3 * G, 0, rb, bm, G, dx_r, GP)
+        _store_rows(dgh_g, t, B * 3 * G, 3 * G, G, rb, bm, G, dx_z, GP)
+        _store_rows(dgh_g, t, B * 3 * G, 3 * G, 2 * G, rb, bm, G, dk_n, GP)
+        dg += tl.dot(dx_r, _w(w_hh_g, 0, G, G, GP, GP), input_precision="ieee")
+        dg += tl.dot(dx_z, _w(w_hh_g, G, G, G, GP, GP), input_precision="ieee")
+        dg += tl.dot(dk_n, _w(w_hh_g, 2 * G, G, G, GP, GP), input_precision="ieee")
+        # inferred input -> controller output parameters
+        dco = _rows(d_cos, t, B * K, K, 0, rb, bm, K, KP) \
+            + tl.dot(dx_r, _w(w_cg, 0, G, K, GP, KP), input_precision="ieee") \
+            + tl.dot(dx_z, _w(w_cg, G, G, K, GP, KP), input_precision="ieee") \
+            + tl.dot(dx_n, _w(w_cg, 2 * G, G, K, GP, KP), input_precision="ieee")
+        d_mean = _rows(d_cps, t, B * 2 * K, 2 * K, 0, rb, bm, K, KP) + dco
+        d_logvar = _rows(d_cps, t, B * 2 * K, 2 * K, K, rb, bm, K, KP)
+        if HAS_EPS:
+            d_logvar += dco * 0.5 * (_rows(eps, t, B * K, K, 0, rb, bm, K, KP)
+                                     * _rows(stds, t, B * K, K, 0, rb, bm, K, KP))
+        _store_rows(dcp, t, B * 2 * K, 2 * K, 0, rb, bm, K, d_mean, KP)
+        _store_rows(dcp, t, B * 2 * K, 2 * K, K, rb, bm, K, d_logvar, KP)
+        dhc += tl.dot(d_mean, _w(w_co, 0, K, C, KP, CP), input_precision="ieee")
+        dhc += tl.dot(d_logvar, _w(w_co, K, K, C, KP, CP), input_precision="ieee")
+        # controller
+        dc_r, dc_z, dc_n, dh_n, dhc = _gru_step_backward(
+            dhc, _rows(hc_prev, t, B * C, C, 0, rb, bm, C, CP),
+            _rows(rz_c, t, B * 2 * C, 2 * C, 0, rb, bm, C, CP), _rows(rz_c, t, B * 2 * C, 2 * C, C, rb, bm, C, CP),
+            _rows(n_c, t, B * C, C, 0, rb, bm, C, CP), _rows(gh_c, t, B * 3 * C, 3 * C, 2 * C, rb, bm, C, CP),
+            clip, CLIP)
+        _store_rows(dcx, t, B * 3 * C, 3 * C, 0, rb, bm, C, dc_r, CP)
+        _store_rows(dcx, t, B * 3 * C, 3 * C, C, rb, bm, C, dc_z, CP)
+        _store_rows(dcx, t, B * 3 * C, 3 * C, 2 * C, rb, bm, C, dc_n, CP)
+        _store_rows(dgh_c, t, B * 3 * C, 3 * C, 0, rb, bm, C, dc_r, CP)
+        _store_rows(dgh_c, t, B * 3 * C, 3 * C, C, rb, bm, C, dc_z, CP)
+        _store_rows(dgh_c, t, B * 3 * C, 3 * C, 2 * C, rb, bm, C, dh_n, CP)
+        dhc += tl.dot(dc_r, _w(w_hh_c, 0, C, C, CP, CP), input_precision="ieee")
+        dhc += tl.dot(dc_z, _w(w_hh_c, C, C, C, CP, CP), input_precision="ieee")
+        dhc += tl.dot(dh_n, _w(w_hh_c, 2 * C, C, C, CP, CP), input_precision="ieee")
+        dgd_next = tl.dot(dc_r, _w(w_gc, 0, C, G, CP, GP), input_precision="ieee") \
+            + tl.dot(dc_z, _w(w_gc, C, C, G, CP, GP), input_precision="ieee") \
+            + tl.dot(dc_n, _w(w_gc, 2 * C, C, G, CP, GP), input_precision="ieee")
+    if HAS_MASKS:
+        dgd_next = dgd_next * _rows(masks, 0, B * G, G, 0, rb, bm, G, GP)
+    _store_rows(dg0, 0, 0, G, 0, rb, bm, G, dg + dgd_next, GP)
+    _store_rows(dhc0, 0, 0, C, 0, rb, bm, C, dhc, CP)
+
+
+def _sizes(g0, hc0, w_cg):
+    G, C, K = g0.shape[1], hc0.shape[1], w_cg.shape[1]
+    return dict(BB=BLOCK_B, GP=_padded(G), CP=_padded(C), KP=_padded(K))
+
+
+def decoder_forward(g0, hc0, cx, gx, w_gc, w_hh_c, b_hh_c, w_co, b_co, w_cg, w_hh_g, b_hh_g, masks, eps,
+                    clip: float, save: bool = True):
+    """:func:`.decoder_scan._decoder_forward` with ``save`` (the training path), as one kernel:
+    the same outputs (gs, gds, cps, cos) and saved tensors."""
+    if not save:
+        raise ValueError("the Triton decoder runs the training path only (save=True)")
+    Tr, B = cx.shape[0], g0.shape[0]
+    G, C, K = g0.shape[1], hc0.shape[1], w_cg.shape[1]
+    if cx.shape[1] != B or gx.shape[1] != B:
+        raise ValueError("repeated trials are for sampling without gradients only")
+    cx = cx if cx.stride(-1) == 1 else cx.contiguous()
+    gx = gx if gx.stride(-1) == 1 else gx.contiguous()  # an expanded bias keeps its zero strides
+    g0, hc0 = g0.contiguous(), hc0.contiguous()
+    w_gc, w_hh_c, w_co, w_cg, w_hh_g = (w.contiguous() for w in (w_gc, w_hh_c, w_co, w_cg, w_hh_g))
+    b_hh_c, b_co, b_hh_g = b_hh_c.contiguous(), b_co.contiguous(), b_hh_g.contiguous()
+    masks = masks.contiguous() if masks is not None else None
+    eps = eps.contiguous() if eps is not None else None
+    new = cx.new_empty
+    gs, gds, cps, cos, hcs = new(Tr, B, G), new(Tr, B, G), new(Tr, B, 2 * K), new(Tr, B, K), new(Tr, B, C)
+    rz_g, n_g, gh_g = new(Tr, B, 2 * G), new(Tr, B, G), new(Tr, B, 3 * G)
+    rz_c, n_c, gh_c = new(Tr, B, 2 * C), new(Tr, B, C), new(Tr, B, 3 * C)
+    stds = new(Tr, B, K) if eps is not None else None
+    finite = math.isfinite(clip)
+    _decoder_forward_kernel[(triton.cdiv(B, BLOCK_B),)](
+        g0, hc0, cx, gx, w_gc, w_hh_c, b_hh_c, w_co, b_co, w_cg, w_hh_g, b_hh_g,
+        masks if masks is not None else g0, eps if eps is not None else g0,
+        gs, gds, cps, cos, hcs, rz_g, n_g, gh_g, rz_c, n_c, gh_c, stds if stds is not None else gs,
+        B, G, C, K, cx.stride(0), cx.stride(1), gx.stride(0), gx.stride(1), clip if finite else 0.0, Tr,
+        HAS_MASKS=masks is not None, HAS_EPS=eps is not None, CLIP=finite, num_warps=NUM_WARPS,
+        **_sizes(g0, hc0, w_cg))
+    gd0 = g0 * masks[0] if masks is not None else g0
+    saved = (g0, hc0, gd0, w_gc, w_hh_c, w_co, w_cg, w_hh_g, masks, eps, gs, gds, rz_g, n_g, gh_g, hcs, rz_c,
+             n_c, gh_c, cos, stds)
+    return (gs, gds, cps, cos), saved
+
+
+def decoder_backward_loop(saved, clip: float, d_gs, d_gds, d_cps, d_cos):
+    """:func:`.decoder_scan._decoder_backward_loop` as one kernel: returns dcx, dgh_c, dgx,
+    dgh_g, dcp (T_r x B x ...), dg0 and dhc0."""
+    (g0, hc0, gd0, w_gc, w_hh_c, w_co, w_cg, w_hh_g, masks, eps, gs, gds, rz_g, n_g, gh_g, hcs, rz_c, n_c,
+     gh_c, cos, stds) = saved
+    Tr, B, G = gs.shape
+    C, K = hcs.shape[2], cos.shape[2]
+    g_prev = torch.cat([g0.unsqueeze(0), gs[:-1]])  # the state each step started from
+    hc_prev = torch.cat([hc0.unsqueeze(0), hcs[:-1]])
+    d_gs, d_gds, d_cps, d_cos = (d.contiguous() for d in (d_gs, d_gds, d_cps, d_cos))
+    new = gs.new_empty
+    dcx, dgh_c, dgx, dgh_g, dcp = new(Tr, B, 3 * C), new(Tr, B, 3 * C), new(Tr, B, 3 * G), new(Tr, B, 3 * G), \
+        new(Tr, B, 2 * K)
+    dg0, dhc0 = new(B, G), new(B, C)
+    finite = math.isfinite(clip)
+    _decoder_backward_kernel[(triton.cdiv(B, BLOCK_B),)](
+        g_prev, hc_prev, rz_g, n_g, gh_g, rz_c, n_c, gh_c,
+        stds if stds is not None else gs, eps if eps is not None else gs, masks if masks is not None else gs,
+        w_gc, w_hh_c, w_co, w_cg, w_hh_g, d_gs, d_gds, d_cps, d_cos,
+        dcx, dgh_c, dgx, dgh_g, dcp, dg0, dhc0,
+        B, G, C, K, clip if finite else 0.0, Tr,
+        HAS_MASKS=masks is not None, HAS_EPS=eps is not None, CLIP=finite, num_warps=NUM_WARPS,
+        **_sizes(g0, hc0, w_cg))
+    return dcx, dgh_c, dgx, dgh_g, dcp, dg0, dhc0
