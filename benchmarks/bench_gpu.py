@@ -177,28 +177,30 @@ def bench_sample(dev, batch, n_samples, method) -> dict:
 
 
 def tune_triton(dev, batch, deadline, rows, save) -> None:
-    """Training trials/s with the Triton loop for several trials-per-program and warp counts
-    (each a new compilation), appended to ``rows``, until ``deadline`` (time.monotonic())."""
-    from lfads_core.lfads.model import triton_decoder
+    """Training trials/s with the Triton loop for several trials-per-program, warp counts and
+    dot precisions (each a new compilation), appended to ``rows``, until ``deadline``
+    (time.monotonic()); a TF32 row says what tensor cores would give (with TF32's rounding)."""
+    from lfads_core.lfads.model import triton_decoder as td
 
-    default = triton_decoder.BLOCK_B, triton_decoder.NUM_WARPS
+    default = td.BLOCK_B, td.NUM_WARPS, td.DOT_PRECISION
     try:
-        for block_b, warps in [(16, 4), (16, 8), (32, 4), (32, 8), (64, 8)]:
+        for block_b, warps, precision in [(16, 4, "ieee"), (16, 8, "ieee"), (32, 4, "ieee"), (32, 8, "ieee"),
+                                          (16, 4, "tf32"), (64, 8, "ieee")]:
             if time.monotonic() > deadline:
                 rows.append({"stopped": "time budget reached"})
                 break
-            triton_decoder.BLOCK_B, triton_decoder.NUM_WARPS = block_b, warps
+            td.BLOCK_B, td.NUM_WARPS, td.DOT_PRECISION = block_b, warps, precision
             try:
                 r = bench_train(dev, batch, "none", "triton", 10, 3)
             except Exception as e:
                 r = {"error": f"{type(e).__name__}: {e}"}
-            r.update(block_b=block_b, num_warps=warps)
+            r.update(block_b=block_b, num_warps=warps, dot_precision=precision)
             rows.append(r)
-            print(f"triton block_b {block_b:2d} num_warps {warps}: "
+            print(f"triton block_b {block_b:2d} num_warps {warps} {precision}: "
                   + (f"{r['trials_per_s']:9.0f} trials/s" if "error" not in r else f"FAILED {r['error']}"), flush=True)
             save()
     finally:
-        triton_decoder.BLOCK_B, triton_decoder.NUM_WARPS = default
+        td.BLOCK_B, td.NUM_WARPS, td.DOT_PRECISION = default
 
 
 def main() -> int:

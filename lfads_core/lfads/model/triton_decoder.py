@@ -8,7 +8,8 @@ generator states in registers and reading the (L2-resident) weights at every ste
 step's matmuls, gates, inferred-input sampling and dropout are fused.  The forward saves the
 same gates as :func:`.decoder_scan._decoder_forward`, the backward loop returns the same
 gradients as :func:`.decoder_scan._decoder_backward_loop` (the weight gradients stay one
-matmul over all steps there), to float rounding: the matmuls run in IEEE float32 (not TF32).
+matmul over all steps there), to float rounding: the matmuls run in IEEE float32 (not TF32;
+:data:`DOT_PRECISION`).
 
 Hidden sizes are padded to powers of two (at least 16, as ``tl.dot`` needs); padded units
 stay exactly zero.  With ``TRITON_INTERPRET=1`` set before this module is imported the
@@ -31,6 +32,9 @@ __all__ = ["INTERPRETED", "runs_on", "decoder_forward", "decoder_backward_loop"]
 INTERPRETED = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 BLOCK_B = 16  # trials per program (tl.dot needs at least 16 rows)
 NUM_WARPS = 4
+#: tl.dot's input precision: "ieee" (float32, the Python loop's results to rounding) or "tf32"
+#: (tensor cores, about 3 decimal digits per product; for the benchmark's comparison)
+DOT_PRECISION = "ieee"
 
 
 def runs_on(x: torch.Tensor) -> bool:
@@ -95,7 +99,7 @@ def _decoder_forward_kernel(
         gs, gds, cps, cos, hcs, rz_g, n_g, gh_g, rz_c, n_c, gh_c, stds,
         B, G, C, K, cx_st, cx_sb, gx_st, gx_sb, clip, T: tl.constexpr,
         HAS_MASKS: tl.constexpr, HAS_EPS: tl.constexpr, CLIP: tl.constexpr,
-        BB: tl.constexpr, GP: tl.constexpr, CP: tl.constexpr, KP: tl.constexpr):
+        BB: tl.constexpr, GP: tl.constexpr, CP: tl.constexpr, KP: tl.constexpr, PREC: tl.constexpr):
     rb = tl.program_id(0) * BB + tl.arange(0, BB)
     bm = rb < B
     g = _rows(g0, 0, 0, G, 0, rb, bm, G, GP)
@@ -108,15 +112,15 @@ def _decoder_forward_kernel(
     bo_m, bo_v = _vec(b_co, 0, K, KP), _vec(b_co, K, K, KP)
     for t in range(T):
         # controller: input = encodings' projection (cx) + dropped generator state through w_gc
-        a_r = tl.dot(gd, _w_t(w_gc, 0, C, G, CP, GP), input_precision="ieee") \
+        a_r = tl.dot(gd, _w_t(w_gc, 0, C, G, CP, GP), input_precision=PREC) \
             + _rows(cx, t, cx_st, cx_sb, 0, rb, bm, C, CP)
-        a_z = tl.dot(gd, _w_t(w_gc, C, C, G, CP, GP), input_precision="ieee") \
+        a_z = tl.dot(gd, _w_t(w_gc, C, C, G, CP, GP), input_precision=PREC) \
             + _rows(cx, t, cx_st, cx_sb, C, rb, bm, C, CP)
-        a_n = tl.dot(gd, _w_t(w_gc, 2 * C, C, G, CP, GP), input_precision="ieee") \
+        a_n = tl.dot(gd, _w_t(w_gc, 2 * C, C, G, CP, GP), input_precision=PREC) \
             + _rows(cx, t, cx_st, cx_sb, 2 * C, rb, bm, C, CP)
-        h_r = tl.dot(hc, _w_t(w_hh_c, 0, C, C, CP, CP), input_precision="ieee") + bc_r[None, :]
-        h_z = tl.dot(hc, _w_t(w_hh_c, C, C, C, CP, CP), input_precision="ieee") + bc_z[None, :]
-        h_n = tl.dot(hc, _w_t(w_hh_c, 2 * C, C, C, CP, CP), input_precision="ieee") + bc_n[None, :]
+        h_r = tl.dot(hc, _w_t(w_hh_c, 0, C, C, CP, CP), input_precision=PREC) + bc_r[None, :]
+        h_z = tl.dot(hc, _w_t(w_hh_c, C, C, C, CP, CP), input_precision=PREC) + bc_z[None, :]
+        h_n = tl.dot(hc, _w_t(w_hh_c, 2 * C, C, C, CP, CP), input_precision=PREC) + bc_n[None, :]
         r = tl.sigmoid(a_r + h_r)
         z = tl.sigmoid(a_z + h_z)
         n = 2 * tl.sigmoid(2 * (a_n + r * h_n)) - 1  # tanh
@@ -129,8 +133,8 @@ def _decoder_forward_kernel(
         _store_rows(gh_c, t, B * 3 * C, 3 * C, C, rb, bm, C, h_z, CP)
         _store_rows(gh_c, t, B * 3 * C, 3 * C, 2 * C, rb, bm, C, h_n, CP)
         # controller output: inferred-input mean and log-variance, then a sample (or the mean)
-        mean = tl.dot(hc, _w_t(w_co, 0, K, C, KP, CP), input_precision="ieee") + bo_m[None, :]
-        logvar = tl.dot(hc, _w_t(w_co, K, K, C, KP, CP), input_precision="ieee") + bo_v[None, :]
+        mean = tl.dot(hc, _w_t(w_co, 0, K, C, KP, CP), input_precision=PREC) + bo_m[None, :]
+        logvar = tl.dot(hc, _w_t(w_co, K, K, C, KP, CP), input_precision=PREC) + bo_v[None, :]
         _store_rows(cps, t, B * 2 * K, 2 * K, 0, rb, bm, K, mean, KP)
         _store_rows(cps, t, B * 2 * K, 2 * K, K, rb, bm, K, logvar, KP)
         co = mean
@@ -140,15 +144,15 @@ def _decoder_forward_kernel(
             co = mean + std * _rows(eps, t, B * K, K, 0, rb, bm, K, KP)
         _store_rows(cos, t, B * K, K, 0, rb, bm, K, co, KP)
         # generator: input = inferred input through w_cg + external inputs' projection (gx)
-        x_r = tl.dot(co, _w_t(w_cg, 0, G, K, GP, KP), input_precision="ieee") \
+        x_r = tl.dot(co, _w_t(w_cg, 0, G, K, GP, KP), input_precision=PREC) \
             + _rows(gx, t, gx_st, gx_sb, 0, rb, bm, G, GP)
-        x_z = tl.dot(co, _w_t(w_cg, G, G, K, GP, KP), input_precision="ieee") \
+        x_z = tl.dot(co, _w_t(w_cg, G, G, K, GP, KP), input_precision=PREC) \
             + _rows(gx, t, gx_st, gx_sb, G, rb, bm, G, GP)
-        x_n = tl.dot(co, _w_t(w_cg, 2 * G, G, K, GP, KP), input_precision="ieee") \
+        x_n = tl.dot(co, _w_t(w_cg, 2 * G, G, K, GP, KP), input_precision=PREC) \
             + _rows(gx, t, gx_st, gx_sb, 2 * G, rb, bm, G, GP)
-        k_r = tl.dot(g, _w_t(w_hh_g, 0, G, G, GP, GP), input_precision="ieee") + bg_r[None, :]
-        k_z = tl.dot(g, _w_t(w_hh_g, G, G, G, GP, GP), input_precision="ieee") + bg_z[None, :]
-        k_n = tl.dot(g, _w_t(w_hh_g, 2 * G, G, G, GP, GP), input_precision="ieee") + bg_n[None, :]
+        k_r = tl.dot(g, _w_t(w_hh_g, 0, G, G, GP, GP), input_precision=PREC) + bg_r[None, :]
+        k_z = tl.dot(g, _w_t(w_hh_g, G, G, G, GP, GP), input_precision=PREC) + bg_z[None, :]
+        k_n = tl.dot(g, _w_t(w_hh_g, 2 * G, G, G, GP, GP), input_precision=PREC) + bg_n[None, :]
         r = tl.sigmoid(x_r + k_r)
         z = tl.sigmoid(x_z + k_z)
         n = 2 * tl.sigmoid(2 * (x_n + r * k_n)) - 1
@@ -187,7 +191,7 @@ def _decoder_backward_kernel(
         dcx, dgh_c, dgx, dgh_g, dcp, dg0, dhc0,
         B, G, C, K, clip, T: tl.constexpr,
         HAS_MASKS: tl.constexpr, HAS_EPS: tl.constexpr, CLIP: tl.constexpr,
-        BB: tl.constexpr, GP: tl.constexpr, CP: tl.constexpr, KP: tl.constexpr):
+        BB: tl.constexpr, GP: tl.constexpr, CP: tl.constexpr, KP: tl.constexpr, PREC: tl.constexpr):
     rb = tl.program_id(0) * BB + tl.arange(0, BB)
     bm = rb < B
     dg = tl.zeros([BB, GP], dtype=tl.float32)
@@ -211,14 +215,14 @@ def _decoder_backward_kernel(
         _store_rows(dgh_g, t, B * 3 * G, 3 * G, 0, rb, bm, G, dx_r, GP)
         _store_rows(dgh_g, t, B * 3 * G, 3 * G, G, rb, bm, G, dx_z, GP)
         _store_rows(dgh_g, t, B * 3 * G, 3 * G, 2 * G, rb, bm, G, dk_n, GP)
-        dg += tl.dot(dx_r, _w(w_hh_g, 0, G, G, GP, GP), input_precision="ieee")
-        dg += tl.dot(dx_z, _w(w_hh_g, G, G, G, GP, GP), input_precision="ieee")
-        dg += tl.dot(dk_n, _w(w_hh_g, 2 * G, G, G, GP, GP), input_precision="ieee")
+        dg += tl.dot(dx_r, _w(w_hh_g, 0, G, G, GP, GP), input_precision=PREC)
+        dg += tl.dot(dx_z, _w(w_hh_g, G, G, G, GP, GP), input_precision=PREC)
+        dg += tl.dot(dk_n, _w(w_hh_g, 2 * G, G, G, GP, GP), input_precision=PREC)
         # inferred input -> controller output parameters
         dco = _rows(d_cos, t, B * K, K, 0, rb, bm, K, KP) \
-            + tl.dot(dx_r, _w(w_cg, 0, G, K, GP, KP), input_precision="ieee") \
-            + tl.dot(dx_z, _w(w_cg, G, G, K, GP, KP), input_precision="ieee") \
-            + tl.dot(dx_n, _w(w_cg, 2 * G, G, K, GP, KP), input_precision="ieee")
+            + tl.dot(dx_r, _w(w_cg, 0, G, K, GP, KP), input_precision=PREC) \
+            + tl.dot(dx_z, _w(w_cg, G, G, K, GP, KP), input_precision=PREC) \
+            + tl.dot(dx_n, _w(w_cg, 2 * G, G, K, GP, KP), input_precision=PREC)
         d_mean = _rows(d_cps, t, B * 2 * K, 2 * K, 0, rb, bm, K, KP) + dco
         d_logvar = _rows(d_cps, t, B * 2 * K, 2 * K, K, rb, bm, K, KP)
         if HAS_EPS:
@@ -226,8 +230,8 @@ def _decoder_backward_kernel(
                                      * _rows(stds, t, B * K, K, 0, rb, bm, K, KP))
         _store_rows(dcp, t, B * 2 * K, 2 * K, 0, rb, bm, K, d_mean, KP)
         _store_rows(dcp, t, B * 2 * K, 2 * K, K, rb, bm, K, d_logvar, KP)
-        dhc += tl.dot(d_mean, _w(w_co, 0, K, C, KP, CP), input_precision="ieee")
-        dhc += tl.dot(d_logvar, _w(w_co, K, K, C, KP, CP), input_precision="ieee")
+        dhc += tl.dot(d_mean, _w(w_co, 0, K, C, KP, CP), input_precision=PREC)
+        dhc += tl.dot(d_logvar, _w(w_co, K, K, C, KP, CP), input_precision=PREC)
         # controller
         dc_r, dc_z, dc_n, dh_n, dhc = _gru_step_backward(
             dhc, _rows(hc_prev, t, B * C, C, 0, rb, bm, C, CP),
@@ -240,12 +244,12 @@ def _decoder_backward_kernel(
         _store_rows(dgh_c, t, B * 3 * C, 3 * C, 0, rb, bm, C, dc_r, CP)
         _store_rows(dgh_c, t, B * 3 * C, 3 * C, C, rb, bm, C, dc_z, CP)
         _store_rows(dgh_c, t, B * 3 * C, 3 * C, 2 * C, rb, bm, C, dh_n, CP)
-        dhc += tl.dot(dc_r, _w(w_hh_c, 0, C, C, CP, CP), input_precision="ieee")
-        dhc += tl.dot(dc_z, _w(w_hh_c, C, C, C, CP, CP), input_precision="ieee")
-        dhc += tl.dot(dh_n, _w(w_hh_c, 2 * C, C, C, CP, CP), input_precision="ieee")
-        dgd_next = tl.dot(dc_r, _w(w_gc, 0, C, G, CP, GP), input_precision="ieee") \
-            + tl.dot(dc_z, _w(w_gc, C, C, G, CP, GP), input_precision="ieee") \
-            + tl.dot(dc_n, _w(w_gc, 2 * C, C, G, CP, GP), input_precision="ieee")
+        dhc += tl.dot(dc_r, _w(w_hh_c, 0, C, C, CP, CP), input_precision=PREC)
+        dhc += tl.dot(dc_z, _w(w_hh_c, C, C, C, CP, CP), input_precision=PREC)
+        dhc += tl.dot(dh_n, _w(w_hh_c, 2 * C, C, C, CP, CP), input_precision=PREC)
+        dgd_next = tl.dot(dc_r, _w(w_gc, 0, C, G, CP, GP), input_precision=PREC) \
+            + tl.dot(dc_z, _w(w_gc, C, C, G, CP, GP), input_precision=PREC) \
+            + tl.dot(dc_n, _w(w_gc, 2 * C, C, G, CP, GP), input_precision=PREC)
     if HAS_MASKS:
         dgd_next = dgd_next * _rows(masks, 0, B * G, G, 0, rb, bm, G, GP)
     _store_rows(dg0, 0, 0, G, 0, rb, bm, G, dg + dgd_next, GP)
@@ -254,7 +258,7 @@ def _decoder_backward_kernel(
 
 def _sizes(g0, hc0, w_cg):
     G, C, K = g0.shape[1], hc0.shape[1], w_cg.shape[1]
-    return dict(BB=BLOCK_B, GP=_padded(G), CP=_padded(C), KP=_padded(K))
+    return dict(BB=BLOCK_B, GP=_padded(G), CP=_padded(C), KP=_padded(K), PREC=DOT_PRECISION)
 
 
 def decoder_forward(g0, hc0, cx, gx, w_gc, w_hh_c, b_hh_c, w_co, b_co, w_cg, w_hh_g, b_hh_g, masks, eps,
