@@ -12,8 +12,8 @@ Measures, on the first CUDA device (needs only torch and numpy):
   dropout; median of timed steps after warm-up), for ``amp`` none and bf16, with the
   controller-generator loop as the plain Python loop, replayed as CUDA graphs
   (``cuda_graphs``) or as the Triton kernels (``triton_decoder``), and the peak GPU memory of each;
-* posterior sampling trial-samples/s (batched sampler, 50 samples; and the sequential one for
-  comparison) and its peak GPU memory;
+* posterior sampling trial-samples/s (batched sampler, 50 samples, with the plain loop and
+  with the Triton forward kernel; and the sequential one for comparison) and its peak GPU memory;
 * a profile of training steps at batch 256 (each loop): the operator table by device time,
   kernels launched a step, and how much of the wall time the GPU was busy;
 * last, the Triton kernels' trials per program and warps at batch 256 (a tuning sweep);
@@ -157,12 +157,14 @@ def profile_train(dev, batch, loop, steps, out_path) -> dict:
             "device_busy_fraction": busy_us * 1e-6 / wall, "table": Path(out_path).name}
 
 
-def bench_sample(dev, batch, n_samples, method) -> dict:
+def bench_sample(dev, batch, n_samples, method, loop="plain") -> dict:
     from lfads_core.lfads.data import SplitData
     from lfads_core.lfads.posterior import sample_split
 
     torch.manual_seed(0)
-    model = make_model("fast").to(dev).eval()
+    model = make_model("fast")
+    model.cfg.triton_decoder = loop == "triton"
+    model = model.to(dev).eval()
     encod = torch.poisson(torch.full((batch, 140, 137), 0.1))
     split = SplitData(encod, torch.cat([encod, encod[..., :45]], -1), torch.arange(batch))
     sample_split(model, split, n_samples=2, batch_size=batch, device=dev, method=method)
@@ -172,7 +174,7 @@ def bench_sample(dev, batch, n_samples, method) -> dict:
     sample_split(model, split, n_samples=n_samples, batch_size=batch, device=dev, method=method)
     sync(dev)
     dt = time.perf_counter() - t
-    return {"batch": batch, "n_samples": n_samples, "method": method, "seconds": dt,
+    return {"batch": batch, "n_samples": n_samples, "method": method, "loop": loop, "seconds": dt,
             "trial_samples_per_s": batch * n_samples / dt, "peak_memory_mb": peak_memory_mb(dev)}
 
 
@@ -274,14 +276,15 @@ def main() -> int:
             save()
     report["sample"] = []
     sample_batches = list(map(int, args.sample_batches.split(",")))
-    runs = [(b, "batched", args.samples) for b in sample_batches]
-    runs.append((sample_batches[0], "sequential", max(1, args.samples // 5)))
-    for batch, method, n in runs:
+    runs = [(b, "batched", args.samples, loop) for loop in (("plain", "triton") if on_gpu else ("plain",))
+            for b in sample_batches]
+    runs.append((sample_batches[0], "sequential", max(1, args.samples // 5), "plain"))
+    for batch, method, n, loop in runs:
         try:
-            r = bench_sample(dev, batch, n, method)
+            r = bench_sample(dev, batch, n, method, loop)
         except Exception as e:
-            r = {"batch": batch, "method": method, "error": f"{type(e).__name__}: {e}"}
-            print(f"sample batch {batch} {method}: FAILED {r['error']}", flush=True)
+            r = {"batch": batch, "method": method, "loop": loop, "error": f"{type(e).__name__}: {e}"}
+            print(f"sample batch {batch} {method} loop {loop}: FAILED {r['error']}", flush=True)
             report["sample"].append(r)
             save()
             continue
@@ -290,7 +293,7 @@ def main() -> int:
         r["achieved_flops"] = r["trial_samples_per_s"] * per
         r["fraction_of_peak"] = r["achieved_flops"] / peak["fp32"]
         report["sample"].append(r)
-        print(f"sample batch {batch:4d} {method:10s}: {r['trial_samples_per_s']:10.0f} trial-samples/s, "
+        print(f"sample batch {batch:4d} {method:10s} loop {loop:6s}: {r['trial_samples_per_s']:10.0f} trial-samples/s, "
               f"peak {r['peak_memory_mb']:6.0f} MB, {100 * r['fraction_of_peak']:.2f}% of fp32 peak", flush=True)
         save()
     # Where a step's time goes (last: the figures above are saved whatever happens here).

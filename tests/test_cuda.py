@@ -107,7 +107,8 @@ def test_cuda_graphs_match_plain_fast_path():
 def test_triton_decoder_matches_plain_fast_path_on_cuda():
     """``model.triton_decoder``: the fused Triton kernels give the plain fast path's outputs
     and gradients on the GPU, step after step, with the weights changing in between; 40 trials
-    (three programs, the last partly empty) and the MC_Maze widths' padding (100 -> 128)."""
+    (three programs, the last partly empty) and the MC_Maze widths' padding (100 -> 128); and
+    the same posterior estimates."""
     pytest.importorskip("triton")
     dev = torch.device("cuda")
     torch.manual_seed(0)
@@ -126,6 +127,13 @@ def test_triton_decoder_matches_plain_fast_path_on_cuda():
             torch.testing.assert_close(g_f[n], g_p[n], rtol=1e-3, atol=1e-5 * scale + 1e-7, msg=n)
         for opt in opts:
             opt.step()
+    split = SplitData(x.cpu(), y.cpu(), torch.arange(40))
+    estimates = []
+    for m in (plain, fused):  # batched posterior sampling: the forward kernel on a repeated batch
+        torch.manual_seed(3)
+        estimates.append(sample_split(m, split, n_samples=20, batch_size=16, device=dev))
+    for k in ("rates", "factors", "inputs"):
+        np.testing.assert_allclose(estimates[1][k], estimates[0][k], rtol=1e-4, atol=1e-5, err_msg=k)
 
 
 @pytest.mark.parametrize("variant", [{}, {"cuda_graphs": True}, {"triton_decoder": True}])

@@ -9,6 +9,7 @@ import importlib.util
 import os
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -17,8 +18,10 @@ if importlib.util.find_spec("triton") is None:
 # before Triton is imported: its language functions are made for the interpreter at import
 if "triton" not in sys.modules and not torch.cuda.is_available():
     os.environ["TRITON_INTERPRET"] = "1"
+from lfads_core.lfads.data import SplitData  # noqa: E402
 from lfads_core.lfads.model import LFADS, decoder_scan  # noqa: E402
 from lfads_core.lfads.model import triton_decoder  # noqa: E402
+from lfads_core.lfads.posterior import sample_split  # noqa: E402
 
 from test_model import B, FP, N_IN, N_OUT, T, counts, tiny_cfg  # noqa: E402
 
@@ -60,10 +63,28 @@ def test_kernels_give_the_python_loops_outputs_saved_gates_and_gradients(masks, 
         torch.testing.assert_close(a, b, rtol=1e-5, atol=2e-6, msg=name)
 
 
-def test_model_with_the_triton_decoder_trains_as_the_fast_path():
+def test_forward_without_gradients_and_with_repeated_trials():
+    """Without gradients (validation, posterior sampling) the kernel keeps no gates, returns
+    the states as the dropped states when there is no dropout, and serves a batch made of
+    repeats of the trials' projections (row j B' + b is trial b), as the Python loop does."""
+    args = _loop_inputs(5, 8, 24, 10, 3, masks=False, eps=True)
+    gen = torch.Generator().manual_seed(2)
+    args[0], args[1] = (torch.randn(24, n, generator=gen).to(DEVICE) for n in (24, 10))  # 3 repeats of 8
+    args[13] = torch.randn(5, 24, 3, generator=gen).to(DEVICE)
+    (out_k, none), (out_p, _) = (f(*args, 5.0, save=False) for f in (triton_decoder.decoder_forward,
+                                                                      decoder_scan._decoder_forward))
+    assert none is None and out_k[1] is out_k[0]
+    for name, a, b in zip(("gs", "gds", "cps", "cos"), out_k, out_p):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=2e-6, msg=name)
+    with pytest.raises(ValueError, match="repeated trials"):
+        triton_decoder.decoder_forward(*args, 5.0, save=True)
+    assert not triton_decoder.runs_on(args[0].double())
+
+
+def test_model_with_the_triton_decoder_trains_and_samples_as_the_fast_path():
     """The whole model in train mode (dropout, coordinated noise): the same outputs and
-    parameter gradients with ``triton_decoder`` as without; without gradients (validation,
-    sampling) the plain loop runs and the outputs are the same too."""
+    parameter gradients with ``triton_decoder`` as without; and the same posterior estimates
+    from the batched sampler (50 samples as one repeated batch), for the same seed."""
     torch.manual_seed(0)
     plain = LFADS(tiny_cfg()).to(DEVICE).train()
     fused = LFADS(tiny_cfg(triton_decoder=True)).to(DEVICE).train()
@@ -81,16 +102,10 @@ def test_model_with_the_triton_decoder_trains_as_the_fast_path():
     assert g_f.keys() == g_p.keys() and len(g_p) > 20
     for n in g_p:
         torch.testing.assert_close(g_f[n], g_p[n], rtol=1e-4, atol=1e-6, msg=n)
-    with torch.no_grad():
-        torch.manual_seed(8)
-        a = plain.eval()(x).params
-        torch.manual_seed(8)
-        b = fused.eval()(x).params
-    torch.testing.assert_close(a, b, rtol=0, atol=0)
-
-
-def test_the_kernels_refuse_what_they_do_not_run():
-    args = _loop_inputs(4, 8, 24, 10, 3, masks=False, eps=False)
-    with pytest.raises(ValueError, match="training path only"):
-        triton_decoder.decoder_forward(*args, float("inf"), save=False)
-    assert not triton_decoder.runs_on(args[0].double())
+    split = SplitData(x.cpu(), y.cpu(), torch.arange(B))
+    estimates = []
+    for m in (plain, fused):
+        torch.manual_seed(3)
+        estimates.append(sample_split(m, split, n_samples=50, batch_size=B, device=torch.device(DEVICE)))
+    for k in ("rates", "factors", "inputs"):
+        np.testing.assert_allclose(estimates[1][k], estimates[0][k], rtol=1e-4, atol=1e-6, err_msg=k)

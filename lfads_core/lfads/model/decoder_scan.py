@@ -248,15 +248,12 @@ def decoder_scan(g0, hc0, cx, gx, w_gc, w_hh_c, b_hh_c, w_co, b_co, w_cg, w_hh_g
     no per-step gates (and, without dropout masks, returns the states as the dropped states).
     ``cuda_graphs``: on CUDA, replay the loops as CUDA graphs
     (:class:`~.cuda_graphs.DecoderScanGraphed`).  ``native``: on CPU, run the loops as
-    compiled C (:mod:`.native`).  ``triton``: on CUDA, with gradients, run each loop as one
-    Triton kernel (:mod:`.triton_decoder`; before ``cuda_graphs``)."""
+    compiled C (:mod:`.native`).  ``triton``: on CUDA, run each loop as one Triton kernel
+    (:mod:`.triton_decoder`; takes precedence over ``cuda_graphs``)."""
     args = (g0, hc0, cx, gx, w_gc, w_hh_c, b_hh_c, w_co, b_co, w_cg, w_hh_g, b_hh_g, masks, eps)
-    native = native_runs_on(native, g0)
+    loops = "triton" if triton and _triton_runs_on(g0) else "native" if native_runs_on(native, g0) else "python"
     if _needs_grad(*args):
-        if triton and _triton_runs_on(g0):
-            return DecoderScan.apply(*args, clip, "triton")
-        if cuda_graphs and graphs_run_on(g0.device):
+        if loops == "python" and cuda_graphs and graphs_run_on(g0.device):
             return DecoderScanGraphed.apply((_decoder_forward, _decoder_backward), *args, clip)
-        return DecoderScan.apply(*args, clip, "native" if native else "python")
-    forward = native_decoder_forward if native else _decoder_forward
-    return forward(*args, clip, save=False)[0]
+        return DecoderScan.apply(*args, clip, loops)
+    return _loops(loops)[0](*args, clip, save=False)[0]

@@ -5,8 +5,9 @@ On a GPU the Python loop of :mod:`.decoder_scan` launches a few hundred small ke
 step, so a training step is bound by launches, not arithmetic.  Here each loop is one kernel:
 every program carries ``BLOCK_B`` trials through all T_r steps, holding their controller and
 generator states in registers and reading the (L2-resident) weights at every step, so a
-step's matmuls, gates, inferred-input sampling and dropout are fused.  The forward saves the
-same gates as :func:`.decoder_scan._decoder_forward`, the backward loop returns the same
+step's matmuls, gates, inferred-input sampling and dropout are fused.  The forward (with or
+without gradients, posterior samples' repeated batches too) saves the same gates as
+:func:`.decoder_scan._decoder_forward`, the backward loop returns the same
 gradients as :func:`.decoder_scan._decoder_backward_loop` (the weight gradients stay one
 matmul over all steps there), to float rounding: the matmuls run in IEEE float32 (not TF32;
 :data:`DOT_PRECISION`).
@@ -97,11 +98,12 @@ def _clamp(x, clip, CLIP: tl.constexpr):
 def _decoder_forward_kernel(
         g0, hc0, cx, gx, w_gc, w_hh_c, b_hh_c, w_co, b_co, w_cg, w_hh_g, b_hh_g, masks, eps,
         gs, gds, cps, cos, hcs, rz_g, n_g, gh_g, rz_c, n_c, gh_c, stds,
-        B, G, C, K, cx_st, cx_sb, gx_st, gx_sb, clip, T: tl.constexpr,
-        HAS_MASKS: tl.constexpr, HAS_EPS: tl.constexpr, CLIP: tl.constexpr,
+        B, G, C, K, cx_st, cx_sb, cx_rows, gx_st, gx_sb, gx_rows, clip, T: tl.constexpr,
+        SAVE: tl.constexpr, HAS_MASKS: tl.constexpr, HAS_EPS: tl.constexpr, CLIP: tl.constexpr,
         BB: tl.constexpr, GP: tl.constexpr, CP: tl.constexpr, KP: tl.constexpr, PREC: tl.constexpr):
     rb = tl.program_id(0) * BB + tl.arange(0, BB)
     bm = rb < B
+    rb_cx, rb_gx = rb % cx_rows, rb % gx_rows  # row j B' + b of a repeated batch is trial b
     g = _rows(g0, 0, 0, G, 0, rb, bm, G, GP)
     hc = _rows(hc0, 0, 0, C, 0, rb, bm, C, CP)
     gd = g
@@ -113,11 +115,11 @@ def _decoder_forward_kernel(
     for t in range(T):
         # controller: input = encodings' projection (cx) + dropped generator state through w_gc
         a_r = tl.dot(gd, _w_t(w_gc, 0, C, G, CP, GP), input_precision=PREC) \
-            + _rows(cx, t, cx_st, cx_sb, 0, rb, bm, C, CP)
+            + _rows(cx, t, cx_st, cx_sb, 0, rb_cx, bm, C, CP)
         a_z = tl.dot(gd, _w_t(w_gc, C, C, G, CP, GP), input_precision=PREC) \
-            + _rows(cx, t, cx_st, cx_sb, C, rb, bm, C, CP)
+            + _rows(cx, t, cx_st, cx_sb, C, rb_cx, bm, C, CP)
         a_n = tl.dot(gd, _w_t(w_gc, 2 * C, C, G, CP, GP), input_precision=PREC) \
-            + _rows(cx, t, cx_st, cx_sb, 2 * C, rb, bm, C, CP)
+            + _rows(cx, t, cx_st, cx_sb, 2 * C, rb_cx, bm, C, CP)
         h_r = tl.dot(hc, _w_t(w_hh_c, 0, C, C, CP, CP), input_precision=PREC) + bc_r[None, :]
         h_z = tl.dot(hc, _w_t(w_hh_c, C, C, C, CP, CP), input_precision=PREC) + bc_z[None, :]
         h_n = tl.dot(hc, _w_t(w_hh_c, 2 * C, C, C, CP, CP), input_precision=PREC) + bc_n[None, :]
@@ -125,13 +127,14 @@ def _decoder_forward_kernel(
         z = tl.sigmoid(a_z + h_z)
         n = 2 * tl.sigmoid(2 * (a_n + r * h_n)) - 1  # tanh
         hc = _clamp(n + z * (hc - n), clip, CLIP)
-        _store_rows(hcs, t, B * C, C, 0, rb, bm, C, hc, CP)
-        _store_rows(rz_c, t, B * 2 * C, 2 * C, 0, rb, bm, C, r, CP)
-        _store_rows(rz_c, t, B * 2 * C, 2 * C, C, rb, bm, C, z, CP)
-        _store_rows(n_c, t, B * C, C, 0, rb, bm, C, n, CP)
-        _store_rows(gh_c, t, B * 3 * C, 3 * C, 0, rb, bm, C, h_r, CP)
-        _store_rows(gh_c, t, B * 3 * C, 3 * C, C, rb, bm, C, h_z, CP)
-        _store_rows(gh_c, t, B * 3 * C, 3 * C, 2 * C, rb, bm, C, h_n, CP)
+        if SAVE:  # what the backward needs
+            _store_rows(hcs, t, B * C, C, 0, rb, bm, C, hc, CP)
+            _store_rows(rz_c, t, B * 2 * C, 2 * C, 0, rb, bm, C, r, CP)
+            _store_rows(rz_c, t, B * 2 * C, 2 * C, C, rb, bm, C, z, CP)
+            _store_rows(n_c, t, B * C, C, 0, rb, bm, C, n, CP)
+            _store_rows(gh_c, t, B * 3 * C, 3 * C, 0, rb, bm, C, h_r, CP)
+            _store_rows(gh_c, t, B * 3 * C, 3 * C, C, rb, bm, C, h_z, CP)
+            _store_rows(gh_c, t, B * 3 * C, 3 * C, 2 * C, rb, bm, C, h_n, CP)
         # controller output: inferred-input mean and log-variance, then a sample (or the mean)
         mean = tl.dot(hc, _w_t(w_co, 0, K, C, KP, CP), input_precision=PREC) + bo_m[None, :]
         logvar = tl.dot(hc, _w_t(w_co, K, K, C, KP, CP), input_precision=PREC) + bo_v[None, :]
@@ -140,16 +143,17 @@ def _decoder_forward_kernel(
         co = mean
         if HAS_EPS:
             std = tl.exp(logvar * 0.5)
-            _store_rows(stds, t, B * K, K, 0, rb, bm, K, std, KP)
+            if SAVE:
+                _store_rows(stds, t, B * K, K, 0, rb, bm, K, std, KP)
             co = mean + std * _rows(eps, t, B * K, K, 0, rb, bm, K, KP)
         _store_rows(cos, t, B * K, K, 0, rb, bm, K, co, KP)
         # generator: input = inferred input through w_cg + external inputs' projection (gx)
         x_r = tl.dot(co, _w_t(w_cg, 0, G, K, GP, KP), input_precision=PREC) \
-            + _rows(gx, t, gx_st, gx_sb, 0, rb, bm, G, GP)
+            + _rows(gx, t, gx_st, gx_sb, 0, rb_gx, bm, G, GP)
         x_z = tl.dot(co, _w_t(w_cg, G, G, K, GP, KP), input_precision=PREC) \
-            + _rows(gx, t, gx_st, gx_sb, G, rb, bm, G, GP)
+            + _rows(gx, t, gx_st, gx_sb, G, rb_gx, bm, G, GP)
         x_n = tl.dot(co, _w_t(w_cg, 2 * G, G, K, GP, KP), input_precision=PREC) \
-            + _rows(gx, t, gx_st, gx_sb, 2 * G, rb, bm, G, GP)
+            + _rows(gx, t, gx_st, gx_sb, 2 * G, rb_gx, bm, G, GP)
         k_r = tl.dot(g, _w_t(w_hh_g, 0, G, G, GP, GP), input_precision=PREC) + bg_r[None, :]
         k_z = tl.dot(g, _w_t(w_hh_g, G, G, G, GP, GP), input_precision=PREC) + bg_z[None, :]
         k_n = tl.dot(g, _w_t(w_hh_g, 2 * G, G, G, GP, GP), input_precision=PREC) + bg_n[None, :]
@@ -158,16 +162,18 @@ def _decoder_forward_kernel(
         n = 2 * tl.sigmoid(2 * (x_n + r * k_n)) - 1
         g = _clamp(n + z * (g - n), clip, CLIP)
         _store_rows(gs, t, B * G, G, 0, rb, bm, G, g, GP)
-        _store_rows(rz_g, t, B * 2 * G, 2 * G, 0, rb, bm, G, r, GP)
-        _store_rows(rz_g, t, B * 2 * G, 2 * G, G, rb, bm, G, z, GP)
-        _store_rows(n_g, t, B * G, G, 0, rb, bm, G, n, GP)
-        _store_rows(gh_g, t, B * 3 * G, 3 * G, 0, rb, bm, G, k_r, GP)
-        _store_rows(gh_g, t, B * 3 * G, 3 * G, G, rb, bm, G, k_z, GP)
-        _store_rows(gh_g, t, B * 3 * G, 3 * G, 2 * G, rb, bm, G, k_n, GP)
+        if SAVE:
+            _store_rows(rz_g, t, B * 2 * G, 2 * G, 0, rb, bm, G, r, GP)
+            _store_rows(rz_g, t, B * 2 * G, 2 * G, G, rb, bm, G, z, GP)
+            _store_rows(n_g, t, B * G, G, 0, rb, bm, G, n, GP)
+            _store_rows(gh_g, t, B * 3 * G, 3 * G, 0, rb, bm, G, k_r, GP)
+            _store_rows(gh_g, t, B * 3 * G, 3 * G, G, rb, bm, G, k_z, GP)
+            _store_rows(gh_g, t, B * 3 * G, 3 * G, 2 * G, rb, bm, G, k_n, GP)
         gd = g
         if HAS_MASKS:
             gd = g * _rows(masks, t + 1, B * G, G, 0, rb, bm, G, GP)
-        _store_rows(gds, t, B * G, G, 0, rb, bm, G, gd, GP)
+        if SAVE or HAS_MASKS:  # otherwise the dropped states are the states (gds is gs)
+            _store_rows(gds, t, B * G, G, 0, rb, bm, G, gd, GP)
 
 
 @triton.jit
@@ -262,14 +268,13 @@ def _sizes(g0, hc0, w_cg):
 
 
 def decoder_forward(g0, hc0, cx, gx, w_gc, w_hh_c, b_hh_c, w_co, b_co, w_cg, w_hh_g, b_hh_g, masks, eps,
-                    clip: float, save: bool = True):
-    """:func:`.decoder_scan._decoder_forward` with ``save`` (the training path), as one kernel:
-    the same outputs (gs, gds, cps, cos) and saved tensors."""
-    if not save:
-        raise ValueError("the Triton decoder runs the training path only (save=True)")
+                    clip: float, save: bool):
+    """:func:`.decoder_scan._decoder_forward` as one kernel: the same outputs (gs, gds, cps,
+    cos) and, with ``save``, the same saved tensors.  Without ``save``, cx and gx may cover B'
+    trials of a batch of B = k B' rows made of k repeats of them (posterior samples)."""
     Tr, B = cx.shape[0], g0.shape[0]
     G, C, K = g0.shape[1], hc0.shape[1], w_cg.shape[1]
-    if cx.shape[1] != B or gx.shape[1] != B:
+    if save and (cx.shape[1] != B or gx.shape[1] != B):
         raise ValueError("repeated trials are for sampling without gradients only")
     cx = cx if cx.stride(-1) == 1 else cx.contiguous()
     gx = gx if gx.stride(-1) == 1 else gx.contiguous()  # an expanded bias keeps its zero strides
@@ -279,18 +284,26 @@ def decoder_forward(g0, hc0, cx, gx, w_gc, w_hh_c, b_hh_c, w_co, b_co, w_cg, w_h
     masks = masks.contiguous() if masks is not None else None
     eps = eps.contiguous() if eps is not None else None
     new = cx.new_empty
-    gs, gds, cps, cos, hcs = new(Tr, B, G), new(Tr, B, G), new(Tr, B, 2 * K), new(Tr, B, K), new(Tr, B, C)
-    rz_g, n_g, gh_g = new(Tr, B, 2 * G), new(Tr, B, G), new(Tr, B, 3 * G)
-    rz_c, n_c, gh_c = new(Tr, B, 2 * C), new(Tr, B, C), new(Tr, B, 3 * C)
-    stds = new(Tr, B, K) if eps is not None else None
+    gs, cps, cos = new(Tr, B, G), new(Tr, B, 2 * K), new(Tr, B, K)
+    gds = new(Tr, B, G) if save or masks is not None else gs
+    if save:
+        hcs, rz_g, n_g, gh_g = new(Tr, B, C), new(Tr, B, 2 * G), new(Tr, B, G), new(Tr, B, 3 * G)
+        rz_c, n_c, gh_c = new(Tr, B, 2 * C), new(Tr, B, C), new(Tr, B, 3 * C)
+        stds = new(Tr, B, K) if eps is not None else None
+    else:
+        hcs = rz_g = n_g = gh_g = rz_c = n_c = gh_c = stds = None
+    dummy = gs  # for the pointers a configuration does not use
     finite = math.isfinite(clip)
     _decoder_forward_kernel[(triton.cdiv(B, BLOCK_B),)](
         g0, hc0, cx, gx, w_gc, w_hh_c, b_hh_c, w_co, b_co, w_cg, w_hh_g, b_hh_g,
-        masks if masks is not None else g0, eps if eps is not None else g0,
-        gs, gds, cps, cos, hcs, rz_g, n_g, gh_g, rz_c, n_c, gh_c, stds if stds is not None else gs,
-        B, G, C, K, cx.stride(0), cx.stride(1), gx.stride(0), gx.stride(1), clip if finite else 0.0, Tr,
-        HAS_MASKS=masks is not None, HAS_EPS=eps is not None, CLIP=finite, num_warps=NUM_WARPS,
+        *(x if x is not None else dummy for x in (masks, eps)), gs, gds, cps, cos,
+        *(x if x is not None else dummy for x in (hcs, rz_g, n_g, gh_g, rz_c, n_c, gh_c, stds)),
+        B, G, C, K, cx.stride(0), cx.stride(1), cx.shape[1], gx.stride(0), gx.stride(1), gx.shape[1],
+        clip if finite else 0.0, Tr,
+        SAVE=save, HAS_MASKS=masks is not None, HAS_EPS=eps is not None, CLIP=finite, num_warps=NUM_WARPS,
         **_sizes(g0, hc0, w_cg))
+    if not save:
+        return (gs, gds, cps, cos), None
     gd0 = g0 * masks[0] if masks is not None else g0
     saved = (g0, hc0, gd0, w_gc, w_hh_c, w_co, w_cg, w_hh_g, masks, eps, gs, gds, rz_g, n_g, gh_g, hcs, rz_c,
              n_c, gh_c, cos, stds)
