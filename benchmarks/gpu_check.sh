@@ -40,7 +40,7 @@ echo "== CUDA tests"
 if "$PY" -c "import pytest" 2>/dev/null; then
   # --noconftest: tests/conftest.py imports pynwb, pandas and yaml, which the GPU machine lacks;
   # tests/test_cuda.py needs none of its fixtures.
-  timeout 210 "$PY" -m pytest --noconftest -m cuda -q -rA tests/test_cuda.py \
+  timeout 240 "$PY" -m pytest --noconftest -m cuda -q -rA tests/test_cuda.py \
     --junitxml="$OUT_DIR/cuda_tests.xml" 2>&1 | tee "$OUT_DIR/cuda_tests.txt"
   rc=${PIPESTATUS[0]}
   echo "pytest exit status $rc" | tee -a "$OUT_DIR/cuda_tests.txt"
@@ -51,7 +51,7 @@ else
 fi
 
 echo "== GPU benchmark"
-timeout 300 "$PY" benchmarks/bench_gpu.py --out "$OUT_DIR" --budget-s 240 2>&1 | tee "$OUT_DIR/gpu_bench.txt"
+timeout 270 "$PY" benchmarks/bench_gpu.py --out "$OUT_DIR" --budget-s 200 2>&1 | tee "$OUT_DIR/gpu_bench.txt"
 rc=${PIPESTATUS[0]}
 [ "$rc" -ne 0 ] && { echo "benchmark exit status $rc"; status=1; }
 
