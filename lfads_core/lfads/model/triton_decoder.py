@@ -5,11 +5,11 @@ On a GPU the Python loop of :mod:`.decoder_scan` launches a few hundred small ke
 step, so a training step is bound by launches, not arithmetic.  Here each loop is one kernel:
 every program carries ``BLOCK_B`` trials through all T_r steps, holding their controller and
 generator states in registers and reading the (L2-resident) weights at every step, so a
-step's matmuls, gates, inferred-input sampling and dropout are fused.  The forward (with or
-without gradients, posterior samples' repeated batches too) saves the same gates as
-:func:`.decoder_scan._decoder_forward`, the backward loop returns the same
-gradients as :func:`.decoder_scan._decoder_backward_loop` (the weight gradients stay one
-matmul over all steps there), to float rounding: the matmuls run in IEEE float32 (not TF32;
+step's matmuls, gates, inferred-input sampling and dropout are fused.  The forward gives the
+outputs of :func:`.decoder_scan._decoder_forward` (also without gradients, on posterior
+samples' repeated batches) and in training saves the same gates; the backward loop returns
+the gradients of :func:`.decoder_scan._decoder_backward_loop` (the weight gradients stay one
+matmul over all steps there); both to float rounding: the matmuls run in IEEE float32 (not TF32;
 :data:`DOT_PRECISION`).
 
 Hidden sizes are padded to powers of two (at least 16, as ``tl.dot`` needs); padded units
