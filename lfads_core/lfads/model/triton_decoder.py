@@ -177,16 +177,38 @@ def _decoder_forward_kernel(
 
 
 @triton.jit
-def _gru_step_backward(dh, h_prev, r, z, n, gh_n, clip, CLIP: tl.constexpr):
-    """One GRU step's backward (as :func:`.kernels.gru_step_backward`): returns the gradients
-    of the input-side pre-activations (r, z, n), of the hidden-side candidate part, and the
-    direct part of the gradient w.r.t. h_prev (``dh z``)."""
+def _gru_backward_at(dh, t, h_prev, rz, n, gh, dx, dgh, rb, bm, B, H, clip, CLIP: tl.constexpr,
+                     HP: tl.constexpr):
+    """One GRU step's backward at step t (as :func:`.kernels.gru_step_backward`), from the
+    saved state it started from (h_prev), gates (rz, n) and hidden-side pre-activations (gh),
+    all T x B x (1, 2 or 3 H): stores the gradients of the input-side (dx) and hidden-side (dgh)
+    pre-activations at t, and returns them per gate (dx r, z, n; dgh n; dgh r, z are dx r, z)
+    with the direct part of the gradient w.r.t. h_prev (``dh z``)."""
+    hp = _rows(h_prev, t, B * H, H, 0, rb, bm, H, HP)
+    r = _rows(rz, t, B * 2 * H, 2 * H, 0, rb, bm, H, HP)
+    z = _rows(rz, t, B * 2 * H, 2 * H, H, rb, bm, H, HP)
+    n_ = _rows(n, t, B * H, H, 0, rb, bm, H, HP)
     if CLIP:
-        dh = tl.where(tl.abs(n + z * (h_prev - n)) <= clip, dh, 0.0)
-    dpre_n = dh * (1 - z) * (1 - n * n)
-    dx_r = dpre_n * gh_n * (r * (1 - r))
-    dx_z = dh * (h_prev - n) * (z * (1 - z))
-    return dx_r, dx_z, dpre_n, dpre_n * r, dh * z
+        dh = tl.where(tl.abs(n_ + z * (hp - n_)) <= clip, dh, 0.0)
+    dx_n = dh * (1 - z) * (1 - n_ * n_)
+    dx_r = dx_n * _rows(gh, t, B * 3 * H, 3 * H, 2 * H, rb, bm, H, HP) * (r * (1 - r))
+    dx_z = dh * (hp - n_) * (z * (1 - z))
+    dgh_n = dx_n * r
+    _store_rows(dx, t, B * 3 * H, 3 * H, 0, rb, bm, H, dx_r, HP)
+    _store_rows(dx, t, B * 3 * H, 3 * H, H, rb, bm, H, dx_z, HP)
+    _store_rows(dx, t, B * 3 * H, 3 * H, 2 * H, rb, bm, H, dx_n, HP)
+    _store_rows(dgh, t, B * 3 * H, 3 * H, 0, rb, bm, H, dx_r, HP)
+    _store_rows(dgh, t, B * 3 * H, 3 * H, H, rb, bm, H, dx_z, HP)
+    _store_rows(dgh, t, B * 3 * H, 3 * H, 2 * H, rb, bm, H, dgh_n, HP)
+    return dx_r, dx_z, dx_n, dgh_n, dh * z
+
+
+@triton.jit
+def _gates_times(d_r, d_z, d_n, w, H, n_cols, HP: tl.constexpr, NP: tl.constexpr, PREC: tl.constexpr):
+    """``[d_r, d_z, d_n] @ w`` for w: 3H x n_cols (gates r, z, n stacked), as [BLOCK_B, NP]."""
+    return tl.dot(d_r, _w(w, 0, H, n_cols, HP, NP), input_precision=PREC) \
+        + tl.dot(d_z, _w(w, H, H, n_cols, HP, NP), input_precision=PREC) \
+        + tl.dot(d_n, _w(w, 2 * H, H, n_cols, HP, NP), input_precision=PREC)
 
 
 @triton.jit
@@ -210,25 +232,11 @@ def _decoder_backward_kernel(
         if HAS_MASKS:
             dgd = dgd * _rows(masks, t + 1, B * G, G, 0, rb, bm, G, GP)
         dg = dg + _rows(d_gs, t, B * G, G, 0, rb, bm, G, GP) + dgd
-        dx_r, dx_z, dx_n, dk_n, dg = _gru_step_backward(
-            dg, _rows(g_prev, t, B * G, G, 0, rb, bm, G, GP),
-            _rows(rz_g, t, B * 2 * G, 2 * G, 0, rb, bm, G, GP), _rows(rz_g, t, B * 2 * G, 2 * G, G, rb, bm, G, GP),
-            _rows(n_g, t, B * G, G, 0, rb, bm, G, GP), _rows(gh_g, t, B * 3 * G, 3 * G, 2 * G, rb, bm, G, GP),
-            clip, CLIP)
-        _store_rows(dgx, t, B * 3 * G, 3 * G, 0, rb, bm, G, dx_r, GP)
-        _store_rows(dgx, t, B * 3 * G, 3 * G, G, rb, bm, G, dx_z, GP)
-        _store_rows(dgx, t, B * 3 * G, 3 * G, 2 * G, rb, bm, G, dx_n, GP)
-        _store_rows(dgh_g, t, B * 3 * G, 3 * G, 0, rb, bm, G, dx_r, GP)
-        _store_rows(dgh_g, t, B * 3 * G, 3 * G, G, rb, bm, G, dx_z, GP)
-        _store_rows(dgh_g, t, B * 3 * G, 3 * G, 2 * G, rb, bm, G, dk_n, GP)
-        dg += tl.dot(dx_r, _w(w_hh_g, 0, G, G, GP, GP), input_precision=PREC)
-        dg += tl.dot(dx_z, _w(w_hh_g, G, G, G, GP, GP), input_precision=PREC)
-        dg += tl.dot(dk_n, _w(w_hh_g, 2 * G, G, G, GP, GP), input_precision=PREC)
+        dx_r, dx_z, dx_n, dk_n, dg = _gru_backward_at(dg, t, g_prev, rz_g, n_g, gh_g, dgx, dgh_g, rb, bm, B, G,
+                                                      clip, CLIP, GP)
+        dg += _gates_times(dx_r, dx_z, dk_n, w_hh_g, G, G, GP, GP, PREC)
         # inferred input -> controller output parameters
-        dco = _rows(d_cos, t, B * K, K, 0, rb, bm, K, KP) \
-            + tl.dot(dx_r, _w(w_cg, 0, G, K, GP, KP), input_precision=PREC) \
-            + tl.dot(dx_z, _w(w_cg, G, G, K, GP, KP), input_precision=PREC) \
-            + tl.dot(dx_n, _w(w_cg, 2 * G, G, K, GP, KP), input_precision=PREC)
+        dco = _rows(d_cos, t, B * K, K, 0, rb, bm, K, KP) + _gates_times(dx_r, dx_z, dx_n, w_cg, G, K, GP, KP, PREC)
         d_mean = _rows(d_cps, t, B * 2 * K, 2 * K, 0, rb, bm, K, KP) + dco
         d_logvar = _rows(d_cps, t, B * 2 * K, 2 * K, K, rb, bm, K, KP)
         if HAS_EPS:
@@ -239,23 +247,10 @@ def _decoder_backward_kernel(
         dhc += tl.dot(d_mean, _w(w_co, 0, K, C, KP, CP), input_precision=PREC)
         dhc += tl.dot(d_logvar, _w(w_co, K, K, C, KP, CP), input_precision=PREC)
         # controller
-        dc_r, dc_z, dc_n, dh_n, dhc = _gru_step_backward(
-            dhc, _rows(hc_prev, t, B * C, C, 0, rb, bm, C, CP),
-            _rows(rz_c, t, B * 2 * C, 2 * C, 0, rb, bm, C, CP), _rows(rz_c, t, B * 2 * C, 2 * C, C, rb, bm, C, CP),
-            _rows(n_c, t, B * C, C, 0, rb, bm, C, CP), _rows(gh_c, t, B * 3 * C, 3 * C, 2 * C, rb, bm, C, CP),
-            clip, CLIP)
-        _store_rows(dcx, t, B * 3 * C, 3 * C, 0, rb, bm, C, dc_r, CP)
-        _store_rows(dcx, t, B * 3 * C, 3 * C, C, rb, bm, C, dc_z, CP)
-        _store_rows(dcx, t, B * 3 * C, 3 * C, 2 * C, rb, bm, C, dc_n, CP)
-        _store_rows(dgh_c, t, B * 3 * C, 3 * C, 0, rb, bm, C, dc_r, CP)
-        _store_rows(dgh_c, t, B * 3 * C, 3 * C, C, rb, bm, C, dc_z, CP)
-        _store_rows(dgh_c, t, B * 3 * C, 3 * C, 2 * C, rb, bm, C, dh_n, CP)
-        dhc += tl.dot(dc_r, _w(w_hh_c, 0, C, C, CP, CP), input_precision=PREC)
-        dhc += tl.dot(dc_z, _w(w_hh_c, C, C, C, CP, CP), input_precision=PREC)
-        dhc += tl.dot(dh_n, _w(w_hh_c, 2 * C, C, C, CP, CP), input_precision=PREC)
-        dgd_next = tl.dot(dc_r, _w(w_gc, 0, C, G, CP, GP), input_precision=PREC) \
-            + tl.dot(dc_z, _w(w_gc, C, C, G, CP, GP), input_precision=PREC) \
-            + tl.dot(dc_n, _w(w_gc, 2 * C, C, G, CP, GP), input_precision=PREC)
+        dc_r, dc_z, dc_n, dh_n, dhc = _gru_backward_at(dhc, t, hc_prev, rz_c, n_c, gh_c, dcx, dgh_c, rb, bm, B, C,
+                                                       clip, CLIP, CP)
+        dhc += _gates_times(dc_r, dc_z, dh_n, w_hh_c, C, C, CP, CP, PREC)
+        dgd_next = _gates_times(dc_r, dc_z, dc_n, w_gc, C, G, CP, GP, PREC)
     if HAS_MASKS:
         dgd_next = dgd_next * _rows(masks, 0, B * G, G, 0, rb, bm, G, GP)
     _store_rows(dg0, 0, 0, G, 0, rb, bm, G, dg + dgd_next, GP)
