@@ -92,6 +92,26 @@ def small_recording(make_nwb):
                     behavior=behavior)
 
 
+def hide_packages(folder: Path, packages: list[str]) -> Path:
+    """Write into ``folder`` a ``sitecustomize.py`` that makes ``packages`` unfindable (for
+    imports and ``importlib.util.find_spec`` alike) in a Python started with ``folder`` on
+    PYTHONPATH, as on a machine without them; returns ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "sitecustomize.py").write_text(f"""
+import importlib.machinery, sys
+
+class _Hidden(importlib.machinery.PathFinder):
+    @classmethod
+    def find_spec(cls, name, path=None, target=None):
+        if name.partition(".")[0] in {sorted(packages)!r}:
+            return None
+        return super().find_spec(name, path, target)
+
+sys.meta_path[:] = [_Hidden if f is importlib.machinery.PathFinder else f for f in sys.meta_path]
+""")
+    return folder
+
+
 def run_snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     """Run the workflow's Snakefile with ``workdir`` as working directory (CLI, real run).
 

@@ -3,7 +3,7 @@ measures the same code paths on the CPU, and ``benchmarks/gpu_check.sh`` runs en
 skipping the CUDA tests cleanly.
 
 Both run as on the GPU machine, which has torch, h5py and numpy but none of the project's
-other dependencies: a ``sitecustomize`` on the path makes importing those fail."""
+other dependencies: a ``sitecustomize`` on the path hides those (``conftest.hide_packages``)."""
 
 from __future__ import annotations
 
@@ -16,32 +16,19 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import hide_packages
+
 ROOT = Path(__file__).resolve().parent.parent
 # The project's dependencies that the GPU machine lacks (pyproject.toml less torch, h5py, numpy).
 ABSENT_ON_GPU_MACHINE = ["snakemake", "pynwb", "hdmf", "pandas", "scipy", "sklearn", "yaml",
                          "jsonschema", "matplotlib"]
-SITECUSTOMIZE = f"""
-import importlib.machinery, sys
-
-class _BarePathFinder(importlib.machinery.PathFinder):
-    # finds nothing of the absent packages, for imports and importlib.util.find_spec alike
-    @classmethod
-    def find_spec(cls, name, path=None, target=None):
-        if name.partition(".")[0] in {ABSENT_ON_GPU_MACHINE!r}:
-            return None
-        return super().find_spec(name, path, target)
-
-sys.meta_path[:] = [_BarePathFinder if f is importlib.machinery.PathFinder else f for f in sys.meta_path]
-"""
 
 
 @pytest.fixture
 def env(tmp_path):
     """The environment of a bare GPU machine: the checkout on PYTHONPATH, the other
     dependencies unimportable."""
-    bare = tmp_path / "bare"
-    bare.mkdir()
-    (bare / "sitecustomize.py").write_text(SITECUSTOMIZE)
+    bare = hide_packages(tmp_path / "bare", ABSENT_ON_GPU_MACHINE)
     return {**os.environ, "PYTHONPATH": f"{bare}{os.pathsep}{ROOT}"}
 
 

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,6 +25,7 @@ from lfads_core.lfads.model import LFADS, decoder_scan  # noqa: E402
 from lfads_core.lfads.model import triton_decoder  # noqa: E402
 from lfads_core.lfads.posterior import sample_split  # noqa: E402
 
+from conftest import hide_packages  # noqa: E402
 from test_model import B, FP, N_IN, N_OUT, T, counts, tiny_cfg  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -109,3 +112,17 @@ def test_model_with_the_triton_decoder_trains_and_samples_as_the_fast_path():
         estimates.append(sample_split(m, split, n_samples=50, batch_size=B, device=torch.device(DEVICE)))
     for k in ("rates", "factors", "inputs"):
         np.testing.assert_allclose(estimates[1][k], estimates[0][k], rtol=1e-4, atol=1e-6, err_msg=k)
+
+
+def test_without_triton_the_setting_is_named(tmp_path):
+    """Asked for where Triton is missing (hidden from a fresh interpreter here), training stops
+    with an error that names ``model.triton_decoder``."""
+    script = ("import torch\nfrom lfads_core.lfads.model import LFADS\nfrom test_model import tiny_cfg, counts, B, T, N_IN\n"
+              "LFADS(tiny_cfg(triton_decoder=True)).train()(counts((B, T, N_IN)))\n")
+    root = Path(__file__).resolve().parent
+    hidden = hide_packages(tmp_path / "no_triton", ["triton"])
+    env = {**os.environ, "TRITON_INTERPRET": "1",
+           "PYTHONPATH": os.pathsep.join([str(hidden), str(root.parent), str(root)])}
+    run = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
+    assert run.returncode != 0
+    assert "model.triton_decoder needs Triton" in run.stderr and "model.triton_decoder: false" in run.stderr
