@@ -95,6 +95,37 @@ def _clamp(x, clip, CLIP: tl.constexpr):
 
 
 @triton.jit
+def _gru_forward_at(x, w_ih, xp, t, xp_st, xp_sb, rb_x, h, w_hh, b_r, b_z, b_n, rz, n_out, gh, rb, bm, B, H, I,
+                    clip, CLIP: tl.constexpr, SAVE: tl.constexpr, HP: tl.constexpr, IP: tl.constexpr,
+                    PREC: tl.constexpr):
+    """One GRU step at t (gates as :func:`.kernels._gru_step`): input x ([BLOCK_B, IP]) through
+    w_ih (3H x I) plus the precomputed input projection xp at t (rows rb_x; strides xp_st,
+    xp_sb), state h ([BLOCK_B, HP]) through w_hh plus the per-gate biases b_r, b_z, b_n.
+    Returns the new state; with SAVE, stores the gates (rz, n_out) and hidden-side
+    pre-activations (gh) at t for the backward."""
+    a_r = tl.dot(x, _w_t(w_ih, 0, H, I, HP, IP), input_precision=PREC) \
+        + _rows(xp, t, xp_st, xp_sb, 0, rb_x, bm, H, HP)
+    a_z = tl.dot(x, _w_t(w_ih, H, H, I, HP, IP), input_precision=PREC) \
+        + _rows(xp, t, xp_st, xp_sb, H, rb_x, bm, H, HP)
+    a_n = tl.dot(x, _w_t(w_ih, 2 * H, H, I, HP, IP), input_precision=PREC) \
+        + _rows(xp, t, xp_st, xp_sb, 2 * H, rb_x, bm, H, HP)
+    h_r = tl.dot(h, _w_t(w_hh, 0, H, H, HP, HP), input_precision=PREC) + b_r[None, :]
+    h_z = tl.dot(h, _w_t(w_hh, H, H, H, HP, HP), input_precision=PREC) + b_z[None, :]
+    h_n = tl.dot(h, _w_t(w_hh, 2 * H, H, H, HP, HP), input_precision=PREC) + b_n[None, :]
+    r = tl.sigmoid(a_r + h_r)
+    z = tl.sigmoid(a_z + h_z)
+    n = 2 * tl.sigmoid(2 * (a_n + r * h_n)) - 1  # tanh
+    if SAVE:
+        _store_rows(rz, t, B * 2 * H, 2 * H, 0, rb, bm, H, r, HP)
+        _store_rows(rz, t, B * 2 * H, 2 * H, H, rb, bm, H, z, HP)
+        _store_rows(n_out, t, B * H, H, 0, rb, bm, H, n, HP)
+        _store_rows(gh, t, B * 3 * H, 3 * H, 0, rb, bm, H, h_r, HP)
+        _store_rows(gh, t, B * 3 * H, 3 * H, H, rb, bm, H, h_z, HP)
+        _store_rows(gh, t, B * 3 * H, 3 * H, 2 * H, rb, bm, H, h_n, HP)
+    return _clamp(n + z * (h - n), clip, CLIP)
+
+
+@triton.jit
 def _decoder_forward_kernel(
         g0, hc0, cx, gx, w_gc, w_hh_c, b_hh_c, w_co, b_co, w_cg, w_hh_g, b_hh_g, masks, eps,
         gs, gds, cps, cos, hcs, rz_g, n_g, gh_g, rz_c, n_c, gh_c, stds,
@@ -114,27 +145,10 @@ def _decoder_forward_kernel(
     bo_m, bo_v = _vec(b_co, 0, K, KP), _vec(b_co, K, K, KP)
     for t in range(T):
         # controller: input = encodings' projection (cx) + dropped generator state through w_gc
-        a_r = tl.dot(gd, _w_t(w_gc, 0, C, G, CP, GP), input_precision=PREC) \
-            + _rows(cx, t, cx_st, cx_sb, 0, rb_cx, bm, C, CP)
-        a_z = tl.dot(gd, _w_t(w_gc, C, C, G, CP, GP), input_precision=PREC) \
-            + _rows(cx, t, cx_st, cx_sb, C, rb_cx, bm, C, CP)
-        a_n = tl.dot(gd, _w_t(w_gc, 2 * C, C, G, CP, GP), input_precision=PREC) \
-            + _rows(cx, t, cx_st, cx_sb, 2 * C, rb_cx, bm, C, CP)
-        h_r = tl.dot(hc, _w_t(w_hh_c, 0, C, C, CP, CP), input_precision=PREC) + bc_r[None, :]
-        h_z = tl.dot(hc, _w_t(w_hh_c, C, C, C, CP, CP), input_precision=PREC) + bc_z[None, :]
-        h_n = tl.dot(hc, _w_t(w_hh_c, 2 * C, C, C, CP, CP), input_precision=PREC) + bc_n[None, :]
-        r = tl.sigmoid(a_r + h_r)
-        z = tl.sigmoid(a_z + h_z)
-        n = 2 * tl.sigmoid(2 * (a_n + r * h_n)) - 1  # tanh
-        hc = _clamp(n + z * (hc - n), clip, CLIP)
-        if SAVE:  # what the backward needs
+        hc = _gru_forward_at(gd, w_gc, cx, t, cx_st, cx_sb, rb_cx, hc, w_hh_c, bc_r, bc_z, bc_n, rz_c, n_c, gh_c,
+                             rb, bm, B, C, G, clip, CLIP, SAVE, CP, GP, PREC)
+        if SAVE:
             _store_rows(hcs, t, B * C, C, 0, rb, bm, C, hc, CP)
-            _store_rows(rz_c, t, B * 2 * C, 2 * C, 0, rb, bm, C, r, CP)
-            _store_rows(rz_c, t, B * 2 * C, 2 * C, C, rb, bm, C, z, CP)
-            _store_rows(n_c, t, B * C, C, 0, rb, bm, C, n, CP)
-            _store_rows(gh_c, t, B * 3 * C, 3 * C, 0, rb, bm, C, h_r, CP)
-            _store_rows(gh_c, t, B * 3 * C, 3 * C, C, rb, bm, C, h_z, CP)
-            _store_rows(gh_c, t, B * 3 * C, 3 * C, 2 * C, rb, bm, C, h_n, CP)
         # controller output: inferred-input mean and log-variance, then a sample (or the mean)
         mean = tl.dot(hc, _w_t(w_co, 0, K, C, KP, CP), input_precision=PREC) + bo_m[None, :]
         logvar = tl.dot(hc, _w_t(w_co, K, K, C, KP, CP), input_precision=PREC) + bo_v[None, :]
@@ -148,27 +162,9 @@ def _decoder_forward_kernel(
             co = mean + std * _rows(eps, t, B * K, K, 0, rb, bm, K, KP)
         _store_rows(cos, t, B * K, K, 0, rb, bm, K, co, KP)
         # generator: input = inferred input through w_cg + external inputs' projection (gx)
-        x_r = tl.dot(co, _w_t(w_cg, 0, G, K, GP, KP), input_precision=PREC) \
-            + _rows(gx, t, gx_st, gx_sb, 0, rb_gx, bm, G, GP)
-        x_z = tl.dot(co, _w_t(w_cg, G, G, K, GP, KP), input_precision=PREC) \
-            + _rows(gx, t, gx_st, gx_sb, G, rb_gx, bm, G, GP)
-        x_n = tl.dot(co, _w_t(w_cg, 2 * G, G, K, GP, KP), input_precision=PREC) \
-            + _rows(gx, t, gx_st, gx_sb, 2 * G, rb_gx, bm, G, GP)
-        k_r = tl.dot(g, _w_t(w_hh_g, 0, G, G, GP, GP), input_precision=PREC) + bg_r[None, :]
-        k_z = tl.dot(g, _w_t(w_hh_g, G, G, G, GP, GP), input_precision=PREC) + bg_z[None, :]
-        k_n = tl.dot(g, _w_t(w_hh_g, 2 * G, G, G, GP, GP), input_precision=PREC) + bg_n[None, :]
-        r = tl.sigmoid(x_r + k_r)
-        z = tl.sigmoid(x_z + k_z)
-        n = 2 * tl.sigmoid(2 * (x_n + r * k_n)) - 1
-        g = _clamp(n + z * (g - n), clip, CLIP)
+        g = _gru_forward_at(co, w_cg, gx, t, gx_st, gx_sb, rb_gx, g, w_hh_g, bg_r, bg_z, bg_n, rz_g, n_g, gh_g,
+                            rb, bm, B, G, K, clip, CLIP, SAVE, GP, KP, PREC)
         _store_rows(gs, t, B * G, G, 0, rb, bm, G, g, GP)
-        if SAVE:
-            _store_rows(rz_g, t, B * 2 * G, 2 * G, 0, rb, bm, G, r, GP)
-            _store_rows(rz_g, t, B * 2 * G, 2 * G, G, rb, bm, G, z, GP)
-            _store_rows(n_g, t, B * G, G, 0, rb, bm, G, n, GP)
-            _store_rows(gh_g, t, B * 3 * G, 3 * G, 0, rb, bm, G, k_r, GP)
-            _store_rows(gh_g, t, B * 3 * G, 3 * G, G, rb, bm, G, k_z, GP)
-            _store_rows(gh_g, t, B * 3 * G, 3 * G, 2 * G, rb, bm, G, k_n, GP)
         gd = g
         if HAS_MASKS:
             gd = g * _rows(masks, t + 1, B * G, G, 0, rb, bm, G, GP)
