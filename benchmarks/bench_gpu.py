@@ -113,7 +113,8 @@ def train_step_for(dev, batch, amp, loop):
 def bench_train(dev, batch, amp, loop, steps, warmup) -> dict:
     step = train_step_for(dev, batch, amp, loop)
     reset_peak_memory(dev)
-    for _ in range(warmup):
+    first_loss = step().item()  # the same seed and data for every loop: compares their rounding
+    for _ in range(warmup - 1):
         step()
     sync(dev)
     times = []
@@ -124,7 +125,7 @@ def bench_train(dev, batch, amp, loop, steps, warmup) -> dict:
         times.append(time.perf_counter() - t)
     med = statistics.median(times)
     return {"batch": batch, "amp": amp, "loop": loop, "median_step_s": med,
-            "trials_per_s": batch / med, "finite_loss": bool(torch.isfinite(loss).item()),
+            "trials_per_s": batch / med, "finite_loss": bool(torch.isfinite(loss).item()), "first_loss": first_loss,
             "peak_memory_mb": peak_memory_mb(dev)}
 
 
@@ -178,16 +179,30 @@ def bench_sample(dev, batch, n_samples, method, loop="plain") -> dict:
             "trial_samples_per_s": batch * n_samples / dt, "peak_memory_mb": peak_memory_mb(dev)}
 
 
-def tune_triton(dev, batch, deadline, rows, save) -> None:
+def loss_difference(row: dict, plain: dict | None) -> None:
+    """Adds to a training row the relative difference of its first step's loss from the plain
+    loop's (float32, same batch): about 1e-7 is float32 rounding, 1e-4 TF32's."""
+    if plain is not None and "first_loss" in row:
+        row["first_loss_rel_diff_vs_plain"] = abs(row["first_loss"] - plain["first_loss"]) / abs(plain["first_loss"])
+
+
+def off_by(row: dict) -> str:
+    d = row.get("first_loss_rel_diff_vs_plain")
+    return "" if d is None else f", first loss off by {d:.1e}"
+
+
+def tune_triton(dev, batch, deadline, rows, save, plain=None) -> None:
     """Training trials/s with the Triton loop for several trials-per-program, warp counts and
     dot precisions (each a new compilation), appended to ``rows``, until ``deadline``
-    (time.monotonic()); a TF32 row says what tensor cores would give (with TF32's rounding)."""
+    (time.monotonic()). The TF32 rows say what tensor cores would give: ``tf32`` with TF32's
+    rounding, ``tf32x3`` (three TF32 products a multiply) about float32's; each row's first
+    loss is compared with the plain loop's (``plain``: its row at this batch)."""
     from lfads_core.lfads.model import triton_decoder as td
 
     default = td.BLOCK_B, td.NUM_WARPS, td.DOT_PRECISION
     try:
-        for block_b, warps, precision in [(16, 4, "ieee"), (16, 8, "ieee"), (32, 4, "ieee"), (32, 8, "ieee"),
-                                          (16, 4, "tf32"), (64, 8, "ieee")]:
+        for block_b, warps, precision in [(16, 4, "ieee"), (16, 4, "tf32x3"), (16, 4, "tf32"), (16, 8, "ieee"),
+                                          (32, 4, "ieee"), (32, 8, "ieee"), (16, 8, "tf32x3"), (64, 8, "ieee")]:
             if time.monotonic() > deadline:
                 rows.append({"stopped": "time budget reached"})
                 break
@@ -197,9 +212,11 @@ def tune_triton(dev, batch, deadline, rows, save) -> None:
             except Exception as e:
                 r = {"error": f"{type(e).__name__}: {e}"}
             r.update(block_b=block_b, num_warps=warps, dot_precision=precision)
+            loss_difference(r, plain)
             rows.append(r)
-            print(f"triton block_b {block_b:2d} num_warps {warps} {precision}: "
-                  + (f"{r['trials_per_s']:9.0f} trials/s" if "error" not in r else f"FAILED {r['error']}"), flush=True)
+            print(f"triton block_b {block_b:2d} num_warps {warps} {precision:6s}: "
+                  + (f"{r['trials_per_s']:9.0f} trials/s{off_by(r)}" if "error" not in r else f"FAILED {r['error']}"),
+                  flush=True)
             save()
     finally:
         td.BLOCK_B, td.NUM_WARPS, td.DOT_PRECISION = default
@@ -250,6 +267,7 @@ def main() -> int:
           flush=True)
     save()
     report["train"] = []
+    plain = {}  # batch -> the plain float32 loop's row
     configs = [(amp, loop) for amp in ("none", "bf16") for loop in LOOPS]
     if not on_gpu:
         configs = configs[:1]
@@ -265,6 +283,9 @@ def main() -> int:
                 report["train"].append(r)
                 save()
                 continue
+            if loop == "plain" and amp == "none":
+                plain[batch] = r
+            loss_difference(r, plain.get(batch))
             yard = peak["bf16"] if amp == "bf16" else peak["fp32"]
             r["achieved_flops"] = r["trials_per_s"] * 3 * flops["total"]
             r["fraction_of_peak"] = r["achieved_flops"] / yard
@@ -272,7 +293,8 @@ def main() -> int:
             report["train"].append(r)
             print(f"train batch {batch:4d} amp {amp:4s} loop {loop:11s}: {r['trials_per_s']:9.0f} trials/s, "
                   f"{r['median_step_s'] * 1e3:7.1f} ms/step, peak {r['peak_memory_mb']:6.0f} MB, "
-                  f"{100 * r['fraction_of_peak']:.2f}% of peak ({'bf16' if amp == 'bf16' else 'fp32'})", flush=True)
+                  f"{100 * r['fraction_of_peak']:.2f}% of peak ({'bf16' if amp == 'bf16' else 'fp32'}){off_by(r)}",
+                  flush=True)
             save()
     report["sample"] = []
     sample_batches = list(map(int, args.sample_batches.split(",")))
@@ -314,7 +336,7 @@ def main() -> int:
         save()
     if on_gpu:
         report["triton_tuning"] = []
-        tune_triton(dev, args.profile_batch, deadline, report["triton_tuning"], save)
+        tune_triton(dev, args.profile_batch, deadline, report["triton_tuning"], save, plain.get(args.profile_batch))
     print(f"wrote {out_dir / 'gpu_bench.json'}")
     return 0
 

@@ -33,8 +33,9 @@ __all__ = ["INTERPRETED", "runs_on", "decoder_forward", "decoder_backward_loop"]
 INTERPRETED = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 BLOCK_B = 16  # trials per program (tl.dot needs at least 16 rows)
 NUM_WARPS = 4
-#: tl.dot's input precision: "ieee" (float32, the Python loop's results to rounding) or "tf32"
-#: (tensor cores, about 3 decimal digits per product; for the benchmark's comparison)
+#: tl.dot's input precision: "ieee" (float32, the Python loop's results to rounding); for the
+#: benchmark's comparison, the tensor cores' "tf32" (about 3 decimal digits per product) and
+#: "tf32x3" (three TF32 products a multiply, about float32's rounding)
 DOT_PRECISION = "ieee"
 
 
