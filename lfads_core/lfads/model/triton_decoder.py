@@ -319,7 +319,7 @@ def decoder_backward_loop(saved, clip: float, d_gs, d_gds, d_cps, d_cos):
     finite = math.isfinite(clip)
     _decoder_backward_kernel[(triton.cdiv(B, BLOCK_B),)](
         g_prev, hc_prev, rz_g, n_g, gh_g, rz_c, n_c, gh_c,
-        stds if stds is not None else gs, eps if eps is not None else gs, masks if masks is not None else gs,
+        *(x if x is not None else gs for x in (stds, eps, masks)),  # gs: for the pointers not used
         w_gc, w_hh_c, w_co, w_cg, w_hh_g, d_gs, d_gds, d_cps, d_cos,
         dcx, dgh_c, dgx, dgh_g, dcp, dg0, dhc0,
         B, G, C, K, clip if finite else 0.0, Tr,
