@@ -233,6 +233,8 @@ def main() -> int:
     ap.add_argument("--samples", type=int, default=50, help="posterior samples per trial")
     ap.add_argument("--profile-batch", type=int, default=256, help="batch of the profiled training steps")
     ap.add_argument("--budget-s", type=float, default=270, help="start no tuning run after this many seconds")
+    ap.add_argument("--loops", default=",".join(LOOPS), help="loops to measure (comma-separated, of: %(default)s)")
+    ap.add_argument("--amps", default="none,bf16", help="autocast settings to measure (none, bf16)")
     args = ap.parse_args()
     deadline = time.monotonic() + args.budget_s
     out_dir = Path(args.out)
@@ -268,7 +270,8 @@ def main() -> int:
     save()
     report["train"] = []
     plain = {}  # batch -> the plain float32 loop's row
-    configs = [(amp, loop) for amp in ("none", "bf16") for loop in LOOPS]
+    loops = [loop for loop in LOOPS if loop in args.loops.split(",")]
+    configs = [(amp, loop) for amp in args.amps.split(",") for loop in loops]
     if not on_gpu:
         configs = configs[:1]
     elif args.quick:
@@ -298,9 +301,10 @@ def main() -> int:
             save()
     report["sample"] = []
     sample_batches = list(map(int, args.sample_batches.split(",")))
-    runs = [(b, "batched", args.samples, loop) for loop in (("plain", "triton") if on_gpu else ("plain",))
-            for b in sample_batches]
-    runs.append((sample_batches[0], "sequential", max(1, args.samples // 5), "plain"))
+    sample_loops = [loop for loop in ("plain", "triton") if loop in loops and (on_gpu or loop == "plain")]
+    runs = [(b, "batched", args.samples, loop) for loop in sample_loops for b in sample_batches]
+    if "plain" in loops:
+        runs.append((sample_batches[0], "sequential", max(1, args.samples // 5), "plain"))
     for batch, method, n, loop in runs:
         try:
             r = bench_sample(dev, batch, n, method, loop)
@@ -322,7 +326,7 @@ def main() -> int:
     report["profile"] = []
     name = "gpu_profile.txt"
     (out_dir / name).unlink(missing_ok=True)
-    for loop in (LOOPS if on_gpu else LOOPS[:1]):
+    for loop in (loops if on_gpu else loops[:1]):
         try:
             r = profile_train(dev, args.profile_batch, loop, 2 if args.quick else 5, out_dir / name)
         except Exception as e:
@@ -334,7 +338,7 @@ def main() -> int:
                   f"({name})", flush=True)
         report["profile"].append(r)
         save()
-    if on_gpu:
+    if on_gpu and "triton" in loops:
         report["triton_tuning"] = []
         tune_triton(dev, args.profile_batch, deadline, report["triton_tuning"], save, plain.get(args.profile_batch))
     print(f"wrote {out_dir / 'gpu_bench.json'}")

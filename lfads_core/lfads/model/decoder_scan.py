@@ -10,8 +10,8 @@ import os
 import torch
 
 from .cuda_graphs import DecoderScanGraphed, graphs_run_on
-from .kernels import (N_FACTORS, _bias_rows, _block_len, _gru_step, _needs_grad, gru_backward_factors,
-                      gru_step_backward)
+from .kernels import (N_FACTORS, _bias_rows, _block_len, _gru_step, _needs_grad, float32_under_autocast,
+                      gru_backward_factors, gru_step_backward)
 from .native import decoder_backward_loop as native_decoder_backward_loop
 from .native import decoder_forward as native_decoder_forward
 from .native import runs_on as native_runs_on
@@ -251,9 +251,12 @@ def decoder_scan(g0, hc0, cx, gx, w_gc, w_hh_c, b_hh_c, w_co, b_co, w_cg, w_hh_g
     compiled C (:mod:`.native`).  ``triton``: on CUDA, run each loop as one Triton kernel
     (:mod:`.triton_decoder`; takes precedence over ``cuda_graphs``)."""
     args = (g0, hc0, cx, gx, w_gc, w_hh_c, b_hh_c, w_co, b_co, w_cg, w_hh_g, b_hh_g, masks, eps)
+    args, precision = float32_under_autocast(g0.device.type, args)
+    g0 = args[0]
     loops = "triton" if triton and _triton_runs_on(g0) else "native" if native_runs_on(native, g0) else "python"
     if _needs_grad(*args):
         if loops == "python" and cuda_graphs and graphs_run_on(g0.device):
             return DecoderScanGraphed.apply((_decoder_forward, _decoder_backward), *args, clip)
         return DecoderScan.apply(*args, clip, loops)
-    return _loops(loops)[0](*args, clip, save=False)[0]
+    with precision:
+        return _loops(loops)[0](*args, clip, save=False)[0]

@@ -37,6 +37,18 @@ def _gru_direction_reference(x, h, w_ih, w_hh, b_ih, b_hh, reverse: bool):
     return torch.stack(outs, dim=1), h
 
 
+def _cudnn_rnn_in_float32() -> None:
+    """cuDNN's recurrent layers multiply float32 in float32 (IEEE) from now on in this process.
+    Its default rounds their products to TF32 (10-bit mantissa), which puts the encoders'
+    gradients about 1e-3 (relative) from the other paths'; read at forward and at backward
+    time, so it is set for the process, not around one call."""
+    rnn = getattr(torch.backends.cudnn, "rnn", None)
+    if rnn is not None and hasattr(rnn, "fp32_precision"):  # torch >= 2.9
+        rnn.fp32_precision = "ieee"
+    else:
+        torch.backends.cudnn.allow_tf32 = False
+
+
 def bidirectional_gru(gru: nn.GRU, x: torch.Tensor, h0: torch.Tensor, impl: str = "fast", native: bool = False):
     """Run a one-layer bidirectional batch-first ``gru`` (``native``: on CPU, the fast path's
     loops as compiled C).
@@ -47,6 +59,7 @@ def bidirectional_gru(gru: nn.GRU, x: torch.Tensor, h0: torch.Tensor, impl: str 
     B = x.shape[0]
     hx = h0.unsqueeze(1).expand(-1, B, -1).contiguous()
     if impl == "fast" and x.is_cuda:
+        _cudnn_rnn_in_float32()
         return gru(x, hx)  # cuDNN
     if impl == "fast" and native_runs_on(native, x):
         # both directions in one scan (the compiled loops run them one per thread): input

@@ -32,6 +32,8 @@ to float rounding; the weight gradients are formed here either way.
 
 from __future__ import annotations
 
+import contextlib
+
 import math
 
 import torch
@@ -45,6 +47,16 @@ __all__ = ["GRUScan", "gru_scan", "gru_backward_factors", "gru_step_backward"]
 
 def _needs_grad(*tensors) -> bool:
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+def float32_under_autocast(device_type: str, tensors: tuple) -> tuple[tuple, contextlib.AbstractContextManager]:
+    """The recurrences run in float32 under autocast (with gradients, the autograd functions'
+    ``custom_fwd(cast_inputs=float32)`` does this): ``tensors`` cast to float32 and a context
+    with autocast off; unchanged, and a null context, without autocast."""
+    if not torch.is_autocast_enabled(device_type):
+        return tensors, contextlib.nullcontext()
+    cast = tuple(t.float() if t is not None and t.is_floating_point() else t for t in tensors)
+    return cast, torch.autocast(device_type, enabled=False)
 
 
 N_FACTORS = 9  # h_prev - n, 1 - z, z, 1 - n^2, r, gh_n, r(1 - r), z(1 - z), not-clipped mask
@@ -220,4 +232,6 @@ def gru_scan(xp, h0, w_hh, b_hh, clip: float = float("inf"), native: bool = Fals
     if _needs_grad(xp, h0, w_hh, b_hh):
         return GRUScan.apply(xp, h0, w_hh, b_hh, clip, native)
     forward = native_gru_scan_forward if native else _gru_scan_forward
-    return forward(xp, h0, w_hh, b_hh, clip, save=False)[0]
+    (xp, h0, w_hh, b_hh), precision = float32_under_autocast(xp.device.type, (xp, h0, w_hh, b_hh))
+    with precision:
+        return forward(xp, h0, w_hh, b_hh, clip, save=False)[0]

@@ -33,6 +33,10 @@ __all__ = ["INTERPRETED", "runs_on", "decoder_forward", "decoder_backward_loop"]
 INTERPRETED = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 BLOCK_B = 16  # trials per program (tl.dot needs at least 16 rows)
 NUM_WARPS = 4
+#: software-pipelining stages of the loads: 1, since Triton's default (3 on Hopper) buffers the
+#: weights of several steps in shared memory (1.27 MB at the MC_Maze widths, over the H200's
+#: 227 KB; 72 KB forward and 88 KB backward with 1)
+NUM_STAGES = 1
 #: tl.dot's input precision: "ieee" (float32, the Python loop's results to rounding); for the
 #: benchmark's comparison, the tensor cores' "tf32" (about 3 decimal digits per product) and
 #: "tf32x3" (three TF32 products a multiply, about float32's rounding)
@@ -130,7 +134,7 @@ def _gru_forward_at(x, w_ih, xp, t, xp_st, xp_sb, rb_x, h, w_hh, b_r, b_z, b_n, 
 def _decoder_forward_kernel(
         g0, hc0, cx, gx, w_gc, w_hh_c, b_hh_c, w_co, b_co, w_cg, w_hh_g, b_hh_g, masks, eps,
         gs, gds, cps, cos, hcs, rz_g, n_g, gh_g, rz_c, n_c, gh_c, stds,
-        B, G, C, K, cx_st, cx_sb, cx_rows, gx_st, gx_sb, gx_rows, clip, T: tl.constexpr,
+        B, G, C, K, cx_st, cx_sb, cx_rows, gx_st, gx_sb, gx_rows, clip, T,
         SAVE: tl.constexpr, HAS_MASKS: tl.constexpr, HAS_EPS: tl.constexpr, CLIP: tl.constexpr,
         BB: tl.constexpr, GP: tl.constexpr, CP: tl.constexpr, KP: tl.constexpr, PREC: tl.constexpr):
     rb = tl.program_id(0) * BB + tl.arange(0, BB)
@@ -214,7 +218,7 @@ def _decoder_backward_kernel(
         w_gc, w_hh_c, w_co, w_cg, w_hh_g,
         d_gs, d_gds, d_cps, d_cos,
         dcx, dgh_c, dgx, dgh_g, dcp, dg0, dhc0,
-        B, G, C, K, clip, T: tl.constexpr,
+        B, G, C, K, clip, T,
         HAS_MASKS: tl.constexpr, HAS_EPS: tl.constexpr, CLIP: tl.constexpr,
         BB: tl.constexpr, GP: tl.constexpr, CP: tl.constexpr, KP: tl.constexpr, PREC: tl.constexpr):
     rb = tl.program_id(0) * BB + tl.arange(0, BB)
@@ -256,7 +260,8 @@ def _decoder_backward_kernel(
 
 def _sizes(g0, hc0, w_cg):
     G, C, K = g0.shape[1], hc0.shape[1], w_cg.shape[1]
-    return dict(BB=BLOCK_B, GP=_padded(G), CP=_padded(C), KP=_padded(K), PREC=DOT_PRECISION)
+    return dict(BB=BLOCK_B, GP=_padded(G), CP=_padded(C), KP=_padded(K), PREC=DOT_PRECISION, num_warps=NUM_WARPS,
+                num_stages=NUM_STAGES)
 
 
 def decoder_forward(g0, hc0, cx, gx, w_gc, w_hh_c, b_hh_c, w_co, b_co, w_cg, w_hh_g, b_hh_g, masks, eps,
@@ -292,8 +297,7 @@ def decoder_forward(g0, hc0, cx, gx, w_gc, w_hh_c, b_hh_c, w_co, b_co, w_cg, w_h
         *(x if x is not None else dummy for x in (hcs, rz_g, n_g, gh_g, rz_c, n_c, gh_c, stds)),
         B, G, C, K, cx.stride(0), cx.stride(1), cx.shape[1], gx.stride(0), gx.stride(1), gx.shape[1],
         clip if finite else 0.0, Tr,
-        SAVE=save, HAS_MASKS=masks is not None, HAS_EPS=eps is not None, CLIP=finite, num_warps=NUM_WARPS,
-        **_sizes(g0, hc0, w_cg))
+        SAVE=save, HAS_MASKS=masks is not None, HAS_EPS=eps is not None, CLIP=finite, **_sizes(g0, hc0, w_cg))
     if not save:
         return (gs, gds, cps, cos), None
     gd0 = g0 * masks[0] if masks is not None else g0
@@ -323,6 +327,5 @@ def decoder_backward_loop(saved, clip: float, d_gs, d_gds, d_cps, d_cos):
         w_gc, w_hh_c, w_co, w_cg, w_hh_g, d_gs, d_gds, d_cps, d_cos,
         dcx, dgh_c, dgx, dgh_g, dcp, dg0, dhc0,
         B, G, C, K, clip if finite else 0.0, Tr,
-        HAS_MASKS=masks is not None, HAS_EPS=eps is not None, CLIP=finite, num_warps=NUM_WARPS,
-        **_sizes(g0, hc0, w_cg))
+        HAS_MASKS=masks is not None, HAS_EPS=eps is not None, CLIP=finite, **_sizes(g0, hc0, w_cg))
     return dcx, dgh_c, dgx, dgh_g, dcp, dg0, dhc0
