@@ -15,11 +15,13 @@ make each lineage train the default run's epoch budget. The datasets:
   with a seeded random split and 20% random held-out units (its file holds no held-out units
   and no behaviour); 500 epochs.
 
-The seed sets ``lfads.training.seed`` and ``lfads.pbt.seed`` (the data, split and held-out
-units stay the same). It reports validation co-bps (and vel R^2 and rate R^2 against the truth
-where there are), wall time, and for PBT the bookkeeping per generation (the plan and table
-rules, and each member job's time outside its epochs) against the training time. Results go
-to ``--out`` as JSON.
+Both runs hold out the same ``--test-fraction`` of the trials as test trials (default 0.2),
+which no training, early stopping or PBT ranking reads. The seed sets ``lfads.training.seed``
+and ``lfads.pbt.seed`` (the data, split and held-out units stay the same). It reports co-bps
+(and vel R^2 and rate R^2 against the truth where there are) on the validation trials, which
+PBT ranks its members by, and on the test trials side by side, wall time, and for PBT the
+bookkeeping per generation (the plan and table rules, and each member job's time outside its
+epochs) against the training time. Results go to ``--out`` as JSON.
 """
 
 from __future__ import annotations
@@ -42,13 +44,14 @@ BUDGET = {"lorenz": 200, "mc_maze_small": 500}  # the single run's max_epochs pe
 METRICS = ("co-bps", "vel R2", "rate R2 (truth)")
 
 
-def prepare(work: Path, dataset: str, seed: int, pbt: bool, keep: bool = False) -> list[str]:
+def prepare(work: Path, dataset: str, seed: int, pbt: bool, test_fraction: float,
+            keep: bool = False) -> list[str]:
     """A fresh working directory (``keep``: the existing one); returns the extra snakemake
     arguments."""
     if work.exists() and not keep:
         shutil.rmtree(work)
     shutil.copytree(ROOT / "config", work / "config", dirs_exist_ok=True)
-    overlay = {"lfads": {"training": {"seed": seed}}}
+    overlay = {"lfads": {"training": {"seed": seed}}, "defaults": {"test_fraction": test_fraction}}
     if dataset == "lorenz":  # the published defaults (not the quick start's budget), 200 epochs
         full = yaml.safe_load((ROOT / "config" / "lfads_full_quality.yaml").read_text())
         lorenz = full["lfads"]["overrides"]["lorenz"]
@@ -99,11 +102,12 @@ def pbt_costs(work: Path, dataset: str) -> dict:
                                        / max(epochs, 1e-9), 4)}
 
 
-def run(work: Path, dataset: str, seed: int, pbt: bool, cores: int, resume: bool) -> dict:
+def run(work: Path, dataset: str, seed: int, pbt: bool, cores: int, resume: bool,
+        test_fraction: float) -> dict:
     """One workflow run; ``resume``: continue an interrupted run in ``work`` (jobs done stay
     done; its wall time then counts the continuation only)."""
     done = resume and (work / "results" / dataset / "metrics.tsv").exists()
-    extra = prepare(work, dataset, seed, pbt, keep=resume)
+    extra = prepare(work, dataset, seed, pbt, test_fraction, keep=resume)
     targets = [f"results/{dataset}/metrics.tsv"]
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"),
            "--directory", str(work), "--cores", str(cores), *targets, *extra]
@@ -115,9 +119,10 @@ def run(work: Path, dataset: str, seed: int, pbt: bool, cores: int, resume: bool
             subprocess.run(cmd, check=True, stdout=log, stderr=subprocess.STDOUT)
     wall = time.perf_counter() - start
     metrics = pd.read_csv(work / "results" / dataset / "metrics.tsv", sep="\t")
-    lfads = metrics[metrics["method"] == "lfads"].set_index("metric")["value"]
+    lfads = metrics[metrics["method"] == "lfads"].set_index(["metric", "split"])["value"]
     out = {"dataset": dataset, "seed": seed, "method": "pbt" if pbt else "default",
-           "wall_s": None if resume else round(wall, 1), **{m: float(lfads[m]) for m in METRICS if m in lfads}}
+           "wall_s": None if resume else round(wall, 1),
+           **{f"{m} ({split})": float(v) for (m, split), v in lfads.items() if m in METRICS}}
     run_dir = "selected" if pbt else "default"
     train_log = pd.read_csv(work / "results" / dataset / "lfads" / run_dir / "train_log.csv")
     out["epochs"] = len(train_log)
@@ -139,6 +144,8 @@ def main():
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/pbt_quality"))
     parser.add_argument("--out", type=Path, default=Path("pbt_quality.json"))
+    parser.add_argument("--test-fraction", type=float, default=0.2,
+                        help="trials held out as test trials in both runs (default 0.2)")
     parser.add_argument("--resume", action="store_true",
                         help="continue interrupted runs in --workdir instead of starting afresh")
     args = parser.parse_args()
@@ -148,14 +155,14 @@ def main():
         for seed in args.seeds:
             for pbt in (False, True):
                 work = args.workdir / f"{dataset}_seed{seed}_{'pbt' if pbt else 'default'}"
-                row = run(work, dataset, seed, pbt, args.cores, args.resume)
+                row = run(work, dataset, seed, pbt, args.cores, args.resume, args.test_fraction)
                 rows.append(row)
                 print(json.dumps(row), flush=True)
                 args.out.write_text(json.dumps(rows, indent=1))
     table = pd.DataFrame(rows)
     print(f"\nmedians over seeds {args.seeds} ({args.cores} cores):")
-    columns = [c for c in ("co-bps", "vel R2", "rate R2 (truth)", "epochs", "wall_s")
-               if c in table]
+    columns = [f"{m} ({split})" for m in METRICS for split in ("valid", "test")] + ["epochs", "wall_s"]
+    columns = [c for c in columns if c in table]
     print(table.groupby(["dataset", "method"])[columns].median().to_string())
     for dataset, group in table[table["method"] == "pbt"].groupby("dataset"):
         print(f"{dataset}: PBT bookkeeping {statistics.median(group['overhead_per_generation_s']):.1f}"

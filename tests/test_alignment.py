@@ -100,9 +100,65 @@ def test_nan_behaviour_in_the_window_drops_the_trial(make_nwb, tmp_path):
 def test_file_split_maps_labels_and_drops_test_trials(make_nwb, tmp_path):
     trials = regular_trials(5, split=["train", "val", "test", "train", "val"])
     nwb = make_nwb(spike_times=[[0.5]], trials=trials)
-    data, summary = align(prepare(nwb, tmp_path), tmp_path, split="file")
+    data, summary = align(prepare(nwb, tmp_path), tmp_path, split="file",
+                          split_labels="train=train; valid=val")
     assert data["train_inds"].tolist() == [0, 3] and data["valid_inds"].tolist() == [1, 4]
     assert summary["drop_reasons"] == {"split=test": 1}
+    assert "test_encod_data" not in data and summary["test_trials"] == 0
+
+
+def test_file_split_keeps_nlb_test_trials_as_test(make_nwb, tmp_path):
+    """NLB's labels by default: its test trials become the test split, written like the others."""
+    trials = regular_trials(5, split=["train", "val", "test", "Train", "val"])
+    nwb = make_nwb(spike_times=[[0.5]], trials=trials)
+    data, summary = align(prepare(nwb, tmp_path), tmp_path, split="file")
+    assert data["train_inds"].tolist() == [0, 3] and data["valid_inds"].tolist() == [1, 4]
+    assert data["test_inds"].tolist() == [2] and summary["test_trials"] == 1
+    assert data["test_recon_data"].shape[1:] == data["train_recon_data"].shape[1:]
+    meta = json.loads((tmp_path / "meta.json").read_text())
+    assert meta["trial_ids"]["test"] == [2] and len(meta["window_start_times_s"]["test"]) == 1
+
+
+def test_test_fraction_draws_from_the_files_training_trials(make_nwb, tmp_path):
+    trials = regular_trials(10, split=["train"] * 8 + ["val"] * 2)
+    nwb = make_nwb(spike_times=[[0.5]], trials=trials)
+    binned = prepare(nwb, tmp_path)
+    data, summary = align(binned, tmp_path, split="file", test_fraction=0.2, seed=1)
+    assert data["valid_inds"].tolist() == [8, 9]  # the file's validation trials stay
+    assert len(data["test_inds"]) == 2 and set(data["test_inds"]) <= set(range(8))
+    assert not set(data["test_inds"]) & set(data["train_inds"])
+    again, _ = align(binned, tmp_path, split="file", test_fraction=0.2, seed=1)
+    assert again["test_inds"].tolist() == data["test_inds"].tolist()
+
+
+def test_random_split_with_test_trials_is_seeded_and_disjoint(small_recording, tmp_path):
+    binned = prepare(small_recording, tmp_path)
+    without, _ = align(binned, tmp_path, split="random", valid_fraction=0.3, seed=3)
+    data, summary = align(binned, tmp_path, split="random", valid_fraction=0.3, test_fraction=0.2,
+                          seed=3)
+    splits = [set(data[f"{s}_inds"].tolist()) for s in ("train", "valid", "test")]
+    assert len(splits[1]) == 3 and len(splits[2]) == 2 and sum(map(len, splits)) == 10
+    assert not (splits[0] & splits[1] or splits[0] & splits[2] or splits[1] & splits[2])
+    assert data["valid_inds"].tolist() == without["valid_inds"].tolist()  # test comes from train
+    assert summary["test_trials"] == 2
+
+
+@pytest.mark.parametrize("labels, message", [("train=train; valid=val,train", "both"),
+                                             ("train:train", "<split>=<label>"),
+                                             ("training=train", "<split>=<label>")])
+def test_bad_split_labels_are_named(make_nwb, tmp_path, labels, message):
+    nwb = make_nwb(spike_times=[[0.5]], trials=regular_trials(4, split=["train", "val"] * 2))
+    with pytest.raises(InputDataError, match=message) as err:
+        align(prepare(nwb, tmp_path), tmp_path, split="file", split_labels=labels)
+    assert err.value.field == "split_labels"
+    assert not (tmp_path / "lfads_input.h5").exists()
+
+
+def test_test_fraction_leaving_no_test_trial_is_an_error(make_nwb, tmp_path):
+    nwb = make_nwb(spike_times=[[0.5]], trials=regular_trials(4, split=["train", "val"] * 2))
+    with pytest.raises(InputDataError, match="test") as err:
+        align(prepare(nwb, tmp_path), tmp_path, split="file", test_fraction=0.01)
+    assert err.value.field == "test_fraction"
 
 
 def test_random_split_and_heldout_fraction_are_seeded(small_recording, tmp_path):

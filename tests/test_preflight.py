@@ -48,7 +48,9 @@ def lab(make_nwb):
 def test_a_good_file_passes_with_its_counts(lab):
     found = check_dataset("lab", settings_for(lab, behavior="hand_vel"), SHEET, CONFIG)
     assert found == {"n_window": 140, "units": 4, "heldout_units": 1, "train": 16, "valid": 4,
-                     "all": 20, "windows_outside_trial": 0, "dropped": {}}
+                     "test": 0, "windows_outside_trial": 0, "dropped": {}}
+    found = check_dataset("lab", settings_for(lab, test_fraction=0.2), SHEET, CONFIG)
+    assert (found["train"], found["valid"], found["test"]) == (12, 4, 4)
 
 
 def test_window_end_before_start(lab):
@@ -134,31 +136,36 @@ def test_heldout_fraction_holding_out_every_unit(lab):
 def test_too_few_trials_names_the_stage(make_nwb):
     nwb = recording(make_nwb, trials=regular_trials(2, split=["train", "train"]))
     fails(nwb, "split", "train_lfads needs at least 1 valid trials for the validation loss",
-          "at most 2 train and 0 valid")
+          "at most 2 train, 0 valid and 0 test")
     message = fails(nwb, "valid_fraction", "train_lfads", split="random")
     assert "dropped: none" in message
 
 
-def test_decoding_needs_folds_of_trials(make_nwb):
+def test_decoding_needs_training_trials_for_its_inner_folds(make_nwb):
     t = np.arange(0, 6, 1e-3)
-    trials = regular_trials(4, split=["train", "train", "train", "val"])
+    trials = regular_trials(4, split=["train", "train", "val", "val"])
     nwb = recording(make_nwb, trials=trials, behavior={"hand_vel": np.sin(t)[:, None]})
-    check_dataset("lab", settings_for(nwb), SHEET, CONFIG)  # no behaviour: 4 trials suffice
-    fails(nwb, "nwb", "decode_behavior needs at least 5 trials", "evaluation.decoding.n_folds",
-          behavior="hand_vel")
+    check_dataset("lab", settings_for(nwb), SHEET, CONFIG)  # no behaviour: 2 training trials suffice
+    fails(nwb, "split", "decode_behavior needs at least 3 train trials",
+          "evaluation.decoding.inner_folds", behavior="hand_vel")
+
+
+def test_test_trials_asked_for_but_none_left(make_nwb):
+    nwb = recording(make_nwb, trials=regular_trials(4, split=["train", "val"] * 2))
+    fails(nwb, "test_fraction", "evaluate needs at least 1 test trials", test_fraction=0.05)
 
 
 def test_minimum_trials_follow_the_decoding_config():
-    config = {"evaluation": {"decoding": {"n_folds": 5, "inner_folds": 3}}}
+    config = {"evaluation": {"decoding": {"inner_folds": 3}}}
     needs = {(stage, which): n for stage, which, n, _ in
              minimum_trials({"behavior": "hand_vel"}, config)}
-    assert needs[("decode_behavior", "all")] == 5  # training folds of 4 >= 3 inner folds
-    assert needs[("evaluate", "train")] == 3 and needs[("train_lfads", "valid")] == 1
-    config["evaluation"]["decoding"] = {"n_folds": 2, "inner_folds": 4}
-    needs = {(s, w): n for s, w, n, _ in minimum_trials({"behavior": "x"}, config)}
-    assert needs[("decode_behavior", "all")] == 8  # 8 - 4 = 4 trials in each training fold
-    assert ("decode_behavior", "all") not in {(s, w) for s, w, _, _ in
-                                               minimum_trials({"behavior": ""}, config)}
+    assert needs[("decode_behavior", "train")] == 3 and needs[("train_lfads", "valid")] == 1
+    assert ("evaluate", "test") not in needs
+    config["evaluation"]["decoding"] = {"inner_folds": 4}
+    needs = {(s, w): n for s, w, n, _ in minimum_trials({"behavior": "x", "test_fraction": 0.2}, config)}
+    assert needs[("decode_behavior", "train")] == 4 and needs[("evaluate", "test")] == 1
+    assert ("decode_behavior", "train") not in {(s, w) for s, w, _, _ in
+                                                 minimum_trials({"behavior": ""}, config)}
 
 
 def test_windows_leaving_every_trial_can_be_dropped(lab):

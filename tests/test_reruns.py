@@ -65,11 +65,11 @@ def test_device_or_posterior_batch_changes_retrain_nothing(tiny_run, overlay):
         assert "sample_posterior" in planned  # the batches set the order of the random draws
 
 
-def test_a_decoding_change_reruns_decoding_figures_and_summary_only(tiny_run):
+def test_an_evaluation_change_reruns_scores_figures_and_summary_only(tiny_run):
     work, _ = tiny_run
-    planned = planned_rules(work, {"evaluation": {"decoding": {"n_folds": 4}}})
-    assert {"decode_behavior", "plot_decoding", "plot_metrics", "summary"} <= planned
-    assert planned <= {"decode_behavior", "plot_decoding", "plot_metrics", "summary"} | ALWAYS
+    planned = planned_rules(work, {"evaluation": {"n_bootstrap": 50}})
+    scoring = {"evaluate", "decode_behavior", "plot_decoding", "plot_metrics", "summary"}
+    assert scoring <= planned and planned <= scoring | ALWAYS
 
 
 def test_every_result_traces_back_to_the_recording(tiny_run):
@@ -112,8 +112,8 @@ def test_files_get_the_users_umask(tiny_run):
 def test_new_data_trains_a_new_model(tmp_path):
     """Change the sheet's seed (random split): alignment writes other trials, and training
     starts afresh instead of resuming the finished checkpoint of the old data."""
-    sheet = TINY_SHEET.replace("\tfp_bins\n", "\tfp_bins\tsplit\tseed\n").replace(
-        "\t10\n", "\t10\trandom\t{seed}\n")
+    header, row = TINY_SHEET.strip().split("\n")
+    sheet = f"{header}\tsplit\tseed\n{row}\trandom\t{{seed}}\n"
     work = workflow_dir(tmp_path, sheet.format(seed=1), tiny_config())
     target = "results/tiny/lfads/default/model.pt"
     run_snakemake(work, target)

@@ -326,3 +326,34 @@ def test_sigterm_stops_with_a_checkpoint_and_the_rerun_resumes(dataset, tmp_path
     b = torch.load(tmp_path / "whole" / "model.pt", weights_only=False)["state_dict"]
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert os.path.exists(run_dir / "train_log.csv") and len(read_log(run_dir / "train_log.csv")) == 12
+
+
+def test_training_and_its_choices_never_read_the_test_trials(dataset, tmp_path):
+    """Two inputs with the same train and valid trials but other test trials (real counts in
+    one, NaN of another trial count in the other) train to the same weights, log and smoothed
+    validation loss, the number sweeps and PBT rank models by; posterior sampling, which does
+    read them, samples the test trials."""
+    import shutil
+
+    path = dataset[0]
+    results = []
+    for name, test in (("counts", np.ones((7, T + FP, N_IN + N_OUT), np.int32)),
+                       ("nan", np.full((3, T + FP, N_IN + N_OUT), np.nan, np.float32))):
+        data = tmp_path / f"{name}.h5"
+        shutil.copy(path, data)
+        with h5py.File(data, "a") as f:
+            f["test_encod_data"] = test[:, :T, :N_IN]
+            f["test_recon_data"] = test
+            f["test_inds"] = np.arange(len(test), dtype=np.int64) + 1000
+        results.append(train(data, tmp_path / name, tiny_model(), tiny_train(max_epochs=3), device="cpu"))
+    a, b = (torch.load(r.model_path, weights_only=False)["state_dict"] for r in results)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "time_s"} for r in rows]  # noqa: E731
+    assert strip(read_log(results[0].log_path)) == strip(read_log(results[1].log_path))
+    assert results[0].best_metric == results[1].best_metric
+    assert load_lfads_h5(tmp_path / "nan.h5").test is None  # training's loader leaves them
+    post = run_posterior(results[0].model_path, tmp_path / "counts.h5", tmp_path / "posterior.h5",
+                         n_samples=2)
+    assert post["test_rates"].shape == (7, T + FP, N_IN + N_OUT)
+    assert post["test_inds"].tolist() == list(range(1000, 1007))

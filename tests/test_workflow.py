@@ -39,8 +39,9 @@ def test_data_stages_run_end_to_end(tiny_run):
     work, _ = tiny_run
     out = work / "results" / "tiny"
     with h5py.File(out / "lfads_input.h5", "r") as h5:
-        n_train, n_valid = len(h5["train_inds"]), len(h5["valid_inds"])
-        assert n_train + n_valid == 20
+        n_train, n_valid, n_test = (len(h5[f"{s}_inds"]) for s in ("train", "valid", "test"))
+        assert (n_train, n_valid, n_test) == (12, 4, 4)  # the sheet's test_fraction 0.2
+        assert h5["test_recon_data"].shape == (n_test, 150, 30)
         assert h5["train_encod_data"].shape[1:] == (140, 24)  # 20% of 30 held out
         assert h5["train_recon_data"].shape[1:] == (150, 30)
         assert h5["train_behavior"].shape == (n_train, 140, 2)
@@ -65,7 +66,7 @@ def test_lfads_stages_train_and_sample(tiny_run):
     assert resolved["model"]["fac_dim"] == 4 and resolved["device"] == "cpu"
     with h5py.File(run / "posterior.h5", "r") as post, \
             h5py.File(work / "results" / "tiny" / "lfads_input.h5", "r") as data:
-        for split in ("train", "valid"):
+        for split in ("train", "valid", "test"):
             n = len(data[f"{split}_inds"])
             assert post[f"{split}_rates"].shape == (n, 150, 30)
             assert post[f"{split}_factors"].shape == (n, 150, 4)
@@ -152,16 +153,25 @@ def test_factors_metrics_decoding_and_figures(tiny_run):
 
     exported = read_factors_nwb(out / "factors.nwb")
     meta = json.loads((out / "lfads_input.json").read_text())
-    assert sorted(set(exported["valid_trial_ids"])) == sorted(meta["trial_ids"]["valid"])
+    for split in ("valid", "test"):
+        assert sorted(set(exported[f"{split}_trial_ids"])) == sorted(meta["trial_ids"][split])
+    splits = exported["trials"].set_index("source_trial_id")["lfads_split"]
+    assert sorted(splits[splits == "test"].index) == sorted(meta["trial_ids"]["test"])
     import pandas as pd
 
     metrics = pd.read_csv(out / "metrics.tsv", sep="\t")
     assert {"lfads", "smoothing"} <= set(metrics["method"])
     assert {"co-bps", "fp-bps", "vel R2", "psth R2", "rate R2 (truth)"} <= set(metrics["metric"])
+    for split, seen in (("valid", "early stopping; learning-rate plateau"), ("test", "none")):
+        rows = metrics[metrics["split"] == split]  # every metric on both splits, each named
+        assert set(rows["metric"]) == set(metrics["metric"]) and (rows["seen_by"] == seen).all()
     decoding = pd.read_csv(out / "decoding" / "scores.tsv", sep="\t")
     assert {"lfads_rates", "lfads_factors", "smoothed_spikes", "binned_spikes"} <= \
         set(decoding["method"])
-    assert decoding.groupby("method")["fold"].nunique().eq(5).all()
+    assert all(sorted(v) == ["test", "valid"] for v in decoding.groupby("method")["split"].unique())
+    summary = pd.read_csv(out / "decoding" / "summary.tsv", sep="\t")
+    assert (summary["split"] == "test").all() and (summary["seen_by"] == "none").all()
+    assert (summary["n_trials"] == 4).all() and summary["r2_sem"].notna().all()
 
 
 def test_report_builds(tiny_run):

@@ -1,8 +1,9 @@
-"""Ridge-regression decoding of behaviour with trial-wise cross-validation.
+"""Ridge-regression decoding of behaviour: fitted on the training trials, scored on others.
 
-Arrays are trials x time bins x channels. No bin of a test trial is ever in its training
-fold; the ridge penalty is chosen by cross-validation inside the training trials only, and
-features are standardised with training-fold statistics only.
+Arrays are trials x time bins x channels. A decoder is fitted on the training trials alone:
+its ridge penalty is chosen by trial-wise cross-validation inside them and its features are
+standardised with their statistics. It is then scored on the validation and test trials;
+the standard error of a score is a bootstrap over the scored trials.
 """
 
 from __future__ import annotations
@@ -73,40 +74,55 @@ def fit_ridge(x_train: np.ndarray, y_train: np.ndarray, alphas, inner_folds: int
     return ridge_fits(x_train, y_train, [alpha])[0], alpha
 
 
-def decode_behavior(features: dict[str, np.ndarray], behavior: np.ndarray,
-                    target_names: list[str], n_folds: int = 5, lag_bins: int = 0,
-                    alphas=tuple(np.logspace(-3, 4, 8)), seed: int = 0, inner_folds: int = 3
-                    ) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
-    """Decode behaviour from each feature set with the same trial-wise folds.
+def bootstrap_r2_sem(true: np.ndarray, predicted: np.ndarray, n_bootstrap: int, seed: int,
+                     multioutput: str = "raw_values") -> np.ndarray:
+    """Standard error of R^2 (per target, or one variance-weighted value with
+    ``multioutput="variance_weighted"``) over ``n_bootstrap`` resamplings of whole trials
+    (trials x bins x targets) with replacement; NaN with fewer than 2 trials."""
+    n = len(true)
+    width = true.shape[-1] if multioutput == "raw_values" else 1
+    if n < 2 or n_bootstrap < 2:
+        return np.full(width, np.nan)
+    rng = np.random.default_rng(seed)
+    values = np.array([np.atleast_1d(r2_score(_flat(true[k]), _flat(predicted[k]), multioutput=multioutput))
+                       for k in (rng.integers(0, n, n) for _ in range(n_bootstrap))])
+    return values.std(axis=0, ddof=1)
 
-    features: method name -> trials x bins x features; behavior: trials x bins x targets.
-    Returns the tidy scores (method, target, fold, r2, alpha; target "all" is the
-    variance-weighted R^2 over all targets) and the out-of-fold predictions per method
-    (trials x bins x targets; the first ``lag_bins`` bins are NaN).
+
+def decode_behavior(features: dict[str, dict[str, np.ndarray]], behavior: dict[str, np.ndarray],
+                    target_names: list[str], lag_bins: int = 0, alphas=tuple(np.logspace(-3, 4, 8)),
+                    seed: int = 0, inner_folds: int = 3, n_bootstrap: int = 200, bootstrap_seed: int = 0
+                    ) -> tuple[pd.DataFrame, dict[str, dict[str, np.ndarray]]]:
+    """Decode behaviour from each feature set: fitted on the ``train`` trials, scored on every
+    other split given.
+
+    features: method -> split -> trials x bins x features; behavior: split -> trials x bins x
+    targets (``train`` and the scored splits). Returns the tidy scores (method, target, split,
+    r2, r2_sem, n_trials, alpha; target "all" is the variance-weighted R^2 over all targets,
+    r2_sem a bootstrap over the scored trials seeded by ``bootstrap_seed``; ``seed``: the inner
+    folds that choose the penalty) and the predictions per
+    method and scored split (trials x bins x targets; the first ``lag_bins`` bins are NaN).
     """
+    scored = [split for split in behavior if split != "train"]
     rows, predictions = [], {}
-    folds = trial_folds(len(behavior), n_folds, seed)
-    for method, x in features.items():
-        x, y = lagged(x, behavior, lag_bins)
-        out = np.full(behavior.shape, np.nan)
-        for fold, (train, test) in enumerate(folds):
-            predict, alpha = fit_ridge(x[train], y[train], alphas, inner_folds, seed)
-            predicted = predict(x[test])
-            out[test, lag_bins:] = predicted
-            per_target = r2_score(_flat(y[test]), _flat(predicted), multioutput="raw_values")
-            for name, r2 in zip(target_names, per_target):
-                rows.append((method, name, fold, float(r2), alpha))
-            rows.append((method, "all", fold, float(r2_score(
-                _flat(y[test]), _flat(predicted), multioutput="variance_weighted")), alpha))
-        predictions[method] = out
-    scores = pd.DataFrame(rows, columns=["method", "target", "fold", "r2", "alpha"])
+    for method, by_split in features.items():
+        x, y = lagged(by_split["train"], behavior["train"], lag_bins)
+        predict, alpha = fit_ridge(x, y, alphas, inner_folds, seed)
+        predictions[method] = {}
+        for split in scored:
+            x, y = lagged(by_split[split], behavior[split], lag_bins)
+            predicted = predict(x)
+            out = np.full(behavior[split].shape, np.nan)
+            out[:, lag_bins:] = predicted
+            predictions[method][split] = out
+            per_target = r2_score(_flat(y), _flat(predicted), multioutput="raw_values")
+            sems = bootstrap_r2_sem(y, predicted, n_bootstrap, bootstrap_seed)
+            for name, r2, sem in zip(target_names, per_target, sems):
+                rows.append((method, name, split, float(r2), float(sem), len(y), alpha))
+            rows.append((method, "all", split,
+                         float(r2_score(_flat(y), _flat(predicted), multioutput="variance_weighted")),
+                         float(bootstrap_r2_sem(y, predicted, n_bootstrap, bootstrap_seed,
+                                                "variance_weighted")[0]),
+                         len(y), alpha))
+    scores = pd.DataFrame(rows, columns=["method", "target", "split", "r2", "r2_sem", "n_trials", "alpha"])
     return scores, predictions
-
-
-def summarize_scores(scores: pd.DataFrame) -> pd.DataFrame:
-    """Mean, standard deviation and standard error of R^2 over folds, per method and target."""
-    grouped = scores.groupby(["method", "target"], sort=False)["r2"]
-    summary = grouped.agg(["mean", "std", "count"]).reset_index()
-    summary["sem"] = summary["std"] / np.sqrt(summary["count"])
-    return summary.rename(columns={"mean": "r2_mean", "std": "r2_std", "count": "n_folds",
-                                   "sem": "r2_sem"})

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from . import metrics
-from .decoding import decode_behavior, fit_ridge, lagged
+from .decoding import bootstrap_r2_sem, decode_behavior, fit_ridge, lagged
 from ..values import ms_to_bins
 from .ground_truth import latent_r2, rate_r2, smooth_spikes
 
@@ -26,108 +26,146 @@ def load_arrays(path) -> dict[str, np.ndarray]:
     return arrays
 
 
+def scored_splits(data: dict) -> list[str]:
+    """The splits scores are computed on: valid, and test where ``data`` has test trials."""
+    return ["valid"] + (["test"] if "test_encod_data" in data else [])
+
+
+def headline_split(data: dict) -> str:
+    """The split a dataset's reported scores come from: test where there are test trials
+    (no training or selection saw them), else valid."""
+    return scored_splits(data)[-1]
+
+
+def seen_by(split: str, selections: tuple[str, ...]) -> str:
+    """What chose anything on a split's trials: ``selections`` for the validation trials (the
+    kept epoch, the learning-rate schedule, a sweep's or PBT's choice), ``none`` for test."""
+    return "; ".join(selections) if split == "valid" and selections else "none"
+
+
 def evaluate(data: dict, posterior: dict, smoothing_sigma_ms: float, psth_sigma_ms: float,
-             decoding: dict) -> pd.DataFrame:
-    """Tidy table (method, metric, value, err) of the validation trials' scores."""
+             decoding: dict, selections: tuple[str, ...] = (), n_bootstrap: int = 0,
+             seed: int = 0) -> pd.DataFrame:
+    """Tidy table (method, metric, split, value, err, n_trials, seen_by) of the scores on the
+    validation trials and, where there are any, the test trials; ``err``: the standard error
+    over ``n_bootstrap`` resamplings of the trials (``seed``) of co-bps, fp-bps and vel R^2
+    (NaN for the others); ``seen_by`` names the choices that read a split's trials
+    (``selections`` for valid, ``none`` for test)."""
     attrs = data["attrs"]
     bin_width_s = float(attrs["bin_width_s"])
     n_in, fp = int(attrs["n_heldin"]), int(attrs["fp_bins"])
     n_window = data["valid_encod_data"].shape[1]
-    spikes = data["valid_recon_data"]
-    rates = posterior["valid_rates"]
+    splits = scored_splits(data)
+    smoothing_bins = ms_to_bins(smoothing_sigma_ms, bin_width_s)
     # NLB's smoothing baseline, fitted once on the training trials and applied to every trial
-    # (validation trials for the metrics, training trials for the velocity decoder's fit)
-    n_train = len(data["train_encod_data"])
-    smooth_all = np.concatenate(metrics.smoothing_baseline(
+    order = ["train"] + splits
+    smooth = np.concatenate(metrics.smoothing_baseline(
         data["train_encod_data"], data["train_recon_data"][:, :n_window, n_in:],
-        np.concatenate([data["train_encod_data"], data["valid_encod_data"]]),
-        ms_to_bins(smoothing_sigma_ms, bin_width_s)), axis=2)
-    methods = {"lfads": rates[:, :n_window], "smoothing": smooth_all[n_train:]}
-    if "valid_truth_rates" in data:  # simulated data: the true rates give each metric's ceiling
-        methods["truth"] = data["valid_truth_rates"][:, :n_window]
-    rows = []
-
-    def add(method, metric, value):
-        rows.append((method, metric, float(value), np.nan))
-
+        np.concatenate([data[f"{s}_encod_data"] for s in order]), smoothing_bins), axis=2)
+    smooth = dict(zip(order, np.split(smooth, np.cumsum([len(data[f"{s}_encod_data"]) for s in order])[:-1])))
     # PSTHs from every trial of the dataset, on the held-out neurons (all neurons if none)
-    psth_neurons = slice(n_in, None) if spikes.shape[2] > n_in else slice(None)
-    all_spikes = np.concatenate([data["train_recon_data"], spikes])[:, :n_window, psth_neurons]
-    all_conditions = np.concatenate([data["train_cond_idx"], data["valid_cond_idx"]])
-    for method, r in methods.items():
-        if spikes.shape[2] > n_in:
-            add(method, "co-bps", metrics.co_bps(r[:, :, n_in:], spikes[:, :n_window, n_in:]))
-        if len(np.unique(all_conditions)) > 1:
-            add(method, "psth R2", metrics.psth_r2(r[:, :, psth_neurons], data["valid_cond_idx"],
-                                                   all_spikes, all_conditions,
-                                                   ms_to_bins(psth_sigma_ms, bin_width_s)))
-    if fp:
-        add("lfads", "fp-bps", metrics.fp_bps(rates[:, n_window:], spikes[:, n_window:]))
-    if "valid_behavior" in data:
+    has_heldout = data["valid_recon_data"].shape[2] > n_in
+    psth_neurons = slice(n_in, None) if has_heldout else slice(None)
+    all_spikes = np.concatenate([data[f"{s}_recon_data"] for s in order])[:, :n_window, psth_neurons]
+    all_conditions = np.concatenate([data[f"{s}_cond_idx"] for s in order])
+    decoders = {}
+    if "train_behavior" in data:  # vel R^2: one ridge decoder per method, fitted on the training trials
         lag = int(round(ms_to_bins(decoding["lag_ms"], bin_width_s)))
-        train_rates = {"lfads": posterior["train_rates"][:, :n_window],
-                       "smoothing": smooth_all[:n_train]}
+        for method, train_rates in (("lfads", posterior["train_rates"][:, :n_window]),
+                                    ("smoothing", smooth["train"])):
+            x, y = lagged(train_rates, data["train_behavior"], lag)
+            decoders[method] = fit_ridge(x, y, decoding["alphas"], decoding["inner_folds"], decoding["seed"])[0]
+    rows = []
+    for split in splits:
+        n_trials = len(data[f"{split}_encod_data"])
+
+        def add(method, metric, value, err=np.nan):
+            rows.append((method, metric, split, float(value), float(err), n_trials, seen_by(split, selections)))
+
+        def bps(metric, method, rates, spikes):
+            add(method, metric, metrics.bits_per_spike(rates, spikes),
+                metrics.bits_per_spike_sem(rates, spikes, n_bootstrap, seed))
+
+        spikes = data[f"{split}_recon_data"]
+        rates = posterior[f"{split}_rates"]
+        methods = {"lfads": rates[:, :n_window], "smoothing": smooth[split]}
+        if f"{split}_truth_rates" in data:  # simulated data: the true rates give each metric's ceiling
+            methods["truth"] = data[f"{split}_truth_rates"][:, :n_window]
         for method, r in methods.items():
-            if method == "truth":
-                continue
-            x, y = lagged(train_rates[method], data["train_behavior"], lag)
-            predict, _ = fit_ridge(x, y, decoding["alphas"], decoding["inner_folds"],
-                                   decoding["seed"])
-            x_valid, y_valid = lagged(r, data["valid_behavior"], lag)
-            add(method, "vel R2", metrics.velocity_r2(predict(x_valid), y_valid))
-    if "valid_truth_rates" in data:
-        add("lfads", "rate R2 (truth)", rate_r2(rates, data["valid_truth_rates"]))
-        add("smoothing", "rate R2 (truth)",
-            rate_r2(smooth_spikes(spikes, ms_to_bins(smoothing_sigma_ms, bin_width_s)),
-                    data["valid_truth_rates"]))
-        add("lfads", "latent R2 (truth)", latent_r2(
-            posterior["train_factors"], data["train_truth_latents"], posterior["valid_factors"],
-            data["valid_truth_latents"]))
-    return pd.DataFrame(rows, columns=["method", "metric", "value", "err"])
+            if has_heldout:
+                bps("co-bps", method, r[:, :, n_in:], spikes[:, :n_window, n_in:])
+            if len(np.unique(all_conditions)) > 1:
+                add(method, "psth R2", metrics.psth_r2(r[:, :, psth_neurons], data[f"{split}_cond_idx"],
+                                                       all_spikes, all_conditions,
+                                                       ms_to_bins(psth_sigma_ms, bin_width_s)))
+        if fp:
+            bps("fp-bps", "lfads", rates[:, n_window:], spikes[:, n_window:])
+        for method, predict in decoders.items():
+            x, y = lagged(methods[method], data[f"{split}_behavior"], lag)
+            predicted = predict(x)
+            add(method, "vel R2", metrics.velocity_r2(predicted, y),
+                bootstrap_r2_sem(y, predicted, n_bootstrap, seed, "variance_weighted")[0])
+        if f"{split}_truth_rates" in data:
+            truth = data[f"{split}_truth_rates"]
+            add("lfads", "rate R2 (truth)", rate_r2(rates, truth))
+            add("smoothing", "rate R2 (truth)", rate_r2(smooth_spikes(spikes, smoothing_bins), truth))
+            add("lfads", "latent R2 (truth)", latent_r2(
+                posterior["train_factors"], data["train_truth_latents"], posterior[f"{split}_factors"],
+                data[f"{split}_truth_latents"]))
+    return pd.DataFrame(rows, columns=["method", "metric", "split", "value", "err", "n_trials", "seen_by"])
 
 
-def decoding_features(data: dict, posterior: dict, smoothing_sigma_ms: float
-                      ) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """Feature sets of every trial (train then valid) for behaviour decoding, and the
-    behaviour: LFADS rates and factors, smoothed and binned held-in spikes."""
+def decoding_features(data: dict, posterior: dict, smoothing_sigma_ms: float, splits: list[str]
+                      ) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, np.ndarray]]:
+    """Feature sets of the trials of each split, for behaviour decoding (method -> split ->
+    trials x bins x features: LFADS rates and factors, smoothed and binned held-in spikes),
+    and the behaviour of each split."""
     n_window = data["valid_encod_data"].shape[1]
-    bin_width_s = float(data["attrs"]["bin_width_s"])
-
-    def both(source, key, bins=n_window):
-        return np.concatenate([source[f"train_{key}"][:, :bins], source[f"valid_{key}"][:, :bins]])
-
-    spikes = both(data, "encod_data").astype(np.float64)
-    features = {"lfads_rates": both(posterior, "rates"), "lfads_factors": both(posterior, "factors"),
-                "smoothed_spikes": smooth_spikes(spikes,
-                                                 ms_to_bins(smoothing_sigma_ms, bin_width_s)),
-                "binned_spikes": spikes}
-    return features, both(data, "behavior")
+    sigma = ms_to_bins(smoothing_sigma_ms, float(data["attrs"]["bin_width_s"]))
+    features = {"lfads_rates": {}, "lfads_factors": {}, "smoothed_spikes": {}, "binned_spikes": {}}
+    for split in splits:
+        spikes = data[f"{split}_encod_data"].astype(np.float64)
+        features["lfads_rates"][split] = posterior[f"{split}_rates"][:, :n_window]
+        features["lfads_factors"][split] = posterior[f"{split}_factors"][:, :n_window]
+        features["smoothed_spikes"][split] = smooth_spikes(spikes, sigma)
+        features["binned_spikes"][split] = spikes
+    return features, {split: data[f"{split}_behavior"] for split in splits}
 
 
-def decode_dataset(data: dict, posterior: dict, smoothing_sigma_ms: float, decoding: dict):
-    """Scores, per-fold summary and out-of-fold predictions of every decoding method."""
-    from .decoding import summarize_scores
-
-    features, behavior = decoding_features(data, posterior, smoothing_sigma_ms)
+def decode_dataset(data: dict, posterior: dict, smoothing_sigma_ms: float, decoding: dict,
+                   selections: tuple[str, ...] = (), n_bootstrap: int = 0, seed: int = 0):
+    """Every decoding method fitted on the training trials and scored on the validation and
+    test trials (``n_bootstrap`` resamplings of them, seeded by ``seed``, for each score's standard
+    error): ``(scores, summary, predictions, behavior, columns, split)`` with ``scores``
+    every split's rows, ``summary`` those of the headline split (:func:`headline_split`),
+    ``predictions`` (method -> trials x bins x targets) and ``behavior`` that split's."""
+    splits = ["train"] + scored_splits(data)
+    features, behavior = decoding_features(data, posterior, smoothing_sigma_ms, splits)
     columns = [str(c) for c in data["attrs"]["behavior_columns"]]
     lag = int(round(ms_to_bins(decoding["lag_ms"], float(data["attrs"]["bin_width_s"]))))
-    scores, predictions = decode_behavior(features, behavior, columns, decoding["n_folds"], lag,
-                                          decoding["alphas"], decoding["seed"],
-                                          decoding["inner_folds"])
-    return scores, summarize_scores(scores), predictions, behavior, columns
+    scores, predictions = decode_behavior(features, behavior, columns, lag, decoding["alphas"],
+                                          decoding["seed"], decoding["inner_folds"], n_bootstrap, seed)
+    scores["seen_by"] = [seen_by(split, selections) for split in scores["split"]]
+    split = headline_split(data)
+    summary = scores[scores["split"] == split].drop(columns="alpha").reset_index(drop=True)
+    return scores, summary, {m: p[split] for m, p in predictions.items()}, behavior[split], columns, split
 
 
 def method_scores(metrics_table: pd.DataFrame,
                   decoding_summary: pd.DataFrame | None = None) -> pd.DataFrame:
-    """One tidy table (dataset, method, metric, value, err) of a ``metrics.tsv`` and, where
-    given, the all-targets rows of a decoding ``summary.tsv`` as metric "decoding R2" (value:
-    mean R^2 over folds, err: its standard error). Either table may hold several datasets."""
-    columns = ["dataset", "method", "metric", "value", "err"]
-    table = metrics_table[columns]
+    """One tidy table (dataset, method, metric, split, value, err, seen_by) of each dataset's
+    headline scores: the rows of a ``metrics.tsv`` on its headline split (test where it has
+    test trials, else valid) and, where given, the all-targets rows of a decoding
+    ``summary.tsv`` as metric "decoding R2" (value: R^2, err: its bootstrap standard error).
+    Either table may hold several datasets."""
+    columns = ["dataset", "method", "metric", "split", "value", "err", "seen_by"]
+    headline = metrics_table.groupby("dataset")["split"].transform(lambda s: "test" if (s == "test").any()
+                                                                   else "valid")
+    table = metrics_table.loc[metrics_table["split"] == headline, columns]
     if decoding_summary is not None and len(decoding_summary):
         decoding = decoding_summary[decoding_summary["target"] == "all"]
         table = pd.concat([table, pd.DataFrame({
             "dataset": decoding["dataset"], "method": decoding["method"],
-            "metric": "decoding R2", "value": decoding["r2_mean"],
-            "err": decoding["r2_sem"]})], ignore_index=True)
+            "metric": "decoding R2", "split": decoding["split"], "value": decoding["r2"],
+            "err": decoding["r2_sem"], "seen_by": decoding["seen_by"]})], ignore_index=True)
     return table.reset_index(drop=True)

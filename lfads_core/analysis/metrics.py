@@ -39,6 +39,34 @@ def bits_per_spike(rates: np.ndarray, spikes: np.ndarray) -> float:
     return gain / (n_spikes * np.log(2))
 
 
+def bits_per_spike_sem(rates: np.ndarray, spikes: np.ndarray, n_bootstrap: int, seed: int) -> float:
+    """Standard error of :func:`bits_per_spike` over ``n_bootstrap`` resamplings of whole
+    trials with replacement (the null rate refitted on each resample); NaN with fewer than 2
+    trials or resamplings. From per-trial, per-neuron sums, so a resample costs trials x
+    neurons, not the whole array."""
+    n = len(spikes)
+    if n < 2 or n_bootstrap < 2:
+        return float("nan")
+    spikes = np.asarray(spikes, dtype=np.float64)
+    ok = np.isfinite(spikes)
+    k = np.where(ok, spikes, 0.0)
+    r = np.maximum(np.asarray(rates, dtype=np.float64), _RATE_FLOOR)
+    model = np.sum(np.where(ok, k * np.log(r) - r, 0.0), axis=1)  # trials x neurons
+    counts, bins = k.sum(axis=1), ok.sum(axis=1)
+    log_fact = np.sum(np.where(ok, gammaln(k + 1), 0.0), axis=1)
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(n_bootstrap):
+        idx = rng.integers(0, n, n)
+        c, b = counts[idx].sum(axis=0), bins[idx].sum(axis=0)
+        if c.sum() == 0:
+            continue
+        null_rate = np.maximum(c / np.maximum(b, 1), _RATE_FLOOR)
+        gain = model[idx].sum() - np.sum(c * np.log(null_rate) - b * null_rate)
+        values.append(gain / (c.sum() * np.log(2)))  # the log k! terms cancel
+    return float(np.std(values, ddof=1)) if len(values) > 1 else float("nan")
+
+
 def co_bps(rates_heldout: np.ndarray, spikes_heldout: np.ndarray) -> float:
     """co-bps: bits per spike of the held-out neurons over the window."""
     return bits_per_spike(rates_heldout, spikes_heldout)

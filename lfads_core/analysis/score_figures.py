@@ -65,6 +65,30 @@ def plot_decoded_behavior(true: np.ndarray, decoded: np.ndarray, bin_width_s: fl
 
 # ------------------------------------------------------------------ method comparison
 
+FLAGGED_HATCH = "////"  # bars of scores on trials that a selection saw
+
+
+def _flagged(table: pd.DataFrame) -> np.ndarray:
+    """Rows scored on trials that a choice saw (``seen_by`` other than ``none``)."""
+    if "seen_by" not in table:
+        return np.zeros(len(table), dtype=bool)
+    return (table["seen_by"].fillna("none").astype(str) != "none").to_numpy()
+
+
+def split_note(table: pd.DataFrame) -> str:
+    """Which trials a table's scores come from, for a figure: the split, and what saw it."""
+    if "split" not in table:
+        return ""
+    notes = []
+    seen_by = table["seen_by"] if "seen_by" in table else pd.Series("none", index=table.index)
+    for (split, seen), _ in table.groupby([table["split"], seen_by], sort=False):
+        if str(seen) in ("none", "nan"):
+            notes.append(f"{split} trials (no training or selection saw them)")
+        else:
+            notes.append(f"{split} trials (hatched: seen by {seen})")
+    return "Scored on " + "; ".join(notes)
+
+
 @paper_style
 def plot_method_comparison(table: pd.DataFrame, out_stem: str | Path,
                            return_figure: bool = False) -> SavedFigure:
@@ -93,7 +117,10 @@ def plot_method_comparison(table: pd.DataFrame, out_stem: str | Path,
         x = np.arange(len(shown))
         values = rows.loc[shown, "value"].to_numpy(dtype=float)
         errs = rows.loc[shown, "err"].to_numpy(dtype=float)
-        ax.bar(x, np.nan_to_num(values), color=[colors[m] for m in shown], width=0.7)
+        bars = ax.bar(x, np.nan_to_num(values), color=[colors[m] for m in shown], width=0.7)
+        for bar, flagged in zip(bars, _flagged(rows.loc[shown])):
+            if flagged:
+                bar.set_hatch(FLAGGED_HATCH)
         has_err = np.isfinite(errs) & np.isfinite(values)
         if has_err.any():
             ax.errorbar(x[has_err], values[has_err], yerr=errs[has_err], fmt="none",
@@ -104,6 +131,9 @@ def plot_method_comparison(table: pd.DataFrame, out_stem: str | Path,
         ax.set_ylabel(metric)
         ax.set_xlabel("Method")
         ax.axhline(0, color="k", lw=0.5)
+    note = split_note(table)
+    if note:
+        fig.suptitle(note, fontsize=7)
     return save_figure(fig, out_stem, return_figure)
 
 
@@ -138,13 +168,17 @@ def plot_dataset_summary(table: pd.DataFrame, out_stem: str | Path,
             values = by_dataset["value"].to_numpy(dtype=float)
             errs = by_dataset["err"].to_numpy(dtype=float)
             pos = x + (i - (len(present) - 1) / 2) * width
-            ax.bar(pos[shown], np.nan_to_num(values[shown]), width, color=colors[method],
-                   label=method)
+            bars = ax.bar(pos[shown], np.nan_to_num(values[shown]), width, color=colors[method],
+                          label=method)
+            for bar, flagged in zip(bars, _flagged(by_dataset[shown])):
+                if flagged:
+                    bar.set_hatch(FLAGGED_HATCH)
             has_err = shown & np.isfinite(errs) & np.isfinite(values)
             if has_err.any():
                 ax.errorbar(pos[has_err], values[has_err], yerr=errs[has_err], fmt="none",
                             ecolor="k", elinewidth=0.7, capsize=1.5)
-        ax.set_xticks(x, datasets, rotation=30 if len(datasets) > 3 else 0,
+        ax.set_xticks(x, [_dataset_label(table, d) for d in datasets],
+                      rotation=30 if len(datasets) > 3 else 0,
                       ha="right" if len(datasets) > 3 else "center")
         ax.set_ylabel(metric)
         ax.axhline(0, color="k", lw=0.5)
@@ -156,30 +190,41 @@ def plot_dataset_summary(table: pd.DataFrame, out_stem: str | Path,
             handles.setdefault(label, handle)
     fig.legend(handles.values(), handles.keys(), loc="outside lower center",
                ncol=min(len(handles), 6))
+    if "split" in table:
+        fig.suptitle("Each dataset's scores on the split under its name; hatched: validation "
+                     "trials, which model selection saw", fontsize=7)
     return save_figure(fig, out_stem, return_figure)
+
+
+def _dataset_label(table: pd.DataFrame, dataset: str) -> str:
+    """A dataset's tick label: its name and the split its scores come from."""
+    if "split" not in table:
+        return dataset
+    splits = table.loc[table["dataset"] == dataset, "split"].dropna().unique()
+    return f"{dataset}\n({', '.join(map(str, splits))})"
 
 
 # ------------------------------------------------------------------ latents vs truth
 
 @paper_style
 def plot_latents_vs_truth(factors_train: np.ndarray, latents_train: np.ndarray,
-                          factors_valid: np.ndarray, latents_valid: np.ndarray,
+                          factors_scored: np.ndarray, latents_scored: np.ndarray,
                           bin_width_s: float, out_stem: str | Path, n_trials: int = 3,
-                          return_figure: bool = False) -> SavedFigure:
+                          split: str = "valid", return_figure: bool = False) -> SavedFigure:
     """True latents (solid) and their affine prediction from the factors (dashed) for the
-    first ``n_trials`` validation trials, one panel per latent dimension; the panel title
-    gives that dimension's R^2 over all validation trials and bins.
+    first ``n_trials`` trials of the scored ``split``, one panel per latent dimension; the
+    panel title gives that dimension's R^2 over all the split's trials and bins.
 
     factors_*: trials x time bins x factors; latents_*: trials x time bins x latents (same
     trials and bins). The map is fitted on the training trials only.
     """
-    for f, z, split in ((factors_train, latents_train, "train"),
-                        (factors_valid, latents_valid, "valid")):
+    for f, z, name in ((factors_train, latents_train, "train"),
+                       (factors_scored, latents_scored, split)):
         if f.ndim != 3 or z.ndim != 3 or f.shape[:2] != z.shape[:2]:
-            raise ValueError(f"{split}: factors {f.shape} and latents {z.shape} must be "
+            raise ValueError(f"{name}: factors {f.shape} and latents {z.shape} must be "
                              "trials x time x dims with the same trials and bins")
-    predicted = fit_latent_map(factors_train, latents_train, factors_valid)
-    truth = np.asarray(latents_valid, dtype=float)
+    predicted = fit_latent_map(factors_train, latents_train, factors_scored)
+    truth = np.asarray(latents_scored, dtype=float)
     ok = np.isfinite(truth).all(axis=-1).reshape(-1)
     r2 = r2_per_channel(predicted.reshape(-1, truth.shape[-1])[ok],
                         truth.reshape(-1, truth.shape[-1])[ok])
@@ -205,5 +250,5 @@ def plot_latents_vs_truth(factors_train: np.ndarray, latents_train: np.ndarray,
         ax.set_visible(False)
     fig.legend(loc="outside lower center", ncol=min(2 * n_show, 6))
     fig.suptitle(f"Affine map factors -> true latents (fitted on train trials); "
-                 f"mean validation R$^2$ = {np.mean(r2):.2f}")
+                 f"mean R$^2$ on the {split} trials = {np.mean(r2):.2f}")
     return save_figure(fig, out_stem, return_figure)

@@ -1,6 +1,6 @@
 """Loading ``lfads_input.h5`` (lfads-torch layout) into tensors, plus batching.
 
-File layout (per split ``train`` / ``valid``):
+File layout (per split ``train``, ``valid`` and, where there are test trials, ``test``):
 
 * ``{split}_encod_data``  int32, trials x T x n_heldin spike counts (encoder input)
 * ``{split}_recon_data``  int32, trials x (T + fp_bins) x (n_heldin + n_heldout), held-in first
@@ -8,6 +8,9 @@ File layout (per split ``train`` / ``valid``):
 * optional ``{split}_ext_input`` (trials x T' x n_ext), ``{split}_behavior``, ``{split}_cond_idx``,
   ``{split}_truth_rates`` (expected counts per bin), ``{split}_truth_latents``
 * attrs ``bin_width_s``, ``n_heldin``, ``n_heldout``, ``fp_bins``
+
+Training loads ``train`` and ``valid`` only (the default of :func:`load_lfads_h5`): the test
+trials are read by posterior sampling alone, so no training step or choice sees them.
 
 Batching is index based (data stay in one tensor, moved to the device once) and
 the shuffle order of epoch ``e`` depends only on (seed, e), so resuming at any
@@ -26,7 +29,8 @@ import torch
 
 __all__ = ["SplitData", "LFADSData", "load_lfads_h5", "SessionBatcher"]
 
-SPLITS = ("train", "valid")
+SPLITS = ("train", "valid", "test")
+TRAINING_SPLITS = ("train", "valid")  # what training reads
 
 
 @dataclass
@@ -53,6 +57,12 @@ class LFADSData:
     train: SplitData
     valid: SplitData
     attrs: dict[str, Any]
+    test: SplitData | None = None  # loaded only when asked for (posterior sampling)
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        """The splits loaded: train, valid and, if loaded and present, test."""
+        return SPLITS if self.test is not None else TRAINING_SPLITS
 
     @property
     def n_heldin(self) -> int:
@@ -75,7 +85,7 @@ class LFADSData:
         return 0 if self.train.ext_input is None else self.train.ext_input.shape[2]
 
     def split(self, name: str) -> SplitData:
-        return {"train": self.train, "valid": self.valid}[name]
+        return {"train": self.train, "valid": self.valid, "test": self.test}[name]
 
 
 def _check(path, f, name):
@@ -83,16 +93,21 @@ def _check(path, f, name):
         raise KeyError(f"{path}: missing dataset {name!r} (expected lfads-torch layout)")
 
 
-def load_lfads_h5(path: str | Path, sv_rate: float = 0.0, sv_seed: int = 0) -> LFADSData:
-    """Read an lfads_input.h5.  ``sv_rate > 0`` draws the fixed sample-validation masks."""
+def load_lfads_h5(path: str | Path, sv_rate: float = 0.0, sv_seed: int = 0,
+                  splits: tuple[str, ...] = TRAINING_SPLITS) -> LFADSData:
+    """Read an lfads_input.h5: the ``splits`` asked for (train and valid always; test where
+    asked for and the file has it; training never asks).  ``sv_rate > 0`` draws the fixed
+    sample-validation masks."""
     from .model.augmentations import SampleValidation
 
     path = Path(path)
-    splits = {}
+    loaded = {}
     with h5py.File(path, "r") as f:
         attrs = {k: (v.tolist() if isinstance(v, np.ndarray) else v.item() if hasattr(v, "item") else v)
                  for k, v in f.attrs.items()}
         for offset, s in enumerate(SPLITS):
+            if s not in TRAINING_SPLITS and (s not in splits or f"{s}_encod_data" not in f):
+                continue
             for key in ("encod_data", "recon_data", "inds"):
                 _check(path, f, f"{s}_{key}")
             encod = torch.from_numpy(np.asarray(f[f"{s}_encod_data"], dtype=np.float32))
@@ -111,11 +126,12 @@ def load_lfads_h5(path: str | Path, sv_rate: float = 0.0, sv_seed: int = 0) -> L
                 raise ValueError(f"{path}: {s}_recon_data must be at least as long and wide as {s}_encod_data")
             sv = SampleValidation(sv_rate, sv_seed)
             sv_mask = sv.make_mask(tuple(encod.shape), offset) if sv_rate > 0 else None
-            splits[s] = SplitData(encod, recon, inds, ext, sv_mask, extras)
-    tr, va = splits["train"], splits["valid"]
-    if tr.encod.shape[1:] != va.encod.shape[1:] or tr.recon.shape[1:] != va.recon.shape[1:]:
-        raise ValueError(f"{path}: train and valid shapes differ")
-    return LFADSData(tr, va, attrs)
+            loaded[s] = SplitData(encod, recon, inds, ext, sv_mask, extras)
+    tr = loaded["train"]
+    for name, other in loaded.items():
+        if tr.encod.shape[1:] != other.encod.shape[1:] or tr.recon.shape[1:] != other.recon.shape[1:]:
+            raise ValueError(f"{path}: train and {name} shapes differ")
+    return LFADSData(loaded["train"], loaded["valid"], attrs, loaded.get("test"))
 
 
 class SessionBatcher:

@@ -7,7 +7,8 @@ and generator of ``n_samples`` posterior samples run as a few larger batches of 
 with the same draws in the same order); the averages are moved to the CPU batch by batch
 (memory stays at one batch).
 
-Outputs per split (``{split}_`` prefix in the HDF5 file):
+Outputs per split (``{split}_`` prefix in the HDF5 file; train, valid and, where the input has
+them, test):
 
 * ``rates``   trials x T_r x N_r  mean predicted observation (Poisson: expected counts per bin)
 * ``factors`` trials x T_r x fac_dim
@@ -25,7 +26,7 @@ import numpy as np
 import torch
 
 from ..fileio import atomic_path
-from .data import LFADSData, SplitData, load_lfads_h5
+from .data import SPLITS, LFADSData, SplitData, load_lfads_h5
 from .checkpoint import load_model
 from .devices import select_device
 from .model import LFADS
@@ -133,16 +134,16 @@ def _sample_batch(model: LFADS, x, ext, n_samples: int, chunk: int,
 
 def sample_posterior(model: LFADS, data: LFADSData, n_samples: int = 50, batch_size: int = 128,
                      device: torch.device | str | None = None, seed: int = 0,
-                     splits: tuple[str, ...] = ("train", "valid"), method: str = "batched",
+                     splits: tuple[str, ...] | None = None, method: str = "batched",
                      sample_chunk: int | None = None, session: int = 0) -> dict[str, np.ndarray]:
-    """Posterior averages for every split -> ``{f"{split}_{key}": array}``.  Seeded.
-    ``method``, ``sample_chunk``: see :func:`sample_split`."""
+    """Posterior averages for every split (default: every split of ``data``) ->
+    ``{f"{split}_{key}": array}``.  Seeded.  ``method``, ``sample_chunk``: see :func:`sample_split`."""
     gen_state = torch.get_rng_state()
     cuda_state = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
     torch.manual_seed(seed)
     try:
         out = {}
-        for s in splits:
+        for s in splits or data.splits:
             for k, v in sample_split(model, data.split(s), n_samples, batch_size, device, method,
                                      sample_chunk, session).items():
                 out[f"{s}_{k}"] = v
@@ -175,7 +176,7 @@ def run_posterior(model_path: str | Path, input_h5: str | Path, output_h5: str |
     ``seed``."""
     dev = select_device(device)
     model, mcfg, tcfg, meta = load_model(model_path, dev)
-    data = load_lfads_h5(input_h5)
+    data = load_lfads_h5(input_h5, splits=SPLITS)
     n = n_samples or tcfg.posterior_samples
     seed = tcfg.seed if seed is None else seed
     res = sample_posterior(model, data, n, batch_size, dev, seed, session=session)

@@ -2,14 +2,19 @@
 
 Output ``lfads_input.h5`` (arrays are trials x time bins x channels):
 
-- ``{train,valid}_encod_data``: held-in units over the window (int32 counts).
-- ``{train,valid}_recon_data``: held-in then held-out units over the window plus ``fp_bins``
+- ``{split}_encod_data``: held-in units over the window (int32 counts), for each split
+  ``train``, ``valid`` and, where there are test trials, ``test``.
+- ``{split}_recon_data``: held-in then held-out units over the window plus ``fp_bins``
   forward-prediction bins (int32 counts).
-- ``{train,valid}_inds``: row of each trial in the source trials table (int64).
-- ``{train,valid}_cond_idx``: condition index of each trial (int64).
-- ``{train,valid}_behavior``: behaviour over the window (float32), if any is configured.
-- ``{train,valid}_truth_{name}``: ground truth over window + forward bins (simulated data);
+- ``{split}_inds``: row of each trial in the source trials table (int64).
+- ``{split}_cond_idx``: condition index of each trial (int64).
+- ``{split}_behavior``: behaviour over the window (float32), if any is configured.
+- ``{split}_truth_{name}``: ground truth over window + forward bins (simulated data);
   rates in expected counts per bin.
+
+Splits: training reads ``train``; every choice made while training (early stopping, the
+learning-rate plateau, sweep and PBT selection) reads ``valid``; nothing in training reads
+``test``, so scores on the test trials are scores on trials no choice saw.
 - attrs: ``bin_width_s``, ``window_start_s``, ``window_end_s``, ``fp_bins``, ``n_heldin``,
   ``n_heldout``, ``source_sha256``.
 
@@ -42,6 +47,9 @@ from .intervals import TOLERANCE_S, inside_intervals
 log = logging.getLogger(__name__)
 
 OUTSIDE_TRIAL = ("warn", "drop")
+SPLITS = ("train", "valid", "test")
+#: The file's split labels (lower case) of each split under ``split: file``: NLB's by default.
+DEFAULT_SPLIT_LABELS = "train=train; valid=val,valid; test=test"
 BLOCK_ENTRIES = 1 << 24  # counts per block of trials written at once
 
 
@@ -56,6 +64,8 @@ class AlignSettings:
     heldout: str = "file"  # "file", "none" or a fraction such as "0.2"
     split: str = "file"  # "file" or "random"
     valid_fraction: float = 0.2
+    test_fraction: float = 0.0  # of the kept trials; under split "file" drawn from the training ones
+    split_labels: str = DEFAULT_SPLIT_LABELS  # split "file": the file's labels of each split
     seed: int = 0
     condition_columns: tuple[str, ...] = ()
     outside_trial: str = "warn"  # windows leaving their trial: "warn" (keep) or "drop"
@@ -65,9 +75,18 @@ class AlignSettings:
         return cls(align_event=s["align_event"], window_start_ms=float(s["window_start_ms"]),
                    window_end_ms=float(s["window_end_ms"]), fp_bins=int(s["fp_bins"]),
                    heldout=str(s["heldout"]), split=s["split"],
-                   valid_fraction=float(s["valid_fraction"]), seed=int(s["seed"]),
+                   valid_fraction=float(s["valid_fraction"]),
+                   test_fraction=test_fraction_value(s.get("test_fraction", 0.0)),
+                   split_labels=s.get("split_labels", DEFAULT_SPLIT_LABELS), seed=int(s["seed"]),
                    condition_columns=tuple(split_list(s["condition_columns"])),
                    outside_trial=s.get("outside_trial", "warn"))
+
+
+def test_fraction_value(value) -> float:
+    """``test_fraction`` as a number: ``auto`` not resolved by the workflow (which knows
+    whether a sweep or PBT selects; :func:`lfads_core.workflow.settings.load_dataset_sheet`)
+    means no test trials."""
+    return 0.0 if value == "auto" else float(value)
 
 
 def window_bins(settings: AlignSettings, bin_width: float, where: str) -> tuple[float, int]:
@@ -96,21 +115,55 @@ def heldout_mask(units: pd.DataFrame, mode: str, seed: int) -> np.ndarray:
     return mask
 
 
-def assign_split(trials: pd.DataFrame, settings: AlignSettings, where: str) -> np.ndarray:
-    """``"train"``, ``"valid"`` or a drop reason for each (kept) trial."""
+def split_label_map(text: str, where) -> dict[str, str]:
+    """The file's split labels (lower case) -> ``train``, ``valid`` or ``test``, from
+    ``"train=train; valid=val,valid; test=test"`` (each split, ``=``, its labels)."""
+    mapping = {}
+    for part in filter(None, (p.strip() for p in text.split(";"))):
+        split, sep, labels = part.partition("=")
+        split = split.strip()
+        if not sep or split not in SPLITS:
+            raise InputDataError(where, "split_labels", f"'{part}' is not '<split>=<label>,...' with "
+                                 f"a split of {list(SPLITS)} (the default: '{DEFAULT_SPLIT_LABELS}')")
+        for label in filter(None, (x.strip().lower() for x in labels.split(","))):
+            if mapping.setdefault(label, split) != split:
+                raise InputDataError(where, "split_labels", f"label '{label}' is given to both "
+                                     f"{mapping[label]} and {split}")
+    return mapping
+
+
+def assign_split(trials: pd.DataFrame, settings: AlignSettings, where) -> np.ndarray:
+    """``"train"``, ``"valid"``, ``"test"`` or a drop reason (``split=<label>``) for each kept
+    trial.
+
+    ``random``: a seeded ``valid_fraction`` of the trials is valid and a ``test_fraction``
+    test (the valid trials are those of a split without test trials, with the same seed).
+    ``file``: the trials table's ``split`` column through ``split_labels``; trials whose label
+    maps to no split are dropped. If ``test_fraction`` > 0 and the file labels no trial as
+    test, a seeded ``test_fraction`` of all the trials is drawn from its training trials.
+    """
+    n = len(trials)
+    rng = np.random.default_rng(settings.seed)
     if settings.split == "random":
-        n = len(trials)
-        n_valid = int(round(settings.valid_fraction * n))
         labels = np.full(n, "train", dtype=object)
-        labels[np.random.default_rng(settings.seed).permutation(n)[:n_valid]] = "valid"
+        order = rng.permutation(n)
+        n_valid = int(round(settings.valid_fraction * n))
+        n_test = int(round(settings.test_fraction * n))
+        labels[order[:n_valid]] = "valid"
+        labels[order[n_valid:n_valid + n_test]] = "test"
         return labels
     if "split" not in trials:
         raise InputDataError(where, "trials.split",
                              "split is 'file' but the trials table has no split column; "
                              "set split to 'random' for this dataset")
-    names = trials["split"].astype(str).str.lower().map(
-        {"train": "train", "val": "valid", "valid": "valid"})
-    return names.fillna("split=" + trials["split"].astype(str)).to_numpy(dtype=object)
+    text = trials["split"].astype(str)
+    labels = text.str.lower().map(split_label_map(settings.split_labels, where))
+    labels = labels.fillna("split=" + text).to_numpy(dtype=object)
+    if settings.test_fraction > 0 and not np.any(labels == "test"):
+        train = np.flatnonzero(labels == "train")
+        n_test = min(len(train), int(round(settings.test_fraction * n)))
+        labels[rng.permutation(train)[:n_test]] = "test"
+    return labels
 
 
 def condition_index(trials: pd.DataFrame, columns: tuple[str, ...], where: str) -> np.ndarray:
@@ -209,7 +262,7 @@ def align_trials(binned_h5, out_h5, settings: AlignSettings, metadata_json=None)
         kept_rows = np.flatnonzero(reason == "")
         split = np.full(len(trials), "", dtype=object)
         split[kept_rows] = assign_split(trials.iloc[kept_rows], settings, source)
-        dropped_by_split = kept_rows[(split[kept_rows] != "train") & (split[kept_rows] != "valid")]
+        dropped_by_split = kept_rows[~np.isin(split[kept_rows], SPLITS)]
         reason[dropped_by_split] = split[dropped_by_split]
         conditions = condition_index(trials, settings.condition_columns, source)
 
@@ -229,24 +282,27 @@ def align_trials(binned_h5, out_h5, settings: AlignSettings, metadata_json=None)
         channel_order = np.concatenate([np.flatnonzero(~heldout), np.flatnonzero(heldout)])
         column_of_unit = np.argsort(channel_order)
         n_heldin = int((~heldout).sum())
-        rows = {name: np.flatnonzero((reason == "") & (split == name))
-                for name in ("train", "valid")}
+        rows = {name: np.flatnonzero((reason == "") & (split == name)) for name in SPLITS}
         drops = pd.Series(reason[reason != ""]).value_counts().to_dict()
-        for name, need, why in (("train", 1, "training"), ("valid", 1, "the validation loss")):
-            if len(rows[name]) < need:
-                field = "valid_fraction" if name == "valid" and settings.split == "random" \
-                    else "split"
-                raise fail(field, f"{len(rows[name])} {name} trials left of {len(trials)} "
-                           f"(drop reasons {drops}); train_lfads needs at least {need} for "
+        needs = [("train", "split", "train_lfads needs at least 1 for training"),
+                 ("valid", "valid_fraction" if settings.split == "random" else "split",
+                  "train_lfads needs at least 1 for the validation loss")]
+        if settings.test_fraction > 0:
+            needs.append(("test", "test_fraction", f"test_fraction {settings.test_fraction:g} asks "
+                          "for at least 1"))
+        for name, field, why in needs:
+            if len(rows[name]) < 1:
+                raise fail(field, f"0 {name} trials left of {len(trials)} (drop reasons {drops}); "
                            f"{why}")
+        splits = [name for name in SPLITS if len(rows[name])]  # test only where there are any
         for message in warns:
             log.warning("%s: %s", source, message)
-        all_rows = np.concatenate([rows["train"], rows["valid"]])
+        all_rows = np.concatenate([rows[name] for name in splits])
         log.info("align: counting spikes of %d units in %d windows", len(units), len(all_rows))
         entries = window_counts(src["spikes/bins"], src["spikes/unit_offsets"][()],
                                 first_bin[all_rows], n_total, column_of_unit)
-        position = {"train": np.arange(len(rows["train"])),
-                    "valid": len(rows["train"]) + np.arange(len(rows["valid"]))}
+        first_position = np.cumsum([0] + [len(rows[name]) for name in splits])
+        position = {name: first_position[k] + np.arange(len(rows[name])) for k, name in enumerate(splits)}
         attrs = {
             "bin_width_s": bin_width,
             "window_start_s": settings.window_start_ms / 1e3,
@@ -264,10 +320,8 @@ def align_trials(binned_h5, out_h5, settings: AlignSettings, metadata_json=None)
             "unit_ids": units["id"].to_numpy()[channel_order].tolist(),
             "heldout": heldout[channel_order].tolist(),
             "behavior_columns": behavior_columns,
-            "trial_ids": {name: trials["id"].to_numpy()[rows[name]].tolist()
-                          for name in ("train", "valid")},
-            "window_start_times_s": {name: win_start[rows[name]].tolist()
-                                     for name in ("train", "valid")},
+            "trial_ids": {name: trials["id"].to_numpy()[rows[name]].tolist() for name in splits},
+            "window_start_times_s": {name: win_start[rows[name]].tolist() for name in splits},
         }
         n_units = len(units)
         block = max(1, BLOCK_ENTRIES // max(1, n_total * n_units))
@@ -279,7 +333,7 @@ def align_trials(binned_h5, out_h5, settings: AlignSettings, metadata_json=None)
 
         with atomic_path(out_h5) as tmp:
             with h5py.File(tmp, "w") as out:
-                for name in ("train", "valid"):
+                for name in splits:
                     r, n = rows[name], len(rows[name])
                     recon = create(out, f"{name}_recon_data", (n, n_total, n_units), np.int32)
                     encod = create(out, f"{name}_encod_data", (n, n_window, n_heldin), np.int32)
@@ -316,6 +370,7 @@ def align_trials(binned_h5, out_h5, settings: AlignSettings, metadata_json=None)
         "trials_in_file": int(len(trials)),
         "train_trials": int(len(rows["train"])),
         "valid_trials": int(len(rows["valid"])),
+        "test_trials": int(len(rows["test"])),
         "dropped_trials": int(sum(drops.values())),
         "drop_reasons": drops,
         "windows_outside_trial": n_outside,
@@ -327,6 +382,6 @@ def align_trials(binned_h5, out_h5, settings: AlignSettings, metadata_json=None)
         "n_heldout": int(heldout.sum()),
         "spikes_in_trials": int(len(entries[0])),
     }
-    log.info("align: %d train, %d valid trials; dropped %s", summary["train_trials"],
-             summary["valid_trials"], drops or "none")
+    log.info("align: %d train, %d valid, %d test trials; dropped %s", summary["train_trials"],
+             summary["valid_trials"], summary["test_trials"], drops or "none")
     return summary

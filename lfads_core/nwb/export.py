@@ -11,7 +11,7 @@ Layout of the file written by :func:`write_factors_nwb`:
 - ``intervals/trials``: every trial of the source's trials table (same rows and order, row
   ``i`` has id ``i``, the row index that ``*_inds`` of ``lfads_input.h5`` use), with
   ``source_trial_id`` (the id in the source file) and ``lfads_split`` (``train``,
-  ``valid`` or ``none`` for trials LFADS did not see).
+  ``valid``, ``test`` or ``none`` for trials LFADS did not model).
 - ``processing/lfads``:
 
   - ``channels``: one row per LFADS channel (the column order of ``rates``): ``unit_id``
@@ -47,7 +47,7 @@ from .. import __version__
 from ..fileio import atomic_path, sha256sum
 
 MODULE = "lfads"
-SPLITS = ("train", "valid")
+SPLITS = ("train", "valid", "test")
 SERIES = {  # name -> (posterior key, unit, description)
     "factors": ("factors", "a.u.",
                 "LFADS latent factors (posterior mean over samples): the low-dimensional "
@@ -209,8 +209,9 @@ def write_factors_nwb(source_nwb: str | Path, lfads_input_json: str | Path,
 
     nwb.add_trial_column("source_trial_id", "id of the trial in the source recording's "
                          "trials table")
-    nwb.add_trial_column("lfads_split", "LFADS data split of the trial: 'train', 'valid', "
-                         "or 'none' when the trial was not modelled")
+    nwb.add_trial_column("lfads_split", "LFADS data split of the trial: 'train' (trained on), "
+                         "'valid' (read by early stopping and model selection), 'test' (seen by "
+                         "no training or selection), or 'none' when the trial was not modelled")
     for i in range(len(source_ids)):
         nwb.add_trial(start_time=trial_start[i], stop_time=trial_stop[i], id=i,
                       source_trial_id=int(source_ids[i]), lfads_split=str(used[i]))
@@ -345,7 +346,9 @@ def write_factors_h5(posterior_h5: str | Path, lfads_input_json: str | Path,
     meta = json.loads(Path(lfads_input_json).read_text())
     with h5py.File(posterior_h5, "r") as post, atomic_path(out_h5) as tmp, \
             h5py.File(tmp, "w") as out:
-        for split in ("train", "valid"):
+        for split in SPLITS:
+            if f"{split}_rates" not in post:
+                continue
             for key in ("factors", "rates", "inputs"):
                 out.create_dataset(f"{split}_{key}", data=post[f"{split}_{key}"][()],
                                    compression="gzip", compression_opts=1)

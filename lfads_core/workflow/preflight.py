@@ -13,11 +13,11 @@ Minimum trials (after every filter, window and split), from what the later stage
 
 - ``train_lfads``: 1 training trial, and 1 validation trial for the validation loss that
   drives early stopping, the learning-rate schedule and model selection.
-- ``evaluate``: 1 validation trial (every metric is scored on them); with behaviour, as many
-  training trials as ``evaluation.decoding.inner_folds`` (the vel R^2 decoder's penalty is
-  chosen by that many folds over the training trials).
-- ``decode_behavior`` (with behaviour): ``evaluation.decoding.n_folds`` trials in all, and
-  enough that every outer training fold still holds ``inner_folds`` trials.
+- ``evaluate``: 1 test trial where ``test_fraction`` asks for test trials (the metrics are
+  scored on them; else on the validation trials).
+- ``decode_behavior`` (with behaviour): as many training trials as
+  ``evaluation.decoding.inner_folds`` (the decoders' ridge penalty is chosen by that many
+  folds over the training trials).
 """
 
 from __future__ import annotations
@@ -30,29 +30,24 @@ import pandas as pd
 
 from ..errors import InputDataError
 from ..nwb import reading as nr
-from ..nwb.alignment import AlignSettings, assign_split, trial_window_flags, window_bins
+from ..nwb.alignment import (SPLITS, AlignSettings, assign_split, test_fraction_value, trial_window_flags,
+                             window_bins)
 from ..nwb.ingest import IngestSettings, read_trials, read_units, trial_drop_reasons, unit_drop_reasons
 from ..nwb.intervals import inside_intervals, intersect_intervals, merge_intervals
 from ..values import split_list
 
 
 def minimum_trials(settings: dict, config: dict) -> list[tuple[str, str, int, str]]:
-    """``(stage, "train" | "valid" | "all", n, why)``: the trials each later stage needs."""
+    """``(stage, "train" | "valid" | "test", n, why)``: the trials each later stage needs."""
     needs = [("train_lfads", "train", 1, "to train on"),
-             ("train_lfads", "valid", 1, "for the validation loss"),
-             ("evaluate", "valid", 1, "to score the metrics on")]
+             ("train_lfads", "valid", 1, "for the validation loss")]
+    if test_fraction_value(settings.get("test_fraction", 0)) > 0:
+        needs.append(("evaluate", "test", 1, "to score the metrics on (test_fraction > 0)"))
     if split_list(settings["behavior"]):
-        decoding = config["evaluation"]["decoding"]
-        k, inner = int(decoding["n_folds"]), int(decoding["inner_folds"])
-        n = max(k, 2)
-        while n - math.ceil(n / k) < inner:
-            n += 1
-        needs += [("evaluate", "train", inner,
-                   f"for the vel R^2 decoder's {inner} inner folds "
-                   "(evaluation.decoding.inner_folds)"),
-                  ("decode_behavior", "all", n,
-                   f"for {k} folds (evaluation.decoding.n_folds) whose training parts each hold "
-                   f"{inner} trials (evaluation.decoding.inner_folds)")]
+        inner = int(config["evaluation"]["decoding"]["inner_folds"])
+        needs.append(("decode_behavior", "train", inner,
+                      f"for the decoders' {inner} inner folds, which choose the ridge penalty "
+                      "(evaluation.decoding.inner_folds)"))
     return needs
 
 
@@ -157,9 +152,8 @@ def _check_file(f, nwb: Path, settings: dict, config: dict, where: str, offset_s
         reason[(reason == "") & outside] = "window outside trial"
     kept = np.flatnonzero(reason == "")
     labels = assign_split(trials.iloc[kept], align, where) if len(kept) else np.array([])
-    reason[kept] = np.where(np.isin(labels, ["train", "valid"]), "", labels)
-    counts = {"train": int(np.sum(labels == "train")), "valid": int(np.sum(labels == "valid"))}
-    counts["all"] = counts["train"] + counts["valid"]
+    reason[kept] = np.where(np.isin(labels, SPLITS), "", labels)
+    counts = {name: int(np.sum(labels == name)) for name in SPLITS}
     drops = pd.Series(reason[reason != ""]).value_counts().to_dict()
     for stage, which, need, why in minimum_trials(settings, config):
         if counts[which] >= need:
@@ -167,8 +161,8 @@ def _check_file(f, nwb: Path, settings: dict, config: dict, where: str, offset_s
         field = _short_field(which, align, drops, len(kept), need)
         raise InputDataError(
             where, field,
-            f"{stage} needs at least {need} {'' if which == 'all' else which + ' '}trials "
-            f"{why}, but at most {counts['train']} train and {counts['valid']} valid trials "
+            f"{stage} needs at least {need} {which} trials {why}, but at most "
+            f"{counts['train']} train, {counts['valid']} valid and {counts['test']} test trials "
             f"of the {len(trials)} in {nwb} are left (window {align.window_start_ms:g}.."
             f"{align.window_end_ms:g} ms + {align.fp_bins} forward bins around "
             f"'{align.align_event}', split '{align.split}'; dropped: {drops or 'none'})")
@@ -178,8 +172,10 @@ def _check_file(f, nwb: Path, settings: dict, config: dict, where: str, offset_s
 
 def _short_field(which: str, align: AlignSettings, drops: dict, n_kept: int, need: int) -> str:
     """The setting most likely at fault for too few trials."""
-    if which != "all" and n_kept >= need:
-        return "valid_fraction" if align.split == "random" else "split"
+    if n_kept >= need:
+        if which == "test":
+            return "test_fraction"
+        return "valid_fraction" if align.split == "random" and which == "valid" else "split"
     setting = {"trial_filter": "trial_filter", "window outside recording": "window_start_ms",
                "window outside obs_intervals": "window_start_ms",
                "window outside trial": "outside_trial"}

@@ -10,6 +10,9 @@ import yaml
 
 from ..errors import InputDataError
 
+#: ``test_fraction: auto`` where a sweep or PBT chooses among models on the validation trials
+AUTO_TEST_FRACTION = 0.2
+
 
 def read_schema(path: str | Path) -> dict:
     """Read a JSON schema written as YAML (the workflow's are in ``workflow/schemas/``)."""
@@ -51,12 +54,15 @@ def _convert(value: str, spec: dict):
     return value
 
 
-def load_dataset_sheet(sheet: str | Path, defaults: dict, schema: dict) -> dict[str, dict]:
+def load_dataset_sheet(sheet: str | Path, defaults: dict, schema: dict,
+                       selecting: bool = False) -> dict[str, dict]:
     """Read the dataset sheet and return ``{dataset: settings}``.
 
     Each row's non-empty cells override ``defaults``; the merged settings are validated against
     ``schema`` (the workflow's is ``workflow/schemas/datasets.schema.yaml``). Errors name the
-    sheet, the dataset and the column.
+    sheet, the dataset and the column. ``test_fraction: auto`` becomes
+    :data:`AUTO_TEST_FRACTION` where a sweep or PBT chooses among models on the validation
+    trials (``selecting``), else 0 (the validation trials then see only early stopping).
     """
     if not Path(sheet).is_file():
         raise InputDataError(sheet, "datasets", "dataset sheet not found")
@@ -88,6 +94,8 @@ def load_dataset_sheet(sheet: str | Path, defaults: dict, schema: dict) -> dict[
                 raise InputDataError(where, column, f"'{cell}' is not a valid "
                                      f"{schema['properties'][column].get('type', 'value')}")
         validate(settings, schema, where)
+        if settings.get("test_fraction") == "auto":
+            settings["test_fraction"] = AUTO_TEST_FRACTION if selecting else 0.0
         datasets[name] = settings
     if not datasets:
         raise InputDataError(sheet, "dataset", "the sheet has no rows")
@@ -118,3 +126,4 @@ def lfads_settings_for(lfads: dict, dataset: str, run: str = "default",
             raise InputDataError("config", field, f"{where}: {str(exc).strip(chr(34))}")
         merged[section] = values
     return merged
+

@@ -11,10 +11,19 @@ from lfads_core.workflow.groups import model_groups
 from lfads_core.workflow.pbt import pbt_settings
 from lfads_core.workflow.sweep import DEFAULT_RUN, SELECTED_RUN, sweep_points
 
+# Training runs per dataset: `default`, or one per point of the sweep (config lfads.sweep).
+SWEEP = sweep_points(config["lfads"].get("sweep"))
+SWEEPING = list(SWEEP) != [DEFAULT_RUN]
+# Population-based training (config lfads.pbt; None when off): generations x population
+# member jobs from the `default` run's settings, the best member of the last one `selected`.
+PBT = pbt_settings(config["lfads"].get("pbt"), config["lfads"].get("sweep"))
+# `test_fraction: auto` holds test trials out (read by no training or selection) when a sweep
+# or PBT chooses among models on the validation trials.
 DATASETS = load_dataset_sheet(
     config["datasets"],
     config["defaults"],
     read_schema(workflow.source_path("../schemas/datasets.schema.yaml")),
+    selecting=SWEEPING or PBT is not None,
 )
 # Stitching: rows with the same sheet `group` train one model (results/{group}/lfads/), each
 # row a session of it; with lfads.stitching.single_session_baseline every such row also trains
@@ -27,12 +36,6 @@ MODELS = {
     **GROUPS,
 }
 SIMULATED_DIR = "resources/simulated"
-# Training runs per dataset: `default`, or one per point of the sweep (config lfads.sweep).
-SWEEP = sweep_points(config["lfads"].get("sweep"))
-SWEEPING = list(SWEEP) != [DEFAULT_RUN]
-# Population-based training (config lfads.pbt; None when off): generations x population
-# member jobs from the `default` run's settings, the best member of the last one `selected`.
-PBT = pbt_settings(config["lfads"].get("pbt"), config["lfads"].get("sweep"))
 
 
 wildcard_constraints:
@@ -123,8 +126,18 @@ def evaluation_settings():
     return {
         "smoothing_sigma_ms": evaluation["smoothing_sigma_ms"],
         "psth_sigma_ms": evaluation["psth_sigma_ms"],
+        "n_bootstrap": evaluation["n_bootstrap"],
+        "seed": evaluation["seed"],
         "decoding": decoding,
     }
+
+
+def validation_selections():
+    """What chooses on the validation trials (the scores' `seen_by`): the kept epoch and the
+    learning-rate schedule always, and the sweep's or PBT's choice of a model."""
+    return ["early stopping", "learning-rate plateau"] + (
+        ["sweep selection"] if SWEEPING else ["PBT selection"] if PBT else []
+    )
 
 
 def nwb_file(wildcards):

@@ -5,15 +5,18 @@ from lfads_core.workflow.scripting import rule_logging
 
 with rule_logging(snakemake) as log:
     data = load_arrays(snakemake.input.data)
-    scores, summary, predictions, behavior, columns = decode_dataset(
+    scores, summary, predictions, behavior, columns, split = decode_dataset(
         data, load_arrays(snakemake.input.posterior), snakemake.params.smoothing_sigma_ms,
-        snakemake.params.decoding)
+        snakemake.params.decoding, tuple(snakemake.params.selections),
+        snakemake.params.bootstrap["n_bootstrap"], snakemake.params.bootstrap["seed"])
     for table, path in ((scores, snakemake.output.scores), (summary, snakemake.output.summary)):
         table.insert(0, "dataset", snakemake.wildcards.dataset)
         table.to_csv(path, sep="\t", index=False)
     with h5py.File(snakemake.output.predictions, "w") as f:
         f["true"] = behavior
         f["decoded"] = predictions["lfads_rates"]
+        f["inds"] = data[f"{split}_inds"]
         f.attrs.update(columns=columns, bin_width_s=data["attrs"]["bin_width_s"],
-                       window_start_s=data["attrs"]["window_start_s"], method="lfads_rates")
-    log.info("decoding R^2:\n%s", summary.to_string(index=False))
+                       window_start_s=data["attrs"]["window_start_s"], method="lfads_rates",
+                       split=split, seen_by=summary["seen_by"].iloc[0])
+    log.info("decoding R^2 (%s trials):\n%s", split, summary.to_string(index=False))

@@ -9,7 +9,8 @@ with rule_logging(snakemake) as log:
 
     def scores(posterior):
         return evaluate(data, load_arrays(posterior), settings["smoothing_sigma_ms"],
-                        settings["psth_sigma_ms"], settings["decoding"])
+                        settings["psth_sigma_ms"], settings["decoding"], tuple(snakemake.params.selections),
+                        settings["n_bootstrap"], settings["seed"])
 
     table = scores(snakemake.input.posterior)
     if "single" in snakemake.input.keys():  # a stitched session beside its own model

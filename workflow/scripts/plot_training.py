@@ -12,10 +12,12 @@ with rule_logging(snakemake) as log:
             h5py.File(snakemake.input.data, "r") as data:
         bin_width = float(data.attrs["bin_width_s"])
         start = float(data.attrs["window_start_s"])
-        spikes = data["valid_recon_data"][0]  # first validation trial, bins x channels
-        plot_raster_with_rates(spikes, post["valid_rates"][0], bin_width,
+        splits = [s for s in ("train", "valid", "test") if f"{s}_encod_data" in data]
+        shown = splits[-1]  # the first trial of the split the scores come from
+        spikes = data[f"{shown}_recon_data"][0]  # bins x channels
+        plot_raster_with_rates(spikes, post[f"{shown}_rates"][0], bin_width,
                                out.raster.removesuffix(".png"), start_s=start)
-        factors = np.concatenate([post["train_factors"][()], post["valid_factors"][()]])
-        conditions = np.concatenate([data["train_cond_idx"][()], data["valid_cond_idx"][()]])
+        factors = np.concatenate([post[f"{s}_factors"][()] for s in splits])
+        conditions = np.concatenate([data[f"{s}_cond_idx"][()] for s in splits])
         plot_factor_trajectories(factors, conditions, out.factors.removesuffix(".png"),
                                  bin_width_s=bin_width)

@@ -4,7 +4,7 @@ from lfads_core.analysis.evaluation import method_scores
 from lfads_core.analysis.score_figures import plot_dataset_summary
 from lfads_core.workflow.scripting import rule_logging
 
-DECODING_COLUMNS = ["dataset", "method", "target", "r2_mean", "r2_std", "n_folds", "r2_sem"]
+DECODING_COLUMNS = ["dataset", "method", "target", "split", "r2", "r2_sem", "n_trials", "seen_by"]
 
 
 def gather(paths, columns=None):
