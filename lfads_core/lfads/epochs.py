@@ -73,8 +73,9 @@ class EpochRunner:
         self.train_splits = [session.train.to(device) for session in self.sessions]
         self.valid_splits = [session.valid.to(device) for session in self.sessions]
         # the likelihood's data-only term (Poisson: log k!) once per split, not every batch
-        self.nll_constants = {id(sp): model.nll_constant(sp.recon)
-                              for sp in (*self.train_splits, *self.valid_splits)}
+        self.nll_constants = {id(sp): model.nll_constant(sp.recon, session)
+                              for session, pair in enumerate(zip(self.train_splits, self.valid_splits))
+                              for sp in pair}
         self.batcher = SessionBatcher([len(s.train) for s in self.sessions], tcfg.batch_size,
                                       seed=tcfg.seed)
         self.optimizer = torch.optim.AdamW(
