@@ -106,8 +106,10 @@ class LFADS(nn.Module):
         sample_posteriors: bool = True,
         impl: str | None = None,
     ) -> LFADSOutput:
-        """encod_data: B x T x N_in (float counts or other observations, already augmented);
-        ext_input: B x T_r x ext_dim (shorter inputs are zero-padded)."""
+        """encod_data: B x T x N_in (float counts or other observations, already augmented),
+        finite: entries not observed (NaN in the data) are 0 here, as :class:`.data.SplitData`
+        makes them, like the entries coordinated dropout drops; ext_input: B x T_r x ext_dim
+        (shorter inputs are zero-padded)."""
         cfg = self.cfg
         impl = impl or cfg.impl
         B = encod_data.shape[0]
@@ -259,22 +261,31 @@ class LFADS(nn.Module):
         return gs, gds, cps, cos
 
     # ------------------------------------------------------------------ losses
-    def recon_nll(self, out: LFADSOutput, recon_data: torch.Tensor,
-                  constant: torch.Tensor | None = None) -> torch.Tensor:
+    def recon_nll(self, out: LFADSOutput, recon_data: torch.Tensor, constant: torch.Tensor | None = None,
+                  missing: torch.Tensor | None = None) -> torch.Tensor:
         """Per-entry negative log-likelihood, B x T_r x N_r.  ``constant``: the likelihood's
-        data-only term (:meth:`nll_constant`) of ``recon_data``, if cached."""
+        data-only term (:meth:`nll_constant`) of ``recon_data``, if cached.  ``missing``
+        (B x T_r x N_r bool, e.g. ``torch.isnan(recon_data)``): entries not observed; their NLL
+        is 0 and passes exactly zero gradient (recon_data may be NaN there), so sums over
+        bins and channels count observed entries only.  None: every entry is observed."""
+        data = recon_data.float()
+        if missing is not None:
+            data = data.masked_fill(missing, 0.0)  # a value every likelihood can evaluate
         if constant is None:
-            return self.likelihood.nll(out.params.float(), recon_data.float())
-        return self.likelihood.nll(out.params.float(), recon_data.float(), constant)
+            nll = self.likelihood.nll(out.params.float(), data)
+        else:
+            nll = self.likelihood.nll(out.params.float(), data, constant)
+        return nll if missing is None else nll.masked_fill(missing, 0.0)
 
     def nll_constant(self, recon_data: torch.Tensor, session: int = 0) -> torch.Tensor | None:
         """The data-only term of the per-entry NLL of ``recon_data`` (session ``session``'s
         channels), for caching: Poisson log k!, Gamma log x, ZIG log(x - s_min); None if the
-        likelihood has none."""
+        likelihood has none.  Entries not observed (NaN) get that of 0."""
         fn = getattr(self.likelihood, "constant", None)
         if fn is None:
             return None
         data = recon_data.float()
+        data = data.masked_fill(torch.isnan(data), 0.0)
         return fn(data, self.readout.fixed(session)) if self.readout.n_fixed else fn(data)
 
     def predicted_mean(self, out: LFADSOutput) -> torch.Tensor:
@@ -308,7 +319,7 @@ class LFADS(nn.Module):
     @torch.no_grad()
     def init_readout(self, recon_data: torch.Tensor, session: int = 0) -> None:
         """Start session ``session``'s readout from its training data (trials x T_r x N_r; NaN
-        where an entry is held back, left out): the likelihood's fixed
+        where an entry is not observed or held back, left out): the likelihood's fixed
         per-channel parameters (ZIG: s_min) and the bias at its initial values (Poisson: log of
         the mean count; see each likelihood).  A likelihood without ``initial_bias`` keeps the
         readout's random bias."""
