@@ -15,7 +15,8 @@ from test_model import B, FP, N_IN, N_OUT, T, counts, tiny_cfg
 
 torch.set_num_threads(1)
 
-CONFIGS = [{}, {"con_dim": 0}, {"ext_input_dim": 2, "ci_lag": 2, "cell_clip": 0.3}]
+CONFIGS = [{}, {"con_dim": 0}, {"ext_input_dim": 2, "ci_lag": 2, "cell_clip": 0.3},
+           {"likelihood": "gamma"}, {"likelihood": "zig", "con_dim": 0}]
 
 
 def _grads(m, x, ext, y, impl):

@@ -143,7 +143,8 @@ def test_clipped_gru_cell_matches_torch_gru_cell():
 
 
 @pytest.mark.parametrize("train_mode", [True, False])
-@pytest.mark.parametrize("kw", [{}, {"con_dim": 0}, {"ext_input_dim": 2, "ci_lag": 2, "cell_clip": 0.3}])
+@pytest.mark.parametrize("kw", [{}, {"con_dim": 0}, {"ext_input_dim": 2, "ci_lag": 2, "cell_clip": 0.3},
+                                {"likelihood": "gamma"}, {"likelihood": "zig", "con_dim": 0}])
 def test_fast_path_matches_reference(kw, train_mode):
     """Outputs and all parameter gradients of the fast path equal the plain loop
     (train mode: dropout + posterior sampling; eval: posterior means)."""

@@ -96,7 +96,9 @@ class ModelConfig(_DictMixin):
     co_prior_var: float = 0.1  # variance of the "gaussian" inferred-input prior
 
     # ---- observation model ----
-    likelihood: str = "poisson"  # key of lfads_core.lfads.model.likelihoods.LIKELIHOODS
+    # key of lfads_core.lfads.model.likelihoods.LIKELIHOODS: "poisson" (spike counts), "gaussian",
+    # "gamma" (positive fluorescence traces) or "zig" (deconvolved calcium events, many zeros)
+    likelihood: str = "poisson"
 
     # ---- augmentations ----
     cd_rate: float = 0.3  # coordinated dropout rate (lfads-torch MC_Maze); 0 = off

@@ -2,8 +2,9 @@
 
 File layout (per split ``train``, ``valid`` and, where there are test trials, ``test``):
 
-* ``{split}_encod_data``  int32, trials x T x n_heldin spike counts (encoder input)
-* ``{split}_recon_data``  int32, trials x (T + fp_bins) x (n_heldin + n_heldout), held-in first
+* ``{split}_encod_data``  int32, trials x T x n_heldin spike counts (encoder input), or floats
+  (calcium traces) with NaN where a frame was not observed (dropped frames, motion artefacts)
+* ``{split}_recon_data``  the same for trials x (T + fp_bins) x (n_heldin + n_heldout), held-in first
 * ``{split}_inds``        int64 trial indices into the original trial table
 * optional ``{split}_ext_input`` (trials x T' x n_ext), ``{split}_behavior``, ``{split}_cond_idx``,
   ``{split}_truth_rates`` (expected counts per bin), ``{split}_truth_latents``
@@ -35,7 +36,11 @@ TRAINING_SPLITS = ("train", "valid")  # what training reads
 
 @dataclass
 class SplitData:
-    """One split, as float32 tensors (counts stay integral-valued)."""
+    """One split, as float32 tensors (counts stay integral-valued).
+
+    NaN marks an entry that was not observed: in ``encod`` it becomes 0 (the encoders need
+    finite input; coordinated dropout zeroes the entries it drops too), ``recon`` keeps it
+    and ``missing`` marks it, so that the loss leaves it out (:meth:`.model.LFADS.recon_nll`)."""
 
     encod: torch.Tensor  # trials x T x n_heldin
     recon: torch.Tensor  # trials x T_r x n_recon
@@ -43,6 +48,14 @@ class SplitData:
     ext_input: torch.Tensor | None = None  # trials x T' x n_ext
     sv_mask: torch.Tensor | None = None  # trials x T x n_heldin, True = held back (sample validation)
     extras: dict[str, np.ndarray] = field(default_factory=dict)  # behavior, cond_idx, truth_* (numpy)
+    missing: torch.Tensor | None = field(init=False)  # trials x T_r x n_recon, True = NaN in recon; None if none
+
+    def __post_init__(self):
+        missing = torch.isnan(self.encod)
+        if missing.any():
+            self.encod = self.encod.masked_fill(missing, 0.0)
+        missing = torch.isnan(self.recon)
+        self.missing = missing if missing.any() else None
 
     def __len__(self) -> int:
         return self.encod.shape[0]

@@ -1,7 +1,8 @@
 """One epoch of LFADS training or validation (:class:`EpochRunner`); the epoch loop around it
 is :func:`lfads_core.lfads.training.train`.
 
-Loss per trial: recon NLL (summed over bins and channels) + ramped KL(IC) + ramped
+Loss per trial: recon NLL (summed over the observed bins and channels: entries that are NaN in
+the data are left out, with zero gradient) + ramped KL(IC) + ramped
 KL(inferred inputs) + ramped L2 on the generator / controller recurrent weights.
 With coordinated dropout, held-in recon gradients flow only through the entries
 dropped from the input; with sample validation, held-back entries are left out of
@@ -73,8 +74,9 @@ class EpochRunner:
         self.train_splits = [session.train.to(device) for session in self.sessions]
         self.valid_splits = [session.valid.to(device) for session in self.sessions]
         # the likelihood's data-only term (Poisson: log k!) once per split, not every batch
-        self.nll_constants = {id(sp): model.nll_constant(sp.recon)
-                              for sp in (*self.train_splits, *self.valid_splits)}
+        self.nll_constants = {id(sp): model.nll_constant(sp.recon, session)
+                              for session, pair in enumerate(zip(self.train_splits, self.valid_splits))
+                              for sp in pair}
         self.batcher = SessionBatcher([len(s.train) for s in self.sessions], tcfg.batch_size,
                                       seed=tcfg.seed)
         self.optimizer = torch.optim.AdamW(
@@ -131,7 +133,8 @@ class EpochRunner:
             x = self.sv.mask_input(x, svm)
         ext = split.ext_input[idx] if split.ext_input is not None else None
         const = self.nll_constants.get(id(split))
-        return x, split.recon[idx], svm, ext, (const[idx] if const is not None else None)
+        missing = split.missing[idx] if split.missing is not None else None
+        return x, split.recon[idx], svm, ext, (const[idx] if const is not None else None), missing
 
     def train_epoch(self, epoch: int) -> dict[str, float]:
         model, w = self.model, self.weights(epoch)
@@ -141,11 +144,11 @@ class EpochRunner:
         for b, (session, idx) in enumerate(self.batcher.batches(epoch)):
             if self.stop.signal is not None:
                 raise TrainingPreempted(f"signal {self.stop.signal} during epoch {epoch}")
-            x, recon, svm, ext, const = self._inputs(self.train_splits[session], idx)
+            x, recon, svm, ext, const, missing = self._inputs(self.train_splits[session], idx)
             x, keep = self.cd.mask_input(x) if self.cd.rate > 0 else (x, None)
             with self._autocast():
                 out = self.run_model(x, session=session, ext_input=ext, sample_posteriors=True)
-            nll = model.recon_nll(out, recon, const)
+            nll = model.recon_nll(out, recon, const, missing)
             if keep is not None:
                 nll = self.cd.route_gradients(nll, keep)
             if svm is not None:
@@ -183,10 +186,10 @@ class EpochRunner:
         for session, split in enumerate(self.valid_splits):
             recon_before = sums["recon"]
             for idx in torch.arange(len(split)).split(self.cfg.batch_size):
-                x, recon, svm, ext, const = self._inputs(split, idx)
+                x, recon, svm, ext, const, missing = self._inputs(split, idx)
                 with self._autocast():
                     out = self.run_model(x, session=session, ext_input=ext, sample_posteriors=False)
-                nll = model.recon_nll(out, recon, const)
+                nll = model.recon_nll(out, recon, const, missing)
                 if svm is not None:
                     nll, nll_sv = self.sv.split_nll(nll, svm)
                     sums["recon_sv"] += float(nll_sv.sum())

@@ -159,7 +159,7 @@ def write_posterior_h5(path: str | Path, results: dict[str, np.ndarray], attrs: 
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         for k, v in results.items():
             f.create_dataset(k, data=v, compression="gzip" if v.size > 4096 else None)
-        f.attrs["rates_unit"] = "expected counts per bin"
+        f.attrs["rates_unit"] = "expected counts per bin"  # ``attrs`` says otherwise for other likelihoods
         for k, v in (attrs or {}).items():
             try:
                 f.attrs[k] = v
@@ -182,6 +182,8 @@ def run_posterior(model_path: str | Path, input_h5: str | Path, output_h5: str |
     res = sample_posterior(model, data, n, batch_size, dev, seed, session=session)
     attrs = {"n_samples": n, "seed": seed, "best_epoch": meta.get("best_epoch", -1),
              "session": session}
+    if mcfg.likelihood != "poisson":
+        attrs["rates_unit"] = "expected observation per bin (data units)"
     for k in ("bin_width_s", "n_heldin", "n_heldout", "fp_bins"):
         if k in data.attrs:
             attrs[k] = data.attrs[k]

@@ -116,15 +116,14 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _channel_means(split: SplitData) -> torch.Tensor:
-    """Per-channel mean of the recon data, ignoring sample-validation entries."""
-    recon = split.recon
+def _training_recon(split: SplitData) -> torch.Tensor:
+    """The recon data as training sees it: NaN where not observed or held back (sample validation)."""
     if split.sv_mask is None:
-        return recon.mean(dim=(0, 1))
-    keep = torch.ones_like(recon, dtype=torch.bool)
+        return split.recon
+    recon = split.recon.clone()
     T, N = split.sv_mask.shape[1:]
-    keep[:, :T, :N] = ~split.sv_mask
-    return (recon * keep).sum(dim=(0, 1)) / keep.sum(dim=(0, 1)).clamp_min(1)
+    recon[:, :T, :N].masked_fill_(split.sv_mask, float("nan"))
+    return recon
 
 
 # ---------------------------------------------------------------- main entry
@@ -279,7 +278,7 @@ def train(
     _seed_everything(train_cfg.seed)
     model = LFADS(mcfg)
     for k, session in enumerate(sessions):
-        model.init_readout_bias(_channel_means(session.train), session=k)
+        model.init_readout(_training_recon(session.train), session=k)
     if len(sessions) > 1:
         init_from_alignment(model, sessions)
     model.to(dev)

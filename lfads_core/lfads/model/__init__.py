@@ -5,7 +5,8 @@ from .controller import Controller
 from .encoders import CIEncoder, ICEncoder
 from .generator import ClippedGRUCell, Generator, gru_update
 from .lfads import LFADS, LFADSOutput
-from .likelihoods import LIKELIHOODS, GaussianLikelihood, PoissonLikelihood, get_likelihood, register_likelihood
+from .likelihoods import (LIKELIHOODS, GammaLikelihood, GaussianLikelihood, PoissonLikelihood, ZIGLikelihood,
+                          get_likelihood, register_likelihood)
 from .priors import AR1Prior, GaussianPrior, kl_diag_gaussians, kl_diag_vs_ar1
 from .readout import ReadIn, ReadOut
 
@@ -26,6 +27,8 @@ __all__ = [
     "ReadOut",
     "PoissonLikelihood",
     "GaussianLikelihood",
+    "GammaLikelihood",
+    "ZIGLikelihood",
     "LIKELIHOODS",
     "register_likelihood",
     "get_likelihood",

@@ -2,7 +2,8 @@
 
 Shapes: B trials, T encoder bins, T_r = recon bins (T + forward-prediction
 bins), N_in held-in channels, N_r recon channels (held-in first).
-Rates are in expected counts per bin.
+Rates are the expected observation per bin: expected counts per bin for Poisson, data units
+for the other likelihoods.
 
 Two implementations of the same computation share all parameters:
 
@@ -50,7 +51,7 @@ __all__ = ["LFADS", "LFADSOutput"]
 
 @dataclass
 class LFADSOutput:
-    params: torch.Tensor  # B x T_r x N_r x n_params likelihood parameters (Poisson: log counts/bin)
+    params: torch.Tensor  # B x T_r x N_r x (n_params + n_fixed) likelihood parameters (Poisson: log counts/bin)
     factors: torch.Tensor  # B x T_r x fac_dim
     gen_states: torch.Tensor  # B x T_r x gen_dim (before dropout)
     ic_mean: torch.Tensor  # B x ic_dim
@@ -93,7 +94,8 @@ class LFADS(nn.Module):
             self.co_prior = None
         self.generator = Generator(cfg.ic_dim, co_dim + cfg.ext_input_dim, cfg.gen_dim, cfg.fac_dim, cfg.cell_clip)
         self.ic_prior = GaussianPrior(cfg.ic_dim, cfg.ic_prior_var)
-        self.readout = ReadOut(cfg.fac_dim, cfg.recon_data_dims, self.likelihood.n_params)
+        self.readout = ReadOut(cfg.fac_dim, cfg.recon_data_dims, self.likelihood.n_params,
+                               getattr(self.likelihood, "n_fixed", 0))
 
     # ------------------------------------------------------------------ forward
     def forward(
@@ -104,8 +106,10 @@ class LFADS(nn.Module):
         sample_posteriors: bool = True,
         impl: str | None = None,
     ) -> LFADSOutput:
-        """encod_data: B x T x N_in (float counts, already augmented);
-        ext_input: B x T_r x ext_dim (shorter inputs are zero-padded)."""
+        """encod_data: B x T x N_in (float counts or other observations, already augmented),
+        finite: entries not observed (NaN in the data) are 0 here, as :class:`.data.SplitData`
+        makes them, like the entries coordinated dropout drops; ext_input: B x T_r x ext_dim
+        (shorter inputs are zero-padded)."""
         cfg = self.cfg
         impl = impl or cfg.impl
         B = encod_data.shape[0]
@@ -257,19 +261,32 @@ class LFADS(nn.Module):
         return gs, gds, cps, cos
 
     # ------------------------------------------------------------------ losses
-    def recon_nll(self, out: LFADSOutput, recon_data: torch.Tensor,
-                  constant: torch.Tensor | None = None) -> torch.Tensor:
+    def recon_nll(self, out: LFADSOutput, recon_data: torch.Tensor, constant: torch.Tensor | None = None,
+                  missing: torch.Tensor | None = None) -> torch.Tensor:
         """Per-entry negative log-likelihood, B x T_r x N_r.  ``constant``: the likelihood's
-        data-only term (:meth:`nll_constant`) of ``recon_data``, if cached."""
+        data-only term (:meth:`nll_constant`) of ``recon_data``, if cached.  ``missing``
+        (B x T_r x N_r bool, e.g. ``torch.isnan(recon_data)``): entries not observed; their NLL
+        is 0 and passes exactly zero gradient (recon_data may be NaN there), so sums over
+        bins and channels count observed entries only.  None: every entry is observed."""
+        data = recon_data.float()
+        if missing is not None:
+            data = data.masked_fill(missing, 0.0)  # a value every likelihood can evaluate
         if constant is None:
-            return self.likelihood.nll(out.params.float(), recon_data.float())
-        return self.likelihood.nll(out.params.float(), recon_data.float(), constant)
+            nll = self.likelihood.nll(out.params.float(), data)
+        else:
+            nll = self.likelihood.nll(out.params.float(), data, constant)
+        return nll if missing is None else nll.masked_fill(missing, 0.0)
 
-    def nll_constant(self, recon_data: torch.Tensor) -> torch.Tensor | None:
-        """The data-only term of the per-entry NLL (Poisson: log k!), for caching; None if the
-        likelihood has none."""
+    def nll_constant(self, recon_data: torch.Tensor, session: int = 0) -> torch.Tensor | None:
+        """The data-only term of the per-entry NLL of ``recon_data`` (session ``session``'s
+        channels), for caching: Poisson log k!, Gamma log x, ZIG log(x - s_min); None if the
+        likelihood has none.  Entries not observed (NaN) get that of 0."""
         fn = getattr(self.likelihood, "constant", None)
-        return fn(recon_data.float()) if fn is not None else None
+        if fn is None:
+            return None
+        data = recon_data.float()
+        data = data.masked_fill(torch.isnan(data), 0.0)
+        return fn(data, self.readout.fixed(session)) if self.readout.n_fixed else fn(data)
 
     def predicted_mean(self, out: LFADSOutput) -> torch.Tensor:
         """Expected observation per entry (Poisson: counts/bin), B x T_r x N_r."""
@@ -300,11 +317,15 @@ class LFADS(nn.Module):
         return self._l2(self.controller.cell.weight_hh)
 
     @torch.no_grad()
-    def init_readout_bias(self, mean_data: torch.Tensor, session: int = 0) -> None:
-        """Start the readout at the per-channel data mean (N_r): log for Poisson."""
-        layer = self.readout.layers[session]
-        bias = layer.bias.view(-1, self.likelihood.n_params)
-        if self.cfg.likelihood == "poisson":
-            bias[:, 0] = torch.log(mean_data.clamp_min(1e-3))
-        else:
-            bias[:, 0] = mean_data
+    def init_readout(self, recon_data: torch.Tensor, session: int = 0) -> None:
+        """Start session ``session``'s readout from its training data (trials x T_r x N_r; NaN
+        where an entry is not observed or held back, left out): the likelihood's fixed
+        per-channel parameters (ZIG: s_min) and the bias at its initial values (Poisson: log of
+        the mean count; see each likelihood).  A likelihood without ``initial_bias`` keeps the
+        readout's random bias."""
+        lik, data = self.likelihood, recon_data.float()
+        if self.readout.n_fixed:
+            self.readout.fixed(session).copy_(lik.fixed_params(data))
+        initial_bias = getattr(lik, "initial_bias", None)
+        if initial_bias is not None:
+            self.readout.layers[session].bias.view(-1, lik.n_params).copy_(initial_bias(data))
