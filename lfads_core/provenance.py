@@ -7,6 +7,7 @@ Every rule of the workflow writes one JSON record next to its outputs
 * ``inputs`` and ``outputs``: for each named file, its path and sha256;
 * ``settings``: the rule's params, i.e. exactly the settings its stage read;
 * ``versions`` of lfads_core, torch, numpy, h5py, pynwb and snakemake;
+* ``workflow``: the version of the workflow that ran the rule (:func:`workflow_version`);
 * ``created``: when the record was written (UTC, ISO 8601).
 
 Following ``inputs`` from one record to the record whose ``outputs`` hold the same file (path
@@ -16,7 +17,9 @@ and checksum) leads from any table or figure back to the recording (:func:`trace
 from __future__ import annotations
 
 import datetime
+import functools
 import json
+import subprocess
 from importlib import metadata
 from pathlib import Path
 from typing import Iterable, Mapping
@@ -46,9 +49,31 @@ def file_records(files: Mapping[str, str | Iterable[str]]) -> dict:
             for name, paths in files.items()}
 
 
+@functools.cache
+def workflow_version(folder: str | Path) -> str:
+    """The version of the workflow checkout holding ``folder``: its git commit (with
+    ``+modified`` where tracked files differ from it), or lfads_core's version where the
+    folder is not in a git checkout (an installed copy)."""
+    from . import __version__
+
+    def git(*args):
+        return subprocess.run(["git", "-C", str(folder), *args], capture_output=True, text=True,
+                              timeout=10)
+
+    try:
+        commit = git("rev-parse", "HEAD")
+        if commit.returncode != 0:
+            return f"lfads_core {__version__} (not a git checkout)"
+        dirty = git("status", "--porcelain", "--untracked-files=no").stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return f"lfads_core {__version__} (git not available)"
+    return f"git {commit.stdout.strip()}{'+modified' if dirty else ''} (lfads_core {__version__})"
+
+
 def rule_record(rule: str, wildcards: Mapping, inputs: Mapping, outputs: Mapping,
-                settings: Mapping) -> dict:
-    """The provenance record of one rule run (see the module docstring)."""
+                settings: Mapping, workflow: str | None = None) -> dict:
+    """The provenance record of one rule run (see the module docstring); ``workflow``: the
+    workflow's version (:func:`workflow_version` of the running rule's scripts)."""
     return {
         "rule": rule,
         "wildcards": dict(wildcards),
@@ -56,6 +81,7 @@ def rule_record(rule: str, wildcards: Mapping, inputs: Mapping, outputs: Mapping
         "outputs": file_records(outputs),
         "settings": dict(settings),
         "versions": package_versions(),
+        "workflow": workflow,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
 
@@ -65,7 +91,8 @@ def write_rule_record(snakemake, path: str | Path) -> None:
     output but ``path`` itself)."""
     outputs = {name: files for name, files in snakemake.output.items() if files != str(path)}
     record = rule_record(snakemake.rule, dict(snakemake.wildcards.items()),
-                         dict(snakemake.input.items()), outputs, dict(snakemake.params.items()))
+                         dict(snakemake.input.items()), outputs, dict(snakemake.params.items()),
+                         workflow_version(snakemake.scriptdir))
     write_json(record, path)
 
 

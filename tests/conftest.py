@@ -21,22 +21,29 @@ MC_MAZE_SMALL = ROOT.parent / "shared" / "data" / "mc_maze_small" / \
 
 
 def write_test_nwb(path, spike_times=None, trials=None, obs_intervals=None, heldout=None,
-                   behavior=None, behavior_rate=1000.0, with_units=True, with_trials=True):
+                   behavior=None, behavior_rate=1000.0, with_units=True, with_trials=True,
+                   unit_columns=None, behavior_container=None):
     """Write a small NWB file with pynwb.
 
     spike_times: list of arrays (s), one per unit. trials: DataFrame with start_time,
     stop_time and any extra columns. behavior: dict name -> (samples x dims) array sampled at
-    ``behavior_rate`` from t=0, stored in processing/behavior.
+    ``behavior_rate`` from t=0, stored in processing/behavior (inside a BehavioralTimeSeries
+    named ``behavior_container`` if given, as many labs' tools write it). unit_columns: dict
+    name -> one value per unit (e.g. a spike sorter's ``quality``).
     """
     from pynwb import NWBHDF5IO, NWBFile, TimeSeries
+    from pynwb.behavior import BehavioralTimeSeries
 
     nwb = NWBFile(session_description="test", identifier=str(uuid.uuid4()),
                   session_start_time=datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc))
     if with_units:
         if heldout is not None:
             nwb.add_unit_column("heldout", "held-out unit")
+        for column in unit_columns or {}:
+            nwb.add_unit_column(column, f"{column} of the unit")
         for i, times in enumerate(spike_times):
-            kwargs = {"spike_times": np.asarray(times, dtype=float)}
+            kwargs = {"spike_times": np.asarray(times, dtype=float),
+                      **{column: values[i] for column, values in (unit_columns or {}).items()}}
             if obs_intervals is not None:
                 kwargs["obs_intervals"] = np.asarray(obs_intervals[i], dtype=float)
             if heldout is not None:
@@ -50,9 +57,13 @@ def write_test_nwb(path, spike_times=None, trials=None, obs_intervals=None, held
             nwb.add_trial(**row.to_dict())
     if behavior:
         module = nwb.create_processing_module("behavior", "behaviour")
+        container = BehavioralTimeSeries(name=behavior_container) if behavior_container else module
         for name, data in behavior.items():
-            module.add(TimeSeries(name=name, data=np.asarray(data), unit="m/s",
-                                  rate=behavior_rate, starting_time=0.0))
+            series = TimeSeries(name=name, data=np.asarray(data), unit="m/s", rate=behavior_rate,
+                                starting_time=0.0)
+            (container.add_timeseries if behavior_container else container.add)(series)
+        if behavior_container:
+            module.add(container)
     with NWBHDF5IO(str(path), "w") as io:
         io.write(nwb)
     return Path(path)

@@ -220,9 +220,11 @@ def test_windows_leaving_their_trial_are_counted_and_can_be_dropped(make_nwb, tm
 def test_no_heldout_units_warns(make_nwb, tmp_path, caplog):
     nwb = make_nwb(spike_times=[[0.5, 1.5], [0.7, 2.0]], trials=regular_trials(5))
     binned = prepare(nwb, tmp_path)
-    _, summary = align(binned, tmp_path, split="random", valid_fraction=0.4)
+    _, summary = align(binned, tmp_path, split="random", valid_fraction=0.4, heldout="file")
     assert summary["n_heldout"] == 0
     assert "no 'heldout' column" in summary["warnings"][0] and "co-bps" in caplog.text
+    _, summary = align(binned, tmp_path, split="random", valid_fraction=0.4)
+    assert "heldout is 'auto'" in summary["warnings"][0]
     _, summary = align(binned, tmp_path, split="random", valid_fraction=0.4, heldout="0.2")
     assert "rounds to 0" in summary["warnings"][0]
     _, summary = align(binned, tmp_path, split="random", valid_fraction=0.4, heldout="none")

@@ -89,7 +89,7 @@ def test_adding_a_dataset_computes_only_that_dataset(sweep_run):
     assert ("train_lfads", "tiny2") in jobs and ("summary", None) in jobs
     assert sum(rule == "train_lfads" for rule, _ in jobs) == 2  # one per sweep point
     others = [(rule, dataset) for rule, dataset in jobs if dataset != "tiny2"
-              and rule not in ("summary", "all", "workflow_config")]
+              and rule not in ("summary", "all")]
     assert not others, f"jobs outside the new dataset: {others}"
 
     run_snakemake(work)
@@ -109,6 +109,27 @@ def test_adding_a_dataset_computes_only_that_dataset(sweep_run):
     assert selection.groupby("dataset")["selected"].sum().to_dict() == {"tiny": 1, "tiny2": 1}
     for ext in ("png", "pdf"):
         assert (results / "summary" / f"metrics.{ext}").stat().st_size > 1000
+
+
+def test_a_dataset_off_the_sheet_stays_in_the_summary(sweep_run):
+    """The summary covers every dataset with results under results/, each with the checksum
+    of the settings its results were made with, whether or not the sheet still names it."""
+    work, _ = sweep_run
+    header = TINY_SHEET.splitlines(keepends=True)[0]
+    (work / "config" / "datasets.tsv").write_text(header + SECOND_ROW)
+    run_snakemake(work)
+    results = work / "results"
+    rows = pd.read_csv(results / "summary" / "datasets.tsv", sep="\t").set_index("dataset")
+    assert rows.loc["tiny2", "in_sheet"] and not rows.loc["tiny", "in_sheet"]
+    for dataset in ("tiny", "tiny2"):
+        made = yaml.safe_load((results / dataset / "settings.yaml").read_text())
+        assert rows.loc[dataset, "settings_sha256"] == made["settings_sha256"]
+        assert made["data"]["nwb"] == f"resources/simulated/{dataset}.nwb"
+        assert made["workflow"].startswith(("git ", "lfads_core "))
+    checksums = rows["settings_sha256"]
+    assert checksums["tiny"] != checksums["tiny2"]  # their sheet rows differ
+    metrics = pd.read_csv(results / "summary" / "metrics.tsv", sep="\t")
+    assert set(metrics["dataset"]) == {"tiny", "tiny2"}
 
 
 def test_bad_sweep_is_named(tmp_path):

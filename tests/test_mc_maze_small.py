@@ -53,8 +53,10 @@ def file_spikes_and_trials():
 def test_every_spike_of_the_file_lands_in_a_trial(aligned):
     spikes, _, _ = file_spikes_and_trials()
     with h5py.File(aligned / "lfads_input.h5", "r") as h5:
-        total = h5["train_encod_data"][()].sum() + h5["valid_encod_data"][()].sum()
-        assert h5["train_encod_data"].shape[1:] == (140, 107)
+        # every unit, held-in then held-out, over the window (recon data adds fp bins after it)
+        total = sum(h5[f"{s}_recon_data"][:, :140].sum() for s in ("train", "valid"))
+        assert h5["train_encod_data"].shape[1:] == (140, 86)  # 21 of 107 units held out
+        assert h5["train_recon_data"].shape[2] == 107
         assert len(h5["train_inds"]) + len(h5["valid_inds"]) == 100
     assert sum(len(s) for s in spikes) == 32_897
     assert total == 32_897
@@ -64,10 +66,13 @@ def test_aligned_counts_equal_the_file_per_trial_and_unit(aligned):
     spikes, onsets, unit_ids = file_spikes_and_trials()
     meta = json.loads((aligned / "lfads_input.json").read_text())
     assert meta["source_sha256"] == SHA256
-    assert meta["unit_ids"] == unit_ids.tolist()
+    assert sorted(meta["unit_ids"]) == sorted(unit_ids.tolist())  # held-in, then held-out
+    assert sum(meta["heldout"]) == 21 and meta["heldout"][-21:] == [True] * 21
+    column_of = [unit_ids.tolist().index(u) for u in meta["unit_ids"]]
+    spikes = [spikes[k] for k in column_of]
     with h5py.File(aligned / "lfads_input.h5", "r") as h5:
         for split in ("train", "valid"):
-            data, inds = h5[f"{split}_encod_data"][()], h5[f"{split}_inds"][()]
+            data, inds = h5[f"{split}_recon_data"][:, :140], h5[f"{split}_inds"][()]
             for counts, row in zip(data, inds):
                 # the documented grid: edges at whole multiples of 5 ms from t = 0 s,
                 # bins closed on the left, the window starting at the edge nearest onset - 250 ms

@@ -163,7 +163,7 @@ def test_an_interrupted_rerun_makes_the_same_plans_and_weights(pbt_run, tmp_path
 
 
 @pytest.mark.parametrize("change, words", [
-    ({"population": 1}, "['lfads']['pbt']['population']"),
+    ({"population": 1}, "lfads.pbt.population"),
     ({"parameters": {"training.lr": {"low": 0.01, "high": 0.001}}},
      "field 'lfads.pbt.parameters.training.lr': range needs numbers low <= high"),
     ({"parameters": {"model.gen_dim": {"low": 10, "high": 100}}},

@@ -48,7 +48,8 @@ def lab(make_nwb):
 def test_a_good_file_passes_with_its_counts(lab):
     found = check_dataset("lab", settings_for(lab, behavior="hand_vel"), SHEET, CONFIG)
     assert found == {"n_window": 140, "units": 4, "heldout_units": 1, "train": 16, "valid": 4,
-                     "test": 0, "windows_outside_trial": 0, "dropped": {}}
+                     "test": 0, "windows_outside_trial": 0, "dropped": {}, "split": "file",
+                     "heldout": "file", "no_heldout": None}
     found = check_dataset("lab", settings_for(lab, test_fraction=0.2), SHEET, CONFIG)
     assert (found["train"], found["valid"], found["test"]) == (12, 4, 4)
 
@@ -64,7 +65,7 @@ def test_window_not_whole_bins(lab):
 
 def test_file_split_without_split_column(make_nwb):
     nwb = recording(make_nwb, trials=regular_trials(10))
-    fails(nwb, "split", "no 'split' column", "random")
+    fails(nwb, "split", "no 'split' column", "random", split="file")
 
 
 def test_trial_filter_keeping_nothing(lab):
@@ -217,7 +218,7 @@ def test_workflow_names_a_bad_setting_before_any_job(tmp_path):
     data.mkdir(parents=True)
     recording_path = write_test_nwb(data / "lab.nwb", spike_times=[[0.5, 1.5]],
                                     trials=regular_trials(10))
-    sheet = f"dataset\tnwb\nlab\t{recording_path}\n"
+    sheet = f"dataset\tnwb\tsplit\nlab\t{recording_path}\tfile\n"
     work = workflow_dir(tmp_path, sheet)
     result = run_snakemake(work, check=False)
     assert result.returncode != 0

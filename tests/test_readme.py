@@ -12,6 +12,8 @@ from conftest import PLOT_RULES, ROOT, readme_commands
 COMMANDS = readme_commands("README.md", "config/README.md")
 # Commands that need finished results; tests/test_workflow.py runs them on a real run.
 NEED_RESULTS = ("--report", "--allowed-rules")
+# Commands on a lab's own files and folders; tests/test_project_folder.py makes them and runs these.
+OWN_FILES = ("my_lab.tsv", "my_sheet.tsv", "/path/to/")
 
 
 def test_the_readme_has_its_commands():
@@ -25,6 +27,8 @@ def test_readme_command_parses_and_plans(command):
     """Each command, run from the project root as the README says, plans its jobs (dry run)."""
     if any(flag in command for flag in NEED_RESULTS):
         pytest.skip("needs finished results; run by tests/test_workflow.py")
+    if any(name in command for name in OWN_FILES):
+        pytest.skip("names a lab's own files; run by tests/test_project_folder.py")
     if "profiles/slurm" in command and not importlib.util.find_spec(
             "snakemake_executor_plugin_slurm"):
         pytest.skip("the SLURM executor plugin is not installed (tests/test_slurm.py runs it)")

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.workflow
 
 DATA_RULES = {"simulate", "ingest", "bin_spikes"}
 # Rerun whenever the configuration changes at all: the record of the configuration, the target.
-ALWAYS = {"workflow_config", "all"}
+ALWAYS = {"dataset_settings", "all"}  # the settings record follows any rerun result
 
 
 def planned_rules(work, overlay: dict | None = None) -> set[str]:

@@ -23,7 +23,7 @@ def test_rows_override_defaults_and_cells_are_typed(tmp_path):
                            "b\tb.nwb\t\t\tnone\trandom\n")
     datasets = load_dataset_sheet(path, DEFAULTS, SCHEMA)
     assert datasets["a"]["bin_width_ms"] == 10.0 and datasets["a"]["fp_bins"] == 4
-    assert datasets["a"]["heldout"] == 0.25 and datasets["a"]["split"] == "file"
+    assert datasets["a"]["heldout"] == 0.25 and datasets["a"]["split"] == "auto"
     assert datasets["b"]["bin_width_ms"] == 5 and datasets["b"]["heldout"] == "none"
     assert datasets["b"]["split"] == "random"
 

@@ -205,6 +205,8 @@ class TrainConfig(_DictMixin):
     def validate(self) -> None:
         if self.batch_size < 1 or self.max_epochs < 0:
             raise ValueError("batch_size must be >= 1 and max_epochs >= 0")
+        if not self.lr > 0 or self.lr_min < 0:
+            raise ValueError(f"lr must be > 0 and lr_min >= 0, got lr {self.lr} and lr_min {self.lr_min}")
         if self.amp not in ("none", "bf16", "fp16"):
             raise ValueError(f"amp must be 'none', 'bf16' or 'fp16', got {self.amp!r}")
         if not 0.0 < self.lr_factor <= 1.0:

@@ -61,8 +61,8 @@ class AlignSettings:
     window_start_ms: float = -250.0
     window_end_ms: float = 450.0
     fp_bins: int = 0
-    heldout: str = "file"  # "file", "none" or a fraction such as "0.2"
-    split: str = "file"  # "file" or "random"
+    heldout: str = "auto"  # "auto", "file", "none" or a fraction such as "0.2"
+    split: str = "auto"  # "auto", "file" or "random"
     valid_fraction: float = 0.2
     test_fraction: float = 0.0  # of the kept trials; under split "file" drawn from the training ones
     split_labels: str = DEFAULT_SPLIT_LABELS  # split "file": the file's labels of each split
@@ -103,8 +103,29 @@ def window_bins(settings: AlignSettings, bin_width: float, where: str) -> tuple[
     return settings.window_start_ms / 1e3, int(round(n))
 
 
+#: ``heldout: auto`` on a file whose units table has no ``heldout`` column
+AUTO_HELDOUT_FRACTION = 0.2
+
+
+def resolved_heldout(mode: str, heldout_column: bool) -> str:
+    """``heldout`` as ``file``, ``none`` or a fraction: ``auto`` is ``file`` where the units
+    table has a ``heldout`` column, else a seeded :data:`AUTO_HELDOUT_FRACTION` of the units."""
+    if mode == "auto":
+        return "file" if heldout_column else str(AUTO_HELDOUT_FRACTION)
+    return str(mode)
+
+
+def resolved_split(mode: str, trials: pd.DataFrame) -> str:
+    """``split`` as ``file`` or ``random``: ``auto`` is ``file`` where the trials table has a
+    ``split`` column, else ``random``."""
+    if mode == "auto":
+        return "file" if "split" in trials else "random"
+    return mode
+
+
 def heldout_mask(units: pd.DataFrame, mode: str, seed: int) -> np.ndarray:
-    """Which units are held out: the file's ``heldout`` column, none, or a seeded fraction."""
+    """Which units are held out (``mode`` as :func:`resolved_heldout` gives it): the file's
+    ``heldout`` column, none, or a seeded fraction."""
     if mode == "file":
         return units["heldout"].to_numpy(dtype=bool)
     if mode == "none":
@@ -136,15 +157,16 @@ def assign_split(trials: pd.DataFrame, settings: AlignSettings, where) -> np.nda
     """``"train"``, ``"valid"``, ``"test"`` or a drop reason (``split=<label>``) for each kept
     trial.
 
-    ``random``: a seeded ``valid_fraction`` of the trials is valid and a ``test_fraction``
-    test (the valid trials are those of a split without test trials, with the same seed).
-    ``file``: the trials table's ``split`` column through ``split_labels``; trials whose label
+    ``random`` (and ``auto`` without a ``split`` column): a seeded ``valid_fraction`` of the
+    trials is valid and a ``test_fraction`` test (the valid trials are those of a split
+    without test trials, with the same seed). ``file`` (and ``auto`` with one): the trials
+    table's ``split`` column through ``split_labels``; trials whose label
     maps to no split are dropped. If ``test_fraction`` > 0 and the file labels no trial as
     test, a seeded ``test_fraction`` of all the trials is drawn from its training trials.
     """
     n = len(trials)
     rng = np.random.default_rng(settings.seed)
-    if settings.split == "random":
+    if resolved_split(settings.split, trials) == "random":
         labels = np.full(n, "train", dtype=object)
         order = rng.permutation(n)
         n_valid = int(round(settings.valid_fraction * n))
@@ -164,6 +186,15 @@ def assign_split(trials: pd.DataFrame, settings: AlignSettings, where) -> np.nda
         n_test = min(len(train), int(round(settings.test_fraction * n)))
         labels[rng.permutation(train)[:n_test]] = "test"
     return labels
+
+
+def heldout_warning(mode: str, n_units: int, heldout_column: bool) -> str:
+    """Why ``heldout`` (resolved ``mode``) holds out no unit of ``n_units``."""
+    if mode != "file":
+        return f"a fraction {mode} of {n_units} kept units rounds to 0"
+    if not heldout_column:
+        return "the file's units table has no 'heldout' column"
+    return "the file's 'heldout' column marks none of the kept units"
 
 
 def condition_index(trials: pd.DataFrame, columns: tuple[str, ...], where: str) -> np.ndarray:
@@ -266,14 +297,10 @@ def align_trials(binned_h5, out_h5, settings: AlignSettings, metadata_json=None)
         reason[dropped_by_split] = split[dropped_by_split]
         conditions = condition_index(trials, settings.condition_columns, source)
 
-        heldout = heldout_mask(units, settings.heldout, settings.seed)
-        if not heldout.any() and settings.heldout != "none":
-            if settings.heldout != "file":
-                why = f"a fraction {settings.heldout} of {len(units)} kept units rounds to 0"
-            elif not src.attrs.get("heldout_column", True):
-                why = "the file's units table has no 'heldout' column"
-            else:
-                why = "the file's 'heldout' column marks none of the kept units"
+        heldout_mode = resolved_heldout(settings.heldout, bool(src.attrs.get("heldout_column", True)))
+        heldout = heldout_mask(units, heldout_mode, settings.seed)
+        if not heldout.any() and heldout_mode != "none":
+            why = heldout_warning(heldout_mode, len(units), bool(src.attrs.get("heldout_column", True)))
             warns.append(f"heldout is '{settings.heldout}' but no unit is held out ({why}): "
                          "no co-bps or other held-out metrics")
         if heldout.all():
@@ -285,7 +312,7 @@ def align_trials(binned_h5, out_h5, settings: AlignSettings, metadata_json=None)
         rows = {name: np.flatnonzero((reason == "") & (split == name)) for name in SPLITS}
         drops = pd.Series(reason[reason != ""]).value_counts().to_dict()
         needs = [("train", "split", "train_lfads needs at least 1 for training"),
-                 ("valid", "valid_fraction" if settings.split == "random" else "split",
+                 ("valid", "valid_fraction" if resolved_split(settings.split, trials) == "random" else "split",
                   "train_lfads needs at least 1 for the validation loss")]
         if settings.test_fraction > 0:
             needs.append(("test", "test_fraction", f"test_fraction {settings.test_fraction:g} asks "

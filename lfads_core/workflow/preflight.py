@@ -30,8 +30,8 @@ import pandas as pd
 
 from ..errors import InputDataError
 from ..nwb import reading as nr
-from ..nwb.alignment import (SPLITS, AlignSettings, assign_split, test_fraction_value, trial_window_flags,
-                             window_bins)
+from ..nwb.alignment import (SPLITS, AlignSettings, assign_split, heldout_warning, resolved_heldout,
+                             resolved_split, test_fraction_value, trial_window_flags, window_bins)
 from ..nwb.ingest import IngestSettings, read_trials, read_units, trial_drop_reasons, unit_drop_reasons
 from ..nwb.intervals import inside_intervals, intersect_intervals, merge_intervals
 from ..values import split_list
@@ -104,7 +104,8 @@ def _check_file(f, nwb: Path, settings: dict, config: dict, where: str, offset_s
         if column not in trials:
             raise InputDataError(where, "condition_columns", f"{nwb}: trials table has no "
                                  f"column '{column}'; its columns are {list(trials.columns)}")
-    if align.split == "file" and "split" not in trials:
+    split = resolved_split(align.split, trials)
+    if split == "file" and "split" not in trials:
         raise InputDataError(where, "split", f"split is 'file' but the trials table of {nwb} has "
                              "no 'split' column; set split to 'random' for this dataset")
     for series in ingest.behavior:
@@ -125,13 +126,18 @@ def _check_file(f, nwb: Path, settings: dict, config: dict, where: str, offset_s
     kept_units = unit_drop_reasons(units, observed, ingest, nwb) == ""
     heldout = units.table["heldout"].to_numpy(bool)[kept_units]
     n_units = int(kept_units.sum())
-    if align.heldout == "file" and heldout.all():
-        raise InputDataError(where, "heldout", f"heldout is 'file' and {nwb}'s 'heldout' column "
-                             f"holds out all {n_units} kept units, leaving none as input")
-    if align.heldout not in ("file", "none") and \
-            round(float(align.heldout) * n_units) >= n_units:
-        raise InputDataError(where, "heldout", f"a fraction {align.heldout} of the {n_units} "
-                             f"kept units of {nwb} holds out all of them, leaving none as input")
+    heldout_mode = resolved_heldout(align.heldout, units.heldout_column)
+    if heldout_mode == "file" and heldout.all():
+        raise InputDataError(where, "heldout", f"heldout is '{align.heldout}' and {nwb}'s 'heldout' "
+                             f"column holds out all {n_units} kept units, leaving none as input")
+    n_heldout = {"file": int(heldout.sum()), "none": 0}.get(heldout_mode)
+    if n_heldout is None:
+        n_heldout = int(round(float(heldout_mode) * n_units))
+        if n_heldout >= n_units:
+            raise InputDataError(where, "heldout", f"a fraction {heldout_mode} of the {n_units} "
+                                 f"kept units of {nwb} holds out all of them, leaving none as input")
+    no_heldout = heldout_warning(heldout_mode, n_units, units.heldout_column) \
+        if n_heldout == 0 and heldout_mode != "none" else None
 
     valid = np.array([[0.0, np.inf]])
     if units.obs is not None:
@@ -158,24 +164,25 @@ def _check_file(f, nwb: Path, settings: dict, config: dict, where: str, offset_s
     for stage, which, need, why in minimum_trials(settings, config):
         if counts[which] >= need:
             continue
-        field = _short_field(which, align, drops, len(kept), need)
+        field = _short_field(which, split, drops, len(kept), need)
         raise InputDataError(
             where, field,
             f"{stage} needs at least {need} {which} trials {why}, but at most "
             f"{counts['train']} train, {counts['valid']} valid and {counts['test']} test trials "
             f"of the {len(trials)} in {nwb} are left (window {align.window_start_ms:g}.."
             f"{align.window_end_ms:g} ms + {align.fp_bins} forward bins around "
-            f"'{align.align_event}', split '{align.split}'; dropped: {drops or 'none'})")
-    return {"units": n_units, "heldout_units": int(heldout.sum()), **counts,
-            "windows_outside_trial": int(np.sum(outside & (reason == ""))), "dropped": drops}
+            f"'{align.align_event}', split '{split}'; dropped: {drops or 'none'})")
+    return {"units": n_units, "heldout_units": n_heldout, **counts,
+            "windows_outside_trial": int(np.sum(outside & (reason == ""))), "dropped": drops,
+            "split": split, "heldout": heldout_mode, "no_heldout": no_heldout}
 
 
-def _short_field(which: str, align: AlignSettings, drops: dict, n_kept: int, need: int) -> str:
+def _short_field(which: str, split: str, drops: dict, n_kept: int, need: int) -> str:
     """The setting most likely at fault for too few trials."""
     if n_kept >= need:
         if which == "test":
             return "test_fraction"
-        return "valid_fraction" if align.split == "random" and which == "valid" else "split"
+        return "valid_fraction" if split == "random" and which == "valid" else "split"
     setting = {"trial_filter": "trial_filter", "window outside recording": "window_start_ms",
                "window outside obs_intervals": "window_start_ms",
                "window outside trial": "outside_trial"}
@@ -197,13 +204,3 @@ def check_datasets(datasets: dict[str, dict], sheet, config: dict,
         pending = path.parent == Path(simulated_dir) and not path.is_file()
         found[name] = check_dataset(name, settings, sheet, config, read_file=not pending)
     return found
-
-
-def preflight_or_exit(datasets: dict[str, dict], sheet, config: dict,
-                      simulated_dir: str = "resources/simulated") -> dict[str, dict]:
-    """:func:`check_datasets` for the Snakefile: bad input ends the run with the message alone
-    (no traceback) and a non-zero exit."""
-    try:
-        return check_datasets(datasets, sheet, config, simulated_dir)
-    except InputDataError as exc:
-        raise SystemExit(f"Error: {exc}")

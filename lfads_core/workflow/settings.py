@@ -65,7 +65,10 @@ def load_dataset_sheet(sheet: str | Path, defaults: dict, schema: dict,
     trials (``selecting``), else 0 (the validation trials then see only early stopping).
     """
     if not Path(sheet).is_file():
-        raise InputDataError(sheet, "datasets", "dataset sheet not found")
+        raise InputDataError(sheet, "datasets", f"dataset sheet not found (in {Path.cwd()}); name "
+                             "yours with --config datasets=<sheet.tsv>, or run from a project "
+                             "folder with config/config.yaml and its sheet (README: A project "
+                             "folder of your own)")
     table = pd.read_csv(sheet, sep="\t", dtype=str, comment="#", keep_default_na=False)
     table.columns = [c.strip() for c in table.columns]
     for column in ("dataset", "nwb"):
@@ -127,3 +130,20 @@ def lfads_settings_for(lfads: dict, dataset: str, run: str = "default",
         merged[section] = values
     return merged
 
+
+
+BASELINES = ("default", "selection", "none")
+
+
+def baseline_runs(value) -> str:
+    """``lfads.stitching.single_session_baseline`` as one of :data:`BASELINES`: what each row of
+    a stitched group also trains on its own: one ``default`` run (also ``true``, the default),
+    the group's sweep or PBT (``selection``), or nothing (``none``, also ``false``)."""
+    if value is None or value is True:
+        return "default"
+    if value is False:
+        return "none"
+    if value not in BASELINES:
+        raise InputDataError("config", "lfads.stitching.single_session_baseline",
+                             f"{value!r} is not allowed: must be one of {list(BASELINES)} (or true/false)")
+    return value

@@ -1,48 +1,76 @@
 # Sample sheet loading and input functions shared by the rules.
 
 import dataclasses
+import sys
 from pathlib import Path
+
+from lfads_core.errors import InputDataError
 
 from lfads_core.nwb.alignment import AlignSettings
 from lfads_core.nwb.ingest import IngestSettings
-from lfads_core.workflow.preflight import preflight_or_exit
-from lfads_core.workflow.settings import load_dataset_sheet, lfads_settings_for, read_schema
+from lfads_core.workflow.preflight import check_datasets
+from lfads_core.workflow.settings import (
+    baseline_runs,
+    load_dataset_sheet,
+    lfads_settings_for,
+    read_schema,
+)
+from lfads_core.workflow.startup import check_override_names, exit_on_bad_input, startup_summary
 from lfads_core.workflow.groups import model_groups
 from lfads_core.workflow.pbt import pbt_settings
+from lfads_core.workflow.results import present_datasets
 from lfads_core.workflow.sweep import DEFAULT_RUN, SELECTED_RUN, sweep_points
 
+# Every start-up step below stops a bad setting or file with one message naming the file, the
+# key and what is allowed (no traceback), before any job runs.
+started = lambda step, *args, **kwargs: exit_on_bad_input(CONFIG_SOURCES, step, *args, **kwargs)
 # Training runs per dataset: `default`, or one per point of the sweep (config lfads.sweep).
-SWEEP = sweep_points(config["lfads"].get("sweep"))
+SWEEP = started(sweep_points, config["lfads"].get("sweep"))
 SWEEPING = list(SWEEP) != [DEFAULT_RUN]
 # Population-based training (config lfads.pbt; None when off): generations x population
 # member jobs from the `default` run's settings, the best member of the last one `selected`.
-PBT = pbt_settings(config["lfads"].get("pbt"), config["lfads"].get("sweep"))
+PBT = started(pbt_settings, config["lfads"].get("pbt"), config["lfads"].get("sweep"))
 # `test_fraction: auto` holds test trials out (read by no training or selection) when a sweep
 # or PBT chooses among models on the validation trials.
-DATASETS = load_dataset_sheet(
+DATASETS = started(
+    load_dataset_sheet,
     config["datasets"],
     config["defaults"],
     read_schema(workflow.source_path("../schemas/datasets.schema.yaml")),
     selecting=SWEEPING or PBT is not None,
 )
 # Stitching: rows with the same sheet `group` train one model (results/{group}/lfads/), each
-# row a session of it; with lfads.stitching.single_session_baseline every such row also trains
-# a model of its own, for comparison. MODELS: what trains, by the name of its results folder.
-GROUPS = model_groups(DATASETS, config["datasets"])
+# row a session of it. With lfads.stitching.single_session_baseline every such row also trains
+# a model of its own, for comparison: one default run (`default`), or with the group's sweep or
+# PBT (`selection`). MODELS: what trains, by the name of its results folder.
+GROUPS = started(model_groups, DATASETS, config["datasets"])
 GROUP_OF = {dataset: group for group, rows in GROUPS.items() for dataset in rows}
-SINGLE_BASELINE = config["lfads"].get("stitching", {}).get("single_session_baseline", True)
+BASELINE = baseline_runs(config["lfads"].get("stitching", {}).get("single_session_baseline"))
 MODELS = {
-    **{d: [d] for d in DATASETS if d not in GROUP_OF or SINGLE_BASELINE},
+    **{d: [d] for d in DATASETS if d not in GROUP_OF or BASELINE != "none"},
     **GROUPS,
 }
+# The models a sweep or PBT trains (every model, but single-session baselines only with
+# `selection`); the others train one `default` run.
+SELECTING = [
+    m for m in MODELS if (SWEEPING or PBT) and (m not in GROUP_OF or BASELINE == "selection")
+]
 SIMULATED_DIR = "resources/simulated"
+started(
+    check_override_names,
+    config["lfads"].get("overrides", {}),
+    MODELS,
+    config.get("simulations", {}),
+    config["datasets"],
+    CONFIG_SOURCES,
+)
 
 
 wildcard_constraints:
     dataset="|".join(DATASETS),
     model="|".join(MODELS),
     name="[A-Za-z0-9_.-]+",
-    run="|".join([*SWEEP, SELECTED_RUN]),
+    run="|".join([*SWEEP, DEFAULT_RUN, SELECTED_RUN]),
     generation="[0-9]{3}",
     member="[0-9]{3}",
 
@@ -60,35 +88,46 @@ def simulated_session(stem):
     return None
 
 
-def _check_nwb_paths():
+def check_nwb_paths():
     """Every sheet path must exist, or be a simulation this config can write."""
     for name, settings in DATASETS.items():
         path = Path(settings["nwb"])
+        where = f"{config['datasets']} (dataset '{name}')"
         simulated = path.parent == Path(SIMULATED_DIR) and path.suffix == ".nwb"
         if simulated and simulated_session(path.stem) is None:
-            raise ValueError(
-                f"{config['datasets']} (dataset '{name}'): field 'nwb': {path} is a simulated "
-                f"file but config 'simulations' has no entry '{path.stem}' (nor a "
-                f"multi-session simulation of which it is `{{name}}_session{{k}}`)"
+            raise InputDataError(
+                where,
+                "nwb",
+                f"{path} is a simulated file but config 'simulations' has no entry "
+                f"'{path.stem}' (nor a multi-session simulation of which it is "
+                "`{name}_session{k}`)",
             )
         if not simulated and not path.is_file():
-            raise ValueError(
-                f"{config['datasets']} (dataset '{name}'): field 'nwb': file not found: {path}"
-            )
+            raise InputDataError(where, "nwb", f"file not found: {path}")
 
 
-_check_nwb_paths()
+started(check_nwb_paths)
 # Settings against each file's metadata (lfads_core/workflow/preflight.py), before any job runs.
-preflight_or_exit(DATASETS, config["datasets"], config, SIMULATED_DIR)
+FOUND = started(check_datasets, DATASETS, config["datasets"], config, SIMULATED_DIR)
 
 
-# LFADS settings of every dataset and run (config `lfads`, the dataset's overrides, the run's
+def runs_of(model):
+    """The LFADS runs a model trains: the sweep's points, PBT's `default` base, or `default`."""
+    return SWEEP if model in SELECTING else {DEFAULT_RUN: {}}
+
+
+# LFADS settings of every model and run (config `lfads`, the model's overrides, the run's
 # sweep point), checked now.
 LFADS_SETTINGS = {
-    (name, run): lfads_settings_for(config["lfads"], name, run, point)
+    (name, run): started(lfads_settings_for, config["lfads"], name, run, point)
     for name in MODELS
-    for run, point in SWEEP.items()
+    for run, point in runs_of(name).items()
 }
+# One line per dataset and one for the training jobs, before any job (a dry run too).
+print(
+    startup_summary(DATASETS, FOUND, GROUPS, {m: list(runs_of(m)) for m in MODELS}, SELECTING, PBT),
+    file=sys.stderr,
+)
 
 
 # Each rule's params are exactly the settings its stage reads, so that changing a setting
@@ -132,12 +171,21 @@ def evaluation_settings():
     }
 
 
-def validation_selections():
-    """What chooses on the validation trials (the scores' `seen_by`): the kept epoch and the
-    learning-rate schedule always, and the sweep's or PBT's choice of a model."""
-    return ["early stopping", "learning-rate plateau"] + (
-        ["sweep selection"] if SWEEPING else ["PBT selection"] if PBT else []
-    )
+def validation_selections(model):
+    """What chooses on a model's validation trials (the scores' `seen_by`): the kept epoch and
+    the learning-rate schedule always, and the sweep's or PBT's choice of a model."""
+    selection = ["sweep selection"] if SWEEPING else ["PBT selection"] if PBT else []
+    return ["early stopping", "learning-rate plateau"] + (selection if model in SELECTING else [])
+
+
+def score_selections(wildcards):
+    """`validation_selections` of the models a dataset's scores come from: its own (or its
+    group's) and, for a stitched row with the baseline, its single-session model's."""
+    dataset = wildcards.dataset
+    selections = {"lfads": validation_selections(GROUP_OF.get(dataset, dataset))}
+    if dataset in GROUP_OF and dataset in MODELS:
+        selections["single"] = validation_selections(dataset)
+    return selections
 
 
 def nwb_file(wildcards):
@@ -152,10 +200,10 @@ def is_simulated(dataset):
     return Path(DATASETS[dataset]["nwb"]).parent == Path(SIMULATED_DIR)
 
 
-def used_run():
-    """The LFADS run the downstream stages use: the sweep's or PBT's selected run, or
-    `default`."""
-    return SELECTED_RUN if SWEEPING or PBT else DEFAULT_RUN
+def run_of(model):
+    """The LFADS run of a model the later stages use: the sweep's or PBT's `selected` run, or
+    `default` (also for single-session baselines, unless they train with the selection)."""
+    return SELECTED_RUN if model in SELECTING else DEFAULT_RUN
 
 
 def lfads_inputs(wildcards):
@@ -166,15 +214,17 @@ def lfads_inputs(wildcards):
 
 def posterior_file(wildcards):
     """The posterior the later stages of a dataset use: from its group's model if it has one."""
-    if wildcards.dataset in GROUP_OF:
-        return f"results/{wildcards.dataset}/lfads/stitched/{used_run()}/posterior.h5"
-    return f"results/{wildcards.dataset}/lfads/{used_run()}/posterior.h5"
+    dataset = wildcards.dataset
+    if dataset in GROUP_OF:
+        return f"results/{dataset}/lfads/stitched/{run_of(GROUP_OF[dataset])}/posterior.h5"
+    return f"results/{dataset}/lfads/{run_of(dataset)}/posterior.h5"
 
 
 def single_session_posterior(wildcards):
     """A grouped dataset's single-session posterior (with the baseline), for `evaluate`."""
-    if wildcards.dataset in GROUP_OF and SINGLE_BASELINE:
-        return {"single": f"results/{wildcards.dataset}/lfads/{used_run()}/posterior.h5"}
+    dataset = wildcards.dataset
+    if dataset in GROUP_OF and dataset in MODELS:
+        return {"single": f"results/{dataset}/lfads/{run_of(dataset)}/posterior.h5"}
     return {}
 
 
@@ -188,9 +238,15 @@ def session_index(wildcards):
     return GROUPS[GROUP_OF[wildcards.dataset]].index(wildcards.dataset)
 
 
+def run_config_file(wildcards):
+    """The resolved settings of the LFADS run a dataset's later stages use (its group's)."""
+    model = GROUP_OF.get(wildcards.dataset, wildcards.dataset)
+    return f"results/{model}/lfads/{run_of(model)}/config.yaml"
+
+
 def train_log_file(wildcards):
     model = GROUP_OF.get(wildcards.dataset, wildcards.dataset)
-    return f"results/{model}/lfads/{used_run()}/train_log.csv"
+    return f"results/{model}/lfads/{run_of(model)}/train_log.csv"
 
 
 def sweep_run_files(wildcards):
@@ -272,7 +328,7 @@ def figure_files():
     names = ["training_curves", "raster_rates", "factor_trajectories", "method_comparison"]
     files = [
         f"results/{model}/figures/pbt_progress.{ext}"
-        for model in MODELS
+        for model in SELECTING
         if PBT
         for ext in ("png", "pdf")
     ]
@@ -288,29 +344,44 @@ def figure_files():
     return files
 
 
+def summary_datasets():
+    """The datasets the summary covers: the sheet's, then any other with results under
+    `results/` (made by an earlier configuration; their files are used as they are)."""
+    return list(DATASETS) + [d for d in present_datasets() if d not in DATASETS]
+
+
 def summary_inputs(wildcards):
-    """Every dataset's metrics and decoding summary, and the sweep selections."""
+    """Every dataset's metrics, decoding summary and settings, and the sweep selections."""
+    datasets = summary_datasets()
+    decoding = [f"results/{dataset}/decoding/summary.tsv" for dataset in datasets]
+    settings = [f"results/{dataset}/settings.yaml" for dataset in datasets]
     tables = {
-        "metrics": [f"results/{dataset}/metrics.tsv" for dataset in DATASETS],
+        "metrics": [f"results/{dataset}/metrics.tsv" for dataset in datasets],
         "decoding": [
-            f"results/{dataset}/decoding/summary.tsv"
-            for dataset in DATASETS
-            if has_behavior(dataset)
+            path
+            for dataset, path in zip(datasets, decoding)
+            if (has_behavior(dataset) if dataset in DATASETS else Path(path).is_file())
+        ],
+        "settings": [
+            path
+            for dataset, path in zip(datasets, settings)
+            if dataset in DATASETS or Path(path).is_file()
         ],
     }
     if SWEEPING:
-        tables["selections"] = [f"results/{model}/lfads/selection.tsv" for model in MODELS]
+        tables["selections"] = [f"results/{model}/lfads/selection.tsv" for model in SELECTING]
     return tables
 
 
 def all_outputs():
     """Final targets: every stage's result for every dataset of the sheet, and the summary."""
-    files = ["results/config.yaml"] + figure_files() + list(rules.summary.output)
+    files = figure_files() + list(rules.summary.output)
     for dataset in DATASETS:
         files += [
             f"results/{dataset}/align/summary.json",
             f"results/{dataset}/factors.nwb",
             f"results/{dataset}/metrics.tsv",
+            f"results/{dataset}/settings.yaml",
         ]
         if has_behavior(dataset):
             files.append(f"results/{dataset}/decoding/summary.tsv")

@@ -39,7 +39,7 @@ rule decode_behavior:
         decoding=config["evaluation"]["decoding"],
         smoothing_sigma_ms=config["evaluation"]["smoothing_sigma_ms"],
         bootstrap={key: config["evaluation"][key] for key in ("n_bootstrap", "seed")},
-        selections=validation_selections(),
+        selections=score_selections,
     log:
         "logs/{dataset}/decode_behavior.log",
     conda:
@@ -66,7 +66,7 @@ rule evaluate:
         provenance="results/{dataset}/provenance/evaluate.json",
     params:
         evaluation=evaluation_settings(),
-        selections=validation_selections(),
+        selections=score_selections,
     log:
         "logs/{dataset}/evaluate.log",
     conda:

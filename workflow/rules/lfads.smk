@@ -16,7 +16,7 @@ rule train_lfads:
         mem_mb=2500,  # 2.3x the 1.07 GB peak recorded on the default dataset (benchmark file)
         runtime=240,
     wildcard_constraints:
-        run="|".join(SWEEP),  # the configured runs; `selected` is a copy of one of them
+        run="|".join([*SWEEP, DEFAULT_RUN]),  # `selected` is a copy of one of them
     log:
         "logs/{model}/train_lfads_{run}.log",
     benchmark:

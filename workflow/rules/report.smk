@@ -1,19 +1,24 @@
-rule workflow_config:
-    """The configuration and dataset settings this run used, for the report."""
+rule dataset_settings:
+    """The resolved settings a dataset's results were made with, and their checksum."""
     localrule: True
+    input:
+        run_config=run_config_file,
+        metrics="results/{dataset}/metrics.tsv",  # written with the results, after them
     output:
-        config=report(
-            "results/config.yaml",
+        settings=report(
+            "results/{dataset}/settings.yaml",
             caption="../report/config.rst",
             category="Configuration",
+            subcategory="{dataset}",
         ),
-        provenance="results/provenance/workflow_config.json",
+        provenance="results/{dataset}/provenance/dataset_settings.json",
     params:
-        config=config,
-        datasets=DATASETS,
+        data=lambda wildcards: DATASETS[wildcards.dataset],
+        model=lambda wildcards: GROUP_OF.get(wildcards.dataset, wildcards.dataset),
+        evaluation=evaluation_settings(),
     log:
-        "logs/workflow_config.log",
+        "logs/{dataset}/dataset_settings.log",
     conda:
         "../envs/lfads_core.yaml"
     script:
-        "../scripts/workflow_config.py"
+        "../scripts/dataset_settings.py"

@@ -1,8 +1,11 @@
 rule summary:
-    """Every dataset's metrics and decoding scores in one table and one figure."""
+    """Every dataset's metrics and decoding scores in one table and one figure, and what made
+    each (its settings' checksum), for every dataset with results under results/."""
     localrule: True
     input:
         unpack(summary_inputs),
+    params:
+        sheet=list(DATASETS),
     output:
         **({"selection": "results/summary/selection.tsv"} if SWEEPING else {}),
         metrics=report(
@@ -11,6 +14,11 @@ rule summary:
             category="Summary",
         ),
         decoding="results/summary/decoding.tsv",
+        datasets=report(
+            "results/summary/datasets.tsv",
+            caption="../report/summary_datasets.rst",
+            category="Summary",
+        ),
         png=report(
             "results/summary/metrics.png",
             caption="../report/summary_figure.rst",

@@ -7,7 +7,7 @@ with rule_logging(snakemake) as log:
     data = load_arrays(snakemake.input.data)
     scores, summary, predictions, behavior, columns, split = decode_dataset(
         data, load_arrays(snakemake.input.posterior), snakemake.params.smoothing_sigma_ms,
-        snakemake.params.decoding, tuple(snakemake.params.selections),
+        snakemake.params.decoding, tuple(snakemake.params.selections["lfads"]),
         snakemake.params.bootstrap["n_bootstrap"], snakemake.params.bootstrap["seed"])
     for table, path in ((scores, snakemake.output.scores), (summary, snakemake.output.summary)):
         table.insert(0, "dataset", snakemake.wildcards.dataset)

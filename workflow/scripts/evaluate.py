@@ -7,15 +7,16 @@ with rule_logging(snakemake) as log:
     settings = snakemake.params.evaluation
     data = load_arrays(snakemake.input.data)
 
-    def scores(posterior):
+    def scores(posterior, model):
         return evaluate(data, load_arrays(posterior), settings["smoothing_sigma_ms"],
-                        settings["psth_sigma_ms"], settings["decoding"], tuple(snakemake.params.selections),
-                        settings["n_bootstrap"], settings["seed"])
+                        settings["psth_sigma_ms"], settings["decoding"],
+                        tuple(snakemake.params.selections[model]), settings["n_bootstrap"],
+                        settings["seed"])
 
-    table = scores(snakemake.input.posterior)
+    table = scores(snakemake.input.posterior, "lfads")
     if "single" in snakemake.input.keys():  # a stitched session beside its own model
         table["method"] = table["method"].replace({"lfads": "lfads stitched"})
-        single = scores(snakemake.input.single)
+        single = scores(snakemake.input.single, "single")
         single = single[single["method"] == "lfads"].assign(method="lfads single-session")
         table = pd.concat([table, single], ignore_index=True)
     table.insert(0, "dataset", snakemake.wildcards.dataset)

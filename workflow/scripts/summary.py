@@ -1,4 +1,5 @@
 import pandas as pd
+import yaml
 
 from lfads_core.analysis.evaluation import method_scores
 from lfads_core.analysis.score_figures import plot_dataset_summary
@@ -14,8 +15,21 @@ def gather(paths, columns=None):
     return pd.concat([pd.read_csv(path, sep="\t") for path in paths], ignore_index=True)
 
 
+def dataset_rows(settings_files, datasets, sheet):
+    """One row per dataset: in the sheet or not, and what made its results."""
+    made = {}
+    for path in settings_files:
+        s = yaml.safe_load(open(path))
+        made[s["dataset"]] = {"settings_sha256": s["settings_sha256"], "model": s["model"],
+                              "nwb": s["data"]["nwb"], "workflow": s["workflow"]}
+    return pd.DataFrame([{"dataset": d, "in_sheet": d in sheet, **made.get(d, {})} for d in datasets])
+
+
 with rule_logging(snakemake) as log:
     metrics = gather(snakemake.input.metrics)
+    datasets = list(dict.fromkeys(metrics["dataset"]))
+    dataset_rows(snakemake.input.settings, datasets, set(snakemake.params.sheet)).to_csv(
+        snakemake.output.datasets, sep="\t", index=False)
     decoding = gather(snakemake.input.decoding, DECODING_COLUMNS)
     metrics.to_csv(snakemake.output.metrics, sep="\t", index=False)
     decoding.to_csv(snakemake.output.decoding, sep="\t", index=False)
