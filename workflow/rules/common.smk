@@ -33,6 +33,10 @@ SWEEPING = list(SWEEP) != [DEFAULT_RUN]
 # Population-based training (config lfads.pbt; None when off): generations x population
 # member jobs from the `default` run's settings, the best member of the last one `selected`.
 PBT = pbt_settings(config["lfads"].get("pbt"), config["lfads"].get("sweep"))
+# The light rules (ingestion, binning, alignment, decoding, metrics, figures, selections,
+# summary) run in the main Snakemake process; config `submit_light_rules` submits them as jobs
+# instead, on a cluster whose login node may not run them.
+LOCAL_LIGHT_RULES = not config.get("submit_light_rules", False)
 
 
 wildcard_constraints:

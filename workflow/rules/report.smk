@@ -1,6 +1,6 @@
 rule workflow_config:
     """The configuration and dataset settings this run used, for the report."""
-    localrule: True
+    localrule: LOCAL_LIGHT_RULES
     output:
         config=report(
             "results/config.yaml",

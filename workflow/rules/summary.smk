@@ -1,6 +1,6 @@
 rule summary:
     """Every dataset's metrics and decoding scores in one table and one figure."""
-    localrule: True
+    localrule: LOCAL_LIGHT_RULES
     input:
         unpack(summary_inputs),
     output:
