@@ -192,25 +192,25 @@ def test_a_stitched_group_trains_and_samples_on_the_gpu_partition(cluster, tmp_p
 
 
 def without_programs(programs: list[str], folder: Path) -> list[str]:
-    """A command prefix: the command runs in a mount namespace of its own whose /usr/bin lacks
-    ``programs`` (every other program there is a link to the real one, which the namespace
-    sees under ``folder``/real), as on a machine without them."""
-    real, fake = folder / "real", folder / "fake"
-    real.mkdir(parents=True)
-    fake.mkdir()
-    for name in os.listdir("/usr/bin"):
-        if name not in programs:
-            (fake / name).symlink_to(real / name)
-    script = f'mount --bind /usr/bin {real} && mount --bind {fake} /usr/bin && exec "$@"'
-    return ["unshare", "--mount", "bash", "-c", script, "bash"]
+    """A command prefix: the command runs in a mount namespace of its own in which each of
+    ``programs`` is covered by an empty file that cannot be run, so that `which` (how the SLURM
+    executor plugin looks for `sacct`) does not find it and running it fails, as on a machine
+    without it."""
+    folder.mkdir(parents=True)
+    blank = folder / "blank"
+    blank.write_text("")
+    blank.chmod(0o644)
+    mounts = [f"mount --bind {blank} {path}" for path in map(shutil.which, programs) if path]
+    return ["unshare", "--mount", "bash", "-c", " && ".join([*mounts, 'exec "$@"']), "bash"]
 
 
 def test_light_rules_run_as_cpu_jobs_on_a_cluster_without_sacct(cluster, tmp_path):
     """Config `submit_light_rules`, for clusters whose login node may not run work: the light
     rules (here the simulation, its ingestion and the configuration record) are batch jobs on
     the cpu partition, without a GPU. `sacct` is hidden from the run, as on a cluster without
-    it, and the profile does not name a status command: the plugin asks `squeue` by itself,
-    and every job is charged to the account of the profile's default-resources."""
+    it, and the profile names no status command: the plugin asks `squeue` by itself (with
+    `sacct` there it would ask `sacct`, which has no accounting database here, and wait for
+    ever), and every job is charged to the account of the profile's default-resources."""
     hide = without_programs(["sacct"], tmp_path / "bin")
     if subprocess.run([*hide, "true"], capture_output=True).returncode != 0:
         pytest.skip("hiding sacct needs a mount namespace (unshare --mount)")
@@ -220,8 +220,8 @@ def test_light_rules_run_as_cpu_jobs_on_a_cluster_without_sacct(cluster, tmp_pat
     command = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"),
                "--directory", str(work), "--cores", "2", "--workflow-profile", str(profile),
                "results/config.yaml", "results/tiny/ingest/summary.json"]
-    checked = subprocess.run([*hide, "bash", "-c", "! command -v sacct"], capture_output=True)
-    assert checked.returncode == 0, "sacct is still there"
+    checked = subprocess.run([*hide, "which", "sacct"], capture_output=True)
+    assert checked.returncode != 0, "sacct is still there"
     # a plugin that cannot learn the jobs' states waits for ever: give up after 5 minutes
     result = subprocess.run([*hide, *command], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, timeout=300)
