@@ -1,6 +1,7 @@
 # From NWB recordings to LFADS latent dynamics and behaviour decoding.
 # Stages and the files between them: README.md ("The workflow"). Light rules are marked
-# `localrule: True`: they run in the main Snakemake process, not as cluster jobs.
+# `localrule: LOCAL_LIGHT_RULES`: they run in the main Snakemake process, not as cluster jobs,
+# unless config `submit_light_rules` submits them (workflow/rules/common.smk).
 
 from pathlib import Path
 
@@ -8,6 +9,8 @@ from snakemake.utils import min_version
 
 from lfads_core.workflow.startup import check_config, config_sources, exit_on_bad_input
 from lfads_core.workflow.settings import read_schema
+
+from lfads_core.workflow.cluster import gpu_partitions_or_exit
 
 min_version("9.0")
 
@@ -51,3 +54,12 @@ rule all:
     input:
         all_outputs(),
     default_target: True
+
+
+# On a cluster profile, a rule that asks for a GPU with no partition of its own would be
+# submitted to the CPU partition: stop before any job (lfads_core/workflow/cluster.py).
+gpu_partitions_or_exit(
+    [r.name for r in workflow.rules if "gpu" in r.resources and r.resources["gpu"].raw],
+    {k: v.raw for k, v in (workflow.resource_settings.default_resources or {}).items()},
+    workflow.resource_settings.overwrite_resources,
+)

@@ -103,12 +103,12 @@ def check_config(config: dict, schema: dict, sources: list[tuple[str, dict]]) ->
                              message)
 
 
-def check_override_names(overrides: Mapping, models: Iterable[str], simulations: Iterable[str],
+def check_override_names(overrides: Mapping, names: Iterable[str], simulations: Iterable[str],
                          sheet: str, sources: list[tuple[str, dict]]) -> None:
     """Every ``lfads.overrides`` name must be a dataset or stitched group of the sheet, or a
     simulation of the config (the overrides of the shipped simulated datasets may stay when
     another sheet is used); a misspelt name would otherwise be ignored in silence."""
-    known = sorted(set(models))
+    known = sorted(set(names))
     for name in overrides:
         if name not in known and name not in set(simulations):
             close = difflib.get_close_matches(str(name), known, n=1)

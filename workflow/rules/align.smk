@@ -1,6 +1,6 @@
 rule align_trials:
     """Cut trials around the alignment event into the lfads-torch input layout."""
-    localrule: True
+    localrule: LOCAL_LIGHT_RULES
     input:
         binned="results/{dataset}/binned.h5",
     output:

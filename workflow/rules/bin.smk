@@ -1,6 +1,6 @@
 rule bin_spikes:
     """Count spikes in regular time bins; resample behaviour onto the same grid."""
-    localrule: True
+    localrule: LOCAL_LIGHT_RULES
     input:
         session="results/{dataset}/ingest/session.h5",
     output:

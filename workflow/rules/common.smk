@@ -59,11 +59,15 @@ SIMULATED_DIR = "resources/simulated"
 started(
     check_override_names,
     config["lfads"].get("overrides", {}),
-    MODELS,
+    [*DATASETS, *GROUPS],
     config.get("simulations", {}),
     config["datasets"],
     CONFIG_SOURCES,
 )
+# The light rules (ingestion, binning, alignment, decoding, metrics, figures, selections,
+# summary) run in the main Snakemake process; config `submit_light_rules` submits them as jobs
+# instead, on a cluster whose login node may not run them.
+LOCAL_LIGHT_RULES = not config.get("submit_light_rules", False)
 
 
 wildcard_constraints:

@@ -1,6 +1,6 @@
 rule extract_factors:
     """LFADS factors, rates and inferred inputs as HDF5 and as an NWB file of their own."""
-    localrule: True
+    localrule: LOCAL_LIGHT_RULES
     input:
         posterior=posterior_file,
         metadata="results/{dataset}/lfads_input.json",
@@ -21,7 +21,7 @@ rule extract_factors:
 
 rule decode_behavior:
     """Ridge decoding of behaviour from LFADS rates and factors and from spike baselines."""
-    localrule: True
+    localrule: LOCAL_LIGHT_RULES
     input:
         posterior=posterior_file,
         data="results/{dataset}/lfads_input.h5",
@@ -51,7 +51,7 @@ rule decode_behavior:
 rule evaluate:
     """NLB metrics of LFADS and of the spike-smoothing baseline (and ground truth R^2); for a
     stitched session also its single-session model's."""
-    localrule: True
+    localrule: LOCAL_LIGHT_RULES
     input:
         unpack(single_session_posterior),
         posterior=posterior_file,

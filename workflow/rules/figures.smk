@@ -4,7 +4,7 @@
 
 rule plot_training:
     """Training curves, one trial's raster with inferred rates, factor trajectories."""
-    localrule: True
+    localrule: LOCAL_LIGHT_RULES
     input:
         train_log=train_log_file,
         posterior=posterior_file,
@@ -42,7 +42,7 @@ rule plot_training:
 
 rule plot_metrics:
     """Bar chart of every method's NLB metrics and decoding R^2."""
-    localrule: True
+    localrule: LOCAL_LIGHT_RULES
     input:
         unpack(metric_tables),
     output:
@@ -64,7 +64,7 @@ rule plot_metrics:
 
 rule plot_decoding:
     """Decoded vs true behaviour for a few validation trials."""
-    localrule: True
+    localrule: LOCAL_LIGHT_RULES
     input:
         predictions="results/{dataset}/decoding/predictions.h5",
     output:
@@ -86,7 +86,7 @@ rule plot_decoding:
 
 rule plot_latents:
     """Simulated data: LFADS factors mapped onto the true latents."""
-    localrule: True
+    localrule: LOCAL_LIGHT_RULES
     input:
         posterior=posterior_file,
         data="results/{dataset}/lfads_input.h5",
@@ -109,6 +109,6 @@ rule plot_latents:
 
 rule figures:
     """Every figure of every dataset (target: `snakemake figures`)."""
-    localrule: True
+    localrule: LOCAL_LIGHT_RULES
     input:
         figure_files(),

@@ -1,6 +1,6 @@
 rule ingest:
     """Read the dataset's NWB file into the normalised session file."""
-    localrule: True
+    localrule: LOCAL_LIGHT_RULES
     input:
         nwb=nwb_file,
     output:

@@ -82,7 +82,7 @@ if SWEEPING:
 
     rule select_lfads_run:
         """Sweep: keep the run with the lowest smoothed validation loss for downstream stages."""
-        localrule: True
+        localrule: LOCAL_LIGHT_RULES
         input:
             unpack(sweep_run_files),
         output:

@@ -7,7 +7,7 @@ if PBT:
 
     rule pbt_plan:
         """PBT: the members' parents and settings for one generation (exploit and explore)."""
-        localrule: True
+        localrule: LOCAL_LIGHT_RULES
         input:
             unpack(pbt_plan_inputs),
         output:
@@ -54,7 +54,7 @@ if PBT:
 
     rule pbt_generation_table:
         """PBT: one generation's members, parents, settings and validation losses."""
-        localrule: True
+        localrule: LOCAL_LIGHT_RULES
         input:
             unpack(pbt_generation_results),
         output:
@@ -71,7 +71,7 @@ if PBT:
 
     rule select_pbt_member:
         """PBT: the last generation's member with the lowest smoothed validation loss."""
-        localrule: True
+        localrule: LOCAL_LIGHT_RULES
         input:
             unpack(pbt_selection_inputs),
         output:
@@ -94,7 +94,7 @@ if PBT:
 
     rule plot_pbt:
         """PBT: each searched setting and the validation loss over generations, by lineage."""
-        localrule: True
+        localrule: LOCAL_LIGHT_RULES
         input:
             table="results/{model}/lfads/pbt/generations.tsv",
         output:

@@ -1,6 +1,6 @@
 rule dataset_settings:
     """The resolved settings a dataset's results were made with, and their checksum."""
-    localrule: True
+    localrule: LOCAL_LIGHT_RULES
     input:
         run_config=run_config_file,
         metrics="results/{dataset}/metrics.tsv",  # written with the results, after them

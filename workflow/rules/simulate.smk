@@ -1,6 +1,6 @@
 rule simulate:
     """Write a simulated NWB recording with known latent dynamics (the default dataset)."""
-    localrule: True
+    localrule: LOCAL_LIGHT_RULES
     output:
         nwb=f"{SIMULATED_DIR}/{{name}}.nwb",
     params:

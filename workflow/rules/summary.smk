@@ -1,7 +1,7 @@
 rule summary:
     """Every dataset's metrics and decoding scores in one table and one figure, and what made
     each (its settings' checksum), for every dataset with results under results/."""
-    localrule: True
+    localrule: LOCAL_LIGHT_RULES
     input:
         unpack(summary_inputs),
     params:
