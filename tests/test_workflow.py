@@ -5,6 +5,7 @@ import re
 
 import h5py
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 
@@ -149,15 +150,23 @@ def test_factors_metrics_decoding_and_figures(tiny_run):
     for name in FIGURES:
         for ext in ("png", "pdf"):
             assert (out / "figures" / f"{name}.{ext}").stat().st_size > 1000, name
-    from lfads_core.nwb.export import read_factors_nwb
+    from lfads_core.nwb.export import load_factors
 
-    exported = read_factors_nwb(out / "factors.nwb")
     meta = json.loads((out / "lfads_input.json").read_text())
-    for split in ("valid", "test"):
-        assert sorted(set(exported[f"{split}_trial_ids"])) == sorted(meta["trial_ids"][split])
-    splits = exported["trials"].set_index("source_trial_id")["lfads_split"]
-    assert sorted(splits[splits == "test"].index) == sorted(meta["trial_ids"]["test"])
-    import pandas as pd
+    nwb, h5 = load_factors(out / "factors.nwb"), load_factors(out / "factors.h5")
+    for exported in (nwb, h5):
+        # every trial of the recording in its order, the split a column
+        assert exported.trials.index.tolist() == sorted(exported.trials.index)
+        for split in ("train", "valid", "test"):
+            in_split = exported.trials[exported.trials["lfads_split"] == split]
+            assert sorted(in_split.index) == sorted(meta["trial_ids"][split])
+        assert {"condition", "move_onset_time", "split"} <= set(exported.trials.columns)
+        assert exported.rates.shape == (20, 150, 30) and exported.units["rates"] == "Hz"
+    np.testing.assert_array_equal(nwb.rates, h5.rates)
+    pd.testing.assert_frame_equal(nwb.trials, h5.trials)
+    with h5py.File(out / "lfads" / "default" / "posterior.h5", "r") as post:
+        k = nwb.trials["trial_row"].tolist().index(int(post["test_inds"][0]))
+        np.testing.assert_allclose(nwb.rates[k], post["test_rates"][0] / 0.005, rtol=1e-5)
 
     metrics = pd.read_csv(out / "metrics.tsv", sep="\t")
     assert {"lfads", "smoothing"} <= set(metrics["method"])
@@ -193,3 +202,18 @@ def test_figures_rebuild_from_results_only(tiny_run):
     assert "train_lfads" not in result.stdout
     assert all((out / "figures" / f"{name}.png").exists() for name in FIGURES)
     assert (out / "lfads" / "default" / "model.pt").stat().st_mtime == model_mtime
+
+
+def test_readme_python_examples_of_the_output_run(tiny_run):
+    """The README's examples of reading factors.nwb, as written there, on the tiny run."""
+    import subprocess
+    import sys
+
+    work, _ = tiny_run
+    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
+    code = "\n".join(b for b in blocks if "load_factors" in b or "to_pynapple" in b)
+    assert "to_pynapple" in code
+    result = subprocess.run([sys.executable, "-c", code.replace("results/lorenz/", "results/tiny/")],
+                            cwd=work, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "Hz" in result.stdout and "Warning" not in result.stderr

@@ -1,9 +1,12 @@
 rule extract_factors:
-    """LFADS factors, rates and inferred inputs as HDF5 and as an NWB file of their own."""
+    """LFADS factors, rates (Hz) and inferred inputs with the recording's trials, in its order,
+    as HDF5 and as an NWB file of their own."""
     localrule: True
     input:
         posterior=posterior_file,
         metadata="results/{dataset}/lfads_input.json",
+        session="results/{dataset}/ingest/session.h5",
+        ingest_summary="results/{dataset}/ingest/summary.json",
         nwb=nwb_file,
     output:
         h5="results/{dataset}/factors.h5",
