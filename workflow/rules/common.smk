@@ -267,13 +267,28 @@ def metric_tables(wildcards):
     return tables
 
 
+def group_session_files(wildcards):
+    """A stitched group's sessions: each row's posterior from the group's model and its input."""
+    rows = GROUPS[wildcards.group]
+    return {
+        "posteriors": [f"results/{row}/lfads/stitched/{used_run()}/posterior.h5" for row in rows],
+        "data": [f"results/{row}/lfads_input.h5" for row in rows],
+    }
+
+
 def figure_files():
-    """Every figure (PNG and PDF) of every dataset; which ones depends on the data."""
+    """Every figure (PNG and PDF) of every dataset (and stitched group); which ones depends on
+    the data."""
     names = ["training_curves", "raster_rates", "factor_trajectories", "method_comparison"]
     files = [
         f"results/{model}/figures/pbt_progress.{ext}"
         for model in MODELS
         if PBT
+        for ext in ("png", "pdf")
+    ]
+    files += [
+        f"results/{group}/figures/stitched_factors.{ext}"
+        for group in GROUPS
         for ext in ("png", "pdf")
     ]
     for dataset in DATASETS:
