@@ -333,6 +333,7 @@ def test_pynapple_objects_on_the_recordings_clock(lab_recording):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no warning, though 'split' is a pynapple method
         objects = back.to_pynapple()
+        objects["windows"][0]  # a new IntervalSet of the same metadata: no warning either
     windows = objects["windows"]
     assert isinstance(windows, nap.IntervalSet) and len(windows) == len(back.trials)
     np.testing.assert_allclose(windows.start, back.trials["window_start_s"])
@@ -340,6 +341,10 @@ def test_pynapple_objects_on_the_recordings_clock(lab_recording):
     assert windows.get_info("choice").tolist() == back.trials["choice"].tolist()
     assert windows.get_info("lfads_split").tolist() == back.trials["lfads_split"].tolist()
     assert windows.get_info("trial_id").tolist() == back.trials.index.tolist()
+    # NLB's split column is named like IntervalSet.split: it gets a trailing underscore
+    assert windows.split_.tolist() == back.trials["split"].tolist()
+    assert windows[windows.lfads_split == "test"].choice.tolist() == \
+        back.trials.loc[back.trials["lfads_split"] == "test", "choice"].tolist()
     rates = objects["rates"]
     assert isinstance(rates, nap.TsdFrame)
     assert rates.shape == (back.rates.shape[0] * back.rates.shape[1], back.rates.shape[2])

@@ -357,7 +357,8 @@ def plot_factor_trajectories(factors: np.ndarray, conditions: np.ndarray,
         bar = fig.colorbar(scale, ax=ax, shrink=0.6, pad=0.1)
         bar.set_label(condition_title)
         if not all(_is_number(v) for v in names):  # condition numbers, labelled by name
-            ticks = np.unique(np.linspace(0, len(names) - 1, min(len(names), 6)).round().astype(int))
+            ticks = np.unique(np.linspace(0, len(names) - 1, min(len(names), 6)).round()
+                              .astype(int))
             bar.set_ticks(ticks, labels=[str(names[t]) for t in ticks])
         fig.legend(handles=markers, loc="outside lower center", ncol=len(markers))
     return save_figure(fig, out_stem, return_figure)

@@ -159,9 +159,9 @@ class LfadsFactors:
         (columns: unit ids, with ``heldout`` metadata) and ``inferred_inputs`` (None without a
         controller) as ``TsdFrame`` (bins x dims, time support: the windows), and
         ``windows``, an ``IntervalSet`` of the trials' windows in time order with the trials'
-        columns as metadata (a column named like one of pynapple's methods, e.g. ``split``,
-        through ``windows.get_info(name)``). Needs pynapple (``pip install pynapple``) and
-        windows that do not overlap."""
+        columns as metadata (a column named like one of pynapple's own attributes gets a
+        trailing underscore: NLB's ``split`` becomes ``split_``). Needs pynapple (``pip install
+        pynapple``) and windows that do not overlap."""
         try:
             import pynapple as nap
         except ImportError:
@@ -177,9 +177,9 @@ class LfadsFactors:
                              f" overlap ({overlap.size} such pairs), so their bins cannot be one "
                              "time series; use the arrays (trials x bins x dims) instead")
         meta = self.trials.iloc[order].reset_index()
-        with warnings.catch_warnings():  # columns named like pynapple's methods: get_info()
-            warnings.filterwarnings("ignore", "Metadata name .* overlaps", UserWarning)
-            windows = nap.IntervalSet(start=starts[order], end=stops[order], metadata=meta)
+        clash = set(dir(nap.IntervalSet)) | {"start", "end"}  # pynapple's own names
+        meta = meta.rename(columns={c: f"{c}_" for c in meta.columns if c in clash})
+        windows = nap.IntervalSet(start=starts[order], end=stops[order], metadata=meta)
         times = self.timestamps[order].reshape(-1)
 
         def frame(values, columns, metadata=None):
@@ -504,8 +504,10 @@ def write_factors_nwb(output: LfadsFactors, source_nwb: str | Path, out_nwb: str
     splits = output.trials[SPLIT_COLUMN].to_numpy(object)
     ids = output.trials.index.to_numpy(np.int64)
     for k in range(n_trials):
-        windows.add_row(start_time=float(starts[k]), stop_time=float(starts[k]) + n_bins * bin_width_s,
-                        trial=int(trial_rows[k]), trial_id=int(ids[k]), lfads_split=str(splits[k]),
+        windows.add_row(start_time=float(starts[k]),
+                        stop_time=float(starts[k]) + n_bins * bin_width_s,
+                        trial=int(trial_rows[k]), trial_id=int(ids[k]),
+                        lfads_split=str(splits[k]),
                         timeseries=[_reference(k * n_bins, n_bins, s) for s in written])
     module.add(windows)
 
