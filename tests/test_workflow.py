@@ -213,7 +213,38 @@ def test_readme_python_examples_of_the_output_run(tiny_run):
     blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
     code = "\n".join(b for b in blocks if "load_factors" in b or "to_pynapple" in b)
     assert "to_pynapple" in code
-    result = subprocess.run([sys.executable, "-c", code.replace("results/lorenz/", "results/tiny/")],
-                            cwd=work, capture_output=True, text=True)
+    code = code.replace("results/lorenz/", "results/tiny/")
+    result = subprocess.run([sys.executable, "-c", code], cwd=work, capture_output=True,
+                            text=True)
     assert result.returncode == 0, result.stderr
     assert "Hz" in result.stdout and "Warning" not in result.stderr
+
+
+def test_the_methods_text_is_written_from_the_run(tiny_run):
+    """results/{dataset}/methods.md: what the run did, from its own settings and records."""
+    work, _ = tiny_run
+    out = work / "results" / "tiny"
+    text = (out / "methods.md").read_text()
+    metrics = pd.read_csv(out / "metrics.tsv", sep="\t")
+    meta = json.loads((out / "lfads_input.json").read_text())
+    versions = json.loads((out / "provenance" / "evaluate.json").read_text())["versions"]
+    test = metrics[(metrics["split"] == "test") & (metrics["method"] == "lfads")]
+    co_bps = test[test["metric"] == "co-bps"].iloc[0]
+    for words in [
+        "# Methods: tiny", "tiny.nwb", meta["source_sha256"],
+        "All 30 of its units were kept", "6 of them were held out", "24 held-in units",
+        "5 ms bins", "from -250 to 450 ms around its `move_onset_time`", "140 bins",
+        "10 forward-prediction bins", "12 training, 4 validation and 4 test trials",
+        "4 combinations of `condition`", "`hand_vel_x` and `hand_vel_y`",
+        "generator GRU of 16 units read out to 4 factors", "8 units inferring 2 inputs",
+        "at most 3 epochs on the CPU", "It ran 3 epochs (max_epochs reached)",
+        "the test trials were read by no training or selection step",
+        "Scores are on the 4 test trials, which no training or selection step saw",
+        f"co-bps {co_bps['value']:.3f} ± {co_bps['err']:.3f}",
+        "R^2 over all behaviour dimensions on the test trials",
+        f"PyTorch {versions['torch']}", f"PyNWB {versions['pynwb']}",
+        f"Snakemake {versions['snakemake']}", "Sussillo D", "arXiv:2109.04463",
+    ]:
+        assert words in text, words
+    record = json.loads((out / "provenance" / "methods_text.json").read_text())
+    assert record["outputs"]["methods"]["path"] == "results/tiny/methods.md"

@@ -303,6 +303,54 @@ def figure_files():
     return files
 
 
+def methods_inputs(wildcards):
+    """What a dataset's methods text reads: its summaries, the used run's resolved settings,
+    the selection table, the scores and the provenance records that name the versions."""
+    dataset = wildcards.dataset
+    model, run = GROUP_OF.get(dataset, dataset), used_run()
+    if SWEEPING:
+        training = [f"results/{model}/provenance/train_lfads_{point}.json" for point in SWEEP]
+    elif PBT:
+        training = [f"results/{model}/provenance/select_pbt_member.json"]
+    else:
+        training = [f"results/{model}/provenance/train_lfads_{run}.json"]
+    sampling = "sample_stitched_posterior" if dataset in GROUP_OF else "sample_posterior"
+    files = {
+        "ingest": f"results/{dataset}/ingest/summary.json",
+        "alignment": f"results/{dataset}/align/summary.json",
+        "metadata": f"results/{dataset}/lfads_input.json",
+        "training": f"results/{model}/lfads/{run}/config.yaml",
+        "metrics": f"results/{dataset}/metrics.tsv",
+        "provenance": [f"results/{dataset}/provenance/ingest.json", *training]
+        + [
+            f"results/{dataset}/provenance/{sampling}_{run}.json",
+            f"results/{dataset}/provenance/evaluate.json",
+        ],
+    }
+    if has_behavior(dataset):
+        files["decoding"] = f"results/{dataset}/decoding/summary.tsv"
+    if SWEEPING:
+        files["selection"] = f"results/{model}/lfads/selection.tsv"
+    elif PBT:
+        files["selection"] = f"results/{model}/lfads/pbt/generations.tsv"
+    return files
+
+
+def methods_search():
+    """How the used model was chosen among several (a sweep or PBT), for the methods text."""
+    if SWEEPING:
+        return {"method": "sweep", "config": config["lfads"]["sweep"]}
+    if PBT:
+        return {"method": "pbt", "config": config["lfads"]["pbt"]}
+    return None
+
+
+def methods_group(wildcards):
+    """A stitched dataset's group and its sessions (None for a model of its own)."""
+    group = GROUP_OF.get(wildcards.dataset)
+    return {"name": group, "sessions": GROUPS[group]} if group else None
+
+
 def summary_inputs(wildcards):
     """Every dataset's metrics and decoding summary, and the sweep selections."""
     tables = {
@@ -326,6 +374,7 @@ def all_outputs():
             f"results/{dataset}/align/summary.json",
             f"results/{dataset}/factors.nwb",
             f"results/{dataset}/metrics.tsv",
+            f"results/{dataset}/methods.md",
         ]
         if has_behavior(dataset):
             files.append(f"results/{dataset}/decoding/summary.tsv")

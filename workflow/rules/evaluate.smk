@@ -76,3 +76,25 @@ rule evaluate:
         "../envs/lfads_core.yaml"
     script:
         "../scripts/evaluate.py"
+
+
+rule methods_text:
+    """A methods section of the dataset, from its settings, scores and provenance records."""
+    localrule: True
+    input:
+        unpack(methods_inputs),
+    output:
+        methods="results/{dataset}/methods.md",
+        provenance="results/{dataset}/provenance/methods_text.json",
+    params:
+        settings=lambda wildcards: DATASETS[wildcards.dataset],
+        evaluation=evaluation_settings(),
+        selections=validation_selections(),
+        search=methods_search(),
+        group=methods_group,
+    log:
+        "logs/{dataset}/methods_text.log",
+    conda:
+        "../envs/lfads_core.yaml"
+    script:
+        "../scripts/methods_text.py"
