@@ -147,6 +147,10 @@ def test_a_stitched_session_and_random_held_out_units():
     assert "One model was trained on the 3 sessions of the group `monkey` (`s1`, `s2` and " \
         "`maze`; stitching" in text
     assert "read-in to 40 dimensions and read-out, initialised from principal components" in text
+    model = dict(model, readin_dim=None)  # the group's fewest held-in units
+    text = methods_markdown(record(training=training(model=model),
+                                   group={"name": "monkey", "sessions": ["s1", "maze"]}))
+    assert "read-in to as many dimensions as the fewest held-in units of the sessions" in text
 
 
 def test_versions_are_collected_from_the_records():

@@ -69,6 +69,8 @@ def test_every_session_gets_its_own_results_from_the_shared_model(group_run):
         assert {"lfads stitched", "lfads single-session", "smoothing"} <= methods
         assert (results / "factors.nwb").is_file() and (results / "decoding/summary.tsv").is_file()
         assert (results / "figures/latents_vs_truth.png").is_file()
+        methods = (results / "methods.md").read_text()
+        assert "One model was trained on the 3 sessions of the group `maze`" in methods
     summary = pd.read_csv(work / "results/summary/metrics.tsv", sep="\t")
     both = summary[summary["method"].isin(["lfads stitched", "lfads single-session"])]
     assert set(both["dataset"]) == set(SESSIONS)

@@ -269,8 +269,10 @@ def _model(r: RunRecord) -> str:
         parts.append(f"One model was trained on the {len(sessions)} sessions of the group "
                      f"`{r.group['name']}` ({_join([f'`{x}`' for x in sessions])}; stitching, "
                      f"Pandarinath et al. 2018): encoders, controller and generator were shared, "
-                     f"and each session had its own linear read-in to {m.get('readin_dim')} "
-                     f"dimensions and read-out"
+                     "and each session had its own linear read-in to "
+                     + (f"{m['readin_dim']} dimensions" if m.get("readin_dim") else
+                        "as many dimensions as the fewest held-in units of the sessions")
+                     + " and read-out"
                      + (", initialised from principal components of condition-averaged smoothed "
                         "rates shared across the sessions (training trials only)"
                         if m.get("readin_init") == "align" else "")
