@@ -238,3 +238,26 @@ def test_too_few_validation_trials_names_the_source_and_leaves_nothing(make_nwb,
     assert err.value.field == "valid_fraction" and str(nwb) in str(err.value)
     assert "0 valid trials" in str(err.value) and "train_lfads" in str(err.value)
     assert not (tmp_path / "lfads_input.h5").exists() and not (tmp_path / "meta.json").exists()
+
+
+def test_the_metadata_names_each_conditions_values(make_nwb, tmp_path):
+    """Condition k of *_cond_idx is listed with its columns' values (a NaN as None)."""
+    trials = regular_trials(8, choice=["left", "right"] * 4,
+                            contrast=[0.5, 0.5, 1.0, 1.0, np.nan, np.nan, 0.5, 1.0],
+                            split=["train"] * 6 + ["val"] * 2)
+    rng = np.random.default_rng(0)
+    spikes = [np.sort(rng.uniform(0, 10, 200)) for _ in range(3)]
+    binned = prepare(make_nwb(spike_times=spikes, trials=trials), tmp_path)
+    data, _ = align(binned, tmp_path, condition_columns=("choice", "contrast"))
+    conditions = json.loads((tmp_path / "meta.json").read_text())["conditions"]
+    assert conditions["columns"] == ["choice", "contrast"]
+    for split in ("train", "valid"):
+        for row, k in zip(data[f"{split}_inds"], data[f"{split}_cond_idx"]):
+            choice, contrast = conditions["values"][k]
+            assert choice == trials["choice"][row]
+            assert contrast == trials["contrast"][row] or \
+                (contrast is None and np.isnan(trials["contrast"][row]))
+    assert len(conditions["values"]) == 6
+    data, _ = align(binned, tmp_path / "none", condition_columns=())
+    assert json.loads((tmp_path / "none" / "meta.json").read_text())["conditions"] == \
+        {"columns": [], "values": [[]]}

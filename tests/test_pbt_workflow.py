@@ -131,6 +131,12 @@ def test_selected_is_the_best_member(pbt_run):
     assert (work / "results" / "tiny" / "lfads" / "selected" / "posterior.h5").is_file()
     assert (work / "results" / "tiny" / "figures" / "pbt_progress.png").is_file()
     assert not (work / "results" / "tiny" / "lfads" / "default").exists()
+    # the methods text says how the model was chosen, and cites what did it
+    methods = (work / "results" / "tiny" / "methods.md").read_text()
+    assert f"{POPULATION} models trained side by side" in methods
+    assert f"{GENERATIONS} generations of {EPOCHS} epochs" in methods
+    assert "population-based training's choices of models" in methods
+    assert "Jaderberg M" in methods and "Keshtkaran MR" in methods
 
 
 def test_an_interrupted_rerun_makes_the_same_plans_and_weights(pbt_run, tmp_path):

@@ -114,6 +114,90 @@ def test_factor_trajectories(tmp_path):
     assert ax2.name == "rectilinear" and ax2.get_ylabel().startswith("PC2")
 
 
+def test_factor_trajectories_name_the_conditions_and_mark_the_event(tmp_path):
+    rng = np.random.default_rng(3)
+    conditions = np.repeat(np.arange(4), 3)
+    factors = rng.normal(size=(12, 40, 6)) + conditions[:, None, None]
+    names, title = plotting.condition_names(
+        {"columns": ["choice", "contrast"],
+         "values": [["left", 0.5], ["left", 1.0], ["right", 0.5], ["right", None]]})
+    assert title == "choice, contrast" and names[3] == "right, NaN"
+    stem = tmp_path / "named"
+    saved = plotting.plot_factor_trajectories(
+        factors, conditions, stem, n_components=2, bin_width_s=0.01, window_start_s=-0.1,
+        event="move_onset_time", condition_names=names, condition_title=title,
+        return_figure=True)
+    fig = check_saved(saved, stem)
+    check_style(fig)
+    (legend,) = fig.legends
+    assert legend.get_title().get_text() == "choice, contrast"
+    texts = [t.get_text() for t in legend.get_texts()]
+    assert texts[:4] == ["left, 0.5", "left, 1.0", "right, 0.5", "right, NaN"]
+    assert "move_onset_time (0 s)" in texts and "window start" in texts
+    # the event's marker sits on bin 10 (the window starts 100 ms before it) of each condition
+    (ax,) = fig.axes
+    projected, _, _ = plotting.condition_average_pcs(factors, conditions, 2)
+    events = [line for line in ax.lines if line.get_marker() == "^"]
+    assert len(events) == 4
+    np.testing.assert_allclose([line.get_xdata()[0] for line in events], projected[:, 10, 0])
+    # outside the window: no marker
+    assert plotting.event_bin(0.5, 0.01, 40) is None and plotting.event_bin(-0.1, 0.01, 40) == 10
+
+
+def test_many_conditions_get_a_colour_scale_of_their_values(tmp_path):
+    rng = np.random.default_rng(4)
+    conditions = np.repeat(np.arange(12), 2)
+    factors = rng.normal(size=(24, 30, 5)) + conditions[:, None, None] * 0.1
+    names, title = plotting.condition_names(
+        {"columns": ["angle"], "values": [[30 * k] for k in range(12)]})
+    saved = plotting.plot_factor_trajectories(factors, conditions, tmp_path / "many",
+                                              condition_names=names, condition_title=title,
+                                              return_figure=True)
+    colorbar = [ax for ax in saved.figure.axes if ax.get_ylabel() == "angle"]
+    assert len(colorbar) == 1 and colorbar[0].get_ylim() == pytest.approx((0, 330))
+    # text values: a scale over the conditions, ticks labelled with their values
+    names = {k: f"target {k}" for k in range(12)}
+    saved = plotting.plot_factor_trajectories(factors, conditions, tmp_path / "text",
+                                              condition_names=names, condition_title="target",
+                                              return_figure=True)
+    (bar,) = [ax for ax in saved.figure.axes if ax.get_ylabel() == "target"]
+    assert [t.get_text() for t in bar.get_yticklabels()][0] == "target 0"
+
+
+def test_stitched_sessions_share_one_projection(tmp_path):
+    rng = np.random.default_rng(5)
+    t = np.linspace(0, 2 * np.pi, 30)
+    mixing = rng.normal(size=(2, 6))
+    sessions = {}
+    for k, name in enumerate(["s_a", "s_b", "s_c"]):
+        conditions = np.repeat(np.arange(3 + k), 2)
+        base = np.stack([np.cos(t), np.sin(t)], axis=-1)
+        sessions[name] = (np.stack([(base * (1 + c)) @ mixing for c in conditions]), conditions)
+    stem = tmp_path / "stitched"
+    saved = plotting.plot_stitched_factors(sessions, stem, 0.01,
+                                           {"s_a": -0.1, "s_b": -0.1, "s_c": -0.2},
+                                           event="move_onset_time", group="maze",
+                                           return_figure=True)
+    fig = check_saved(saved, stem)
+    assert fig.get_size_inches()[0] == plotting.DOUBLE_COLUMN_IN
+    check_style(fig)
+    plane, pc1, pc2 = fig.axes
+    colors = {line.get_color() for line in plane.lines if line.get_marker() == "None"}
+    assert len(colors) == 3  # one colour per session
+    assert len([line for line in plane.lines if line.get_marker() == "None"]) == 3 + 4 + 5
+    assert pc1.get_xlabel() == "Time from move_onset_time (s)"
+    # s_c's window starts 200 ms before the event: its time axis starts there
+    curves = [line for line in pc1.lines if len(line.get_xdata()) == 30]  # not the event line
+    assert min(line.get_xdata()[0] for line in curves) == pytest.approx(-0.195)
+    texts = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert texts[:3] == ["s_a (3 cond.)", "s_b (4 cond.)", "s_c (5 cond.)"]
+    assert "Stitched model maze" in fig.get_suptitle()
+    with pytest.raises(ValueError, match="differ"):
+        plotting.plot_stitched_factors({"a": sessions["s_a"],
+                                        "b": (sessions["s_b"][0][:, :20], sessions["s_b"][1])},
+                                       tmp_path / "bad", 0.01)
+
+
 def test_decoded_behavior(tmp_path):
     rng = np.random.default_rng(2)
     true = rng.normal(size=(6, 50, 2)).cumsum(axis=1) * 0.01

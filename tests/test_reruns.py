@@ -68,7 +68,8 @@ def test_device_or_posterior_batch_changes_retrain_nothing(tiny_run, overlay):
 def test_an_evaluation_change_reruns_scores_figures_and_summary_only(tiny_run):
     work, _ = tiny_run
     planned = planned_rules(work, {"evaluation": {"n_bootstrap": 50}})
-    scoring = {"evaluate", "decode_behavior", "plot_decoding", "plot_metrics", "summary"}
+    scoring = {"evaluate", "decode_behavior", "plot_decoding", "plot_metrics", "summary",
+               "methods_text"}  # the methods text gives the scores and the resamplings
     assert scoring <= planned and planned <= scoring | ALWAYS
 
 

@@ -69,9 +69,29 @@ def test_every_session_gets_its_own_results_from_the_shared_model(group_run):
         assert {"lfads stitched", "lfads single-session", "smoothing"} <= methods
         assert (results / "factors.nwb").is_file() and (results / "decoding/summary.tsv").is_file()
         assert (results / "figures/latents_vs_truth.png").is_file()
+        methods = (results / "methods.md").read_text()
+        assert "One model was trained on the 3 sessions of the group `maze`" in methods
     summary = pd.read_csv(work / "results/summary/metrics.tsv", sep="\t")
     both = summary[summary["method"].isin(["lfads stitched", "lfads single-session"])]
     assert set(both["dataset"]) == set(SESSIONS)
+
+
+def test_the_group_has_a_figure_of_its_sessions_in_the_shared_latent_space(group_run):
+    import json
+
+    import matplotlib.image
+
+    work, _ = group_run
+    figures = work / "results" / "maze" / "figures"
+    for ext in ("png", "pdf"):
+        assert (figures / f"stitched_factors.{ext}").stat().st_size > 1000
+    image = matplotlib.image.imread(figures / "stitched_factors.png")
+    assert image.shape[1] == 7 * 300  # two paper columns at 300 dpi
+    record = json.loads((work / "results/maze/provenance/plot_stitched_factors.json").read_text())
+    assert [p["path"] for p in record["inputs"]["posteriors"]] == \
+        [f"results/{name}/lfads/stitched/default/posterior.h5" for name in SESSIONS]
+    log = (work / "logs/maze/plot_stitched_factors.log").read_text()
+    assert all(name in log for name in SESSIONS)
 
 
 @pytest.mark.parametrize("changes, words", [

@@ -5,6 +5,7 @@ import re
 
 import h5py
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 
@@ -149,15 +150,23 @@ def test_factors_metrics_decoding_and_figures(tiny_run):
     for name in FIGURES:
         for ext in ("png", "pdf"):
             assert (out / "figures" / f"{name}.{ext}").stat().st_size > 1000, name
-    from lfads_core.nwb.export import read_factors_nwb
+    from lfads_core.nwb.export import load_factors
 
-    exported = read_factors_nwb(out / "factors.nwb")
     meta = json.loads((out / "lfads_input.json").read_text())
-    for split in ("valid", "test"):
-        assert sorted(set(exported[f"{split}_trial_ids"])) == sorted(meta["trial_ids"][split])
-    splits = exported["trials"].set_index("source_trial_id")["lfads_split"]
-    assert sorted(splits[splits == "test"].index) == sorted(meta["trial_ids"]["test"])
-    import pandas as pd
+    nwb, h5 = load_factors(out / "factors.nwb"), load_factors(out / "factors.h5")
+    for exported in (nwb, h5):
+        # every trial of the recording in its order, the split a column
+        assert exported.trials.index.tolist() == sorted(exported.trials.index)
+        for split in ("train", "valid", "test"):
+            in_split = exported.trials[exported.trials["lfads_split"] == split]
+            assert sorted(in_split.index) == sorted(meta["trial_ids"][split])
+        assert {"condition", "move_onset_time", "split"} <= set(exported.trials.columns)
+        assert exported.rates.shape == (20, 150, 30) and exported.units["rates"] == "Hz"
+    np.testing.assert_array_equal(nwb.rates, h5.rates)
+    pd.testing.assert_frame_equal(nwb.trials, h5.trials)
+    with h5py.File(out / "lfads" / "default" / "posterior.h5", "r") as post:
+        k = nwb.trials["trial_row"].tolist().index(int(post["test_inds"][0]))
+        np.testing.assert_allclose(nwb.rates[k], post["test_rates"][0] / 0.005, rtol=1e-5)
 
     metrics = pd.read_csv(out / "metrics.tsv", sep="\t")
     assert {"lfads", "smoothing"} <= set(metrics["method"])
@@ -193,3 +202,49 @@ def test_figures_rebuild_from_results_only(tiny_run):
     assert "train_lfads" not in result.stdout
     assert all((out / "figures" / f"{name}.png").exists() for name in FIGURES)
     assert (out / "lfads" / "default" / "model.pt").stat().st_mtime == model_mtime
+
+
+def test_readme_python_examples_of_the_output_run(tiny_run):
+    """The README's examples of reading factors.nwb, as written there, on the tiny run."""
+    import subprocess
+    import sys
+
+    work, _ = tiny_run
+    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
+    code = "\n".join(b for b in blocks if "load_factors" in b or "to_pynapple" in b)
+    assert "to_pynapple" in code
+    code = code.replace("results/lorenz/", "results/tiny/")
+    result = subprocess.run([sys.executable, "-c", code], cwd=work, capture_output=True,
+                            text=True)
+    assert result.returncode == 0, result.stderr
+    assert "Hz" in result.stdout and "Warning" not in result.stderr
+
+
+def test_the_methods_text_is_written_from_the_run(tiny_run):
+    """results/{dataset}/methods.md: what the run did, from its own settings and records."""
+    work, _ = tiny_run
+    out = work / "results" / "tiny"
+    text = (out / "methods.md").read_text()
+    metrics = pd.read_csv(out / "metrics.tsv", sep="\t")
+    meta = json.loads((out / "lfads_input.json").read_text())
+    versions = json.loads((out / "provenance" / "evaluate.json").read_text())["versions"]
+    test = metrics[(metrics["split"] == "test") & (metrics["method"] == "lfads")]
+    co_bps = test[test["metric"] == "co-bps"].iloc[0]
+    for words in [
+        "# Methods: tiny", "tiny.nwb", meta["source_sha256"],
+        "All 30 of its units were kept", "6 of them were held out", "24 held-in units",
+        "5 ms bins", "from -250 to 450 ms around its `move_onset_time`", "140 bins",
+        "10 forward-prediction bins", "12 training, 4 validation and 4 test trials",
+        "4 combinations of `condition`", "`hand_vel_x` and `hand_vel_y`",
+        "generator GRU of 16 units read out to 4 factors", "8 units inferring 2 inputs",
+        "at most 3 epochs on the CPU", "It ran 3 epochs (max_epochs reached)",
+        "the test trials were read by no training or selection step",
+        "Scores are on the 4 test trials, which no training or selection step saw",
+        f"co-bps {co_bps['value']:.3f} ± {co_bps['err']:.3f}",
+        "R^2 over all behaviour dimensions on the test trials",
+        f"PyTorch {versions['torch']}", f"PyNWB {versions['pynwb']}",
+        f"Snakemake {versions['snakemake']}", "Sussillo D", "arXiv:2109.04463",
+    ]:
+        assert words in text, words
+    record = json.loads((out / "provenance" / "methods_text.json").read_text())
+    assert record["outputs"]["methods"]["path"] == "results/tiny/methods.md"

@@ -7,7 +7,9 @@ Output ``lfads_input.h5`` (arrays are trials x time bins x channels):
 - ``{split}_recon_data``: held-in then held-out units over the window plus ``fp_bins``
   forward-prediction bins (int32 counts).
 - ``{split}_inds``: row of each trial in the source trials table (int64).
-- ``{split}_cond_idx``: condition index of each trial (int64).
+- ``{split}_cond_idx``: condition index of each trial (int64): ``k`` is the ``k``-th
+  combination of the ``condition_columns``' values in sorted order, listed in the metadata
+  JSON's ``conditions`` (``columns``, and ``values``: one list of values per index).
 - ``{split}_behavior``: behaviour over the window (float32), if any is configured.
 - ``{split}_truth_{name}``: ground truth over window + forward bins (simulated data);
   rates in expected counts per bin.
@@ -208,6 +210,26 @@ def condition_index(trials: pd.DataFrame, columns: tuple[str, ...], where: str) 
     return trials.groupby(list(columns), sort=True, dropna=False).ngroup().to_numpy(np.int64)
 
 
+def condition_values(trials: pd.DataFrame, columns: tuple[str, ...], conditions: np.ndarray
+                     ) -> list[list]:
+    """The values of ``columns`` of each condition index of :func:`condition_index`: entry
+    ``k`` lists condition ``k``'s values, one per column (plain numbers, text or booleans; a
+    missing value is None). One empty list when there are no condition columns."""
+    if not columns:
+        return [[]]
+    first = pd.Series(np.arange(len(trials))).groupby(conditions, sort=True).first()
+    return [[_plain(trials[c].iat[row]) for c in columns] for row in first.to_numpy()]
+
+
+def _plain(value):
+    """A table value as plain JSON: numbers, text and booleans; NaN and missing as None."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NA:
+        return None
+    return value
+
+
 def trial_window_flags(trials: pd.DataFrame, win_start: np.ndarray, win_stop: np.ndarray
                        ) -> tuple[np.ndarray, np.ndarray]:
     """``(outside, overlap)``: windows that leave their trial's ``[start_time, stop_time]``,
@@ -226,7 +248,8 @@ def align_trials(binned_h5, out_h5, settings: AlignSettings, metadata_json=None)
     """Cut ``binned.h5`` (see :func:`lfads_core.nwb.binning.bin_session`) into aligned trials.
 
     Writes ``out_h5`` (layout in the module docstring) and, if given, ``metadata_json`` (bin
-    width, window, unit ids, trial ids, source checksum). Returns the alignment summary: kept
+    width, window, unit ids, trial ids and window start times per split, the condition
+    columns' values of each condition index, source checksum). Returns the alignment summary: kept
     and dropped trials and why, and any warnings. Errors name the source NWB file.
     """
     if settings.outside_trial not in OUTSIDE_TRIAL:
@@ -349,6 +372,9 @@ def align_trials(binned_h5, out_h5, settings: AlignSettings, metadata_json=None)
             "behavior_columns": behavior_columns,
             "trial_ids": {name: trials["id"].to_numpy()[rows[name]].tolist() for name in splits},
             "window_start_times_s": {name: win_start[rows[name]].tolist() for name in splits},
+            "conditions": {"columns": list(settings.condition_columns),
+                           "values": condition_values(trials, settings.condition_columns,
+                                                      conditions)},
         }
         n_units = len(units)
         block = max(1, BLOCK_ENTRIES // max(1, n_total * n_units))

@@ -1,42 +1,72 @@
-"""LFADS output of one dataset (the ``extract_factors`` stage): :func:`write_factors_h5` for
-Python users, and :func:`write_factors_nwb`, an NWB file of its own on the source recording's
-clock.
+"""LFADS output of one dataset, ready for analysis (the ``extract_factors`` stage).
 
-Layout of the file written by :func:`write_factors_nwb`:
+:func:`collect_factors` gathers the posterior, the alignment metadata and the recording's
+trials table (as ingestion stored it) into one :class:`LfadsFactors`;
+:func:`write_factors_nwb` writes it as ``factors.nwb``, an NWB file of its own on the
+recording's clock, and :func:`write_factors_h5` as ``factors.h5``, plain HDF5 with the same
+content. :func:`load_factors` reads either file back (numpy arrays and pandas tables;
+:meth:`LfadsFactors.to_pynapple` for pynapple objects).
 
-- The file's identity follows the source recording: same ``session_start_time`` and
-  ``timestamps_reference_time``, ``session_id``, subject, experimenter, institution and lab;
-  an ``identifier`` derived (UUID 5) from the source's identifier and the posterior's
-  SHA-256; a ``session_description`` naming the source file and its SHA-256.
-- ``intervals/trials``: every trial of the source's trials table (same rows and order, row
-  ``i`` has id ``i``, the row index that ``*_inds`` of ``lfads_input.h5`` use), with
-  ``source_trial_id`` (the id in the source file) and ``lfads_split`` (``train``,
-  ``valid``, ``test`` or ``none`` for trials LFADS did not model).
-- ``processing/lfads``:
+Trials are in the recording's order: row ``i`` of the arrays is the ``i``-th trial of the
+recording's trials table that LFADS modelled, whatever its split, and every table carries the
+split (``lfads_split``: ``train`` trained on, ``valid`` read by early stopping and model
+selection, ``test`` held out from all training and selection, ``none`` not modelled).
 
-  - ``channels``: one row per LFADS channel (the column order of ``rates``): ``unit_id``
-    (id in the source's Units table) and ``heldout``. Spike times are not copied.
-  - for each split ``s`` with trials: TimeSeries ``{s}_factors`` (a.u.), ``{s}_rates``
-    (Hz: expected counts per bin / bin width) and ``{s}_inferred_inputs`` (a.u.; left out
-    when the model has no controller outputs). Samples are the bins of every trial's window,
-    time-stamped at the bin centres on the recording's clock (window start + (j + 0.5) x
-    bin width), trial after trial in order of window start; the three series of a split
-    share one timestamps array.
-  - ``{s}_windows``: a TimeIntervals table, one row per trial of the split in the order of
-    the series: the window (``start_time``, ``stop_time``), ``trial_id`` (source id),
-    ``trial_row`` (row in ``intervals/trials``) and ``timeseries`` (the first sample and
-    sample count of the trial in each series), so trials can be split back.
+Units, the same in both files: factors and inferred inputs in arbitrary units (``a.u.``), rates
+in spikes per second (``Hz``: the posterior's expected counts per bin divided by the bin
+width; ``posterior.h5`` keeps counts per bin). Times in seconds on the recording's clock.
+Arrays are trials x bins x channels; the bins are the window's plus the ``fp_bins``
+forward-prediction bins.
 
-If two windows of a split overlap, the timestamps cannot be ascending and a warning is
-issued (NWB best practice asks for ascending timestamps); the file is still complete.
+``factors.nwb``:
+
+- Identity of the source recording: same ``session_start_time`` and
+  ``timestamps_reference_time``, ``session_id``, subject, experimenter, institution and lab; an
+  ``identifier`` derived (UUID 5) from the source's identifier and the posterior's SHA-256; a
+  ``session_description`` naming the source file and its SHA-256; ``data_collection`` holds the
+  export's settings and provenance as JSON.
+- ``intervals/trials``: every trial of the recording's trials table (same rows, order and
+  ids) with every column NWB stores as one number, boolean or text per trial, and
+  ``lfads_split``. Columns not copied (ragged, multi-dimensional, references) are named with
+  the reason in the table's description and in ``data_collection``.
+- ``processing/ecephys`` (NWB's module of processed extracellular electrophysiology):
+
+  - ``lfads_channels``: one row per LFADS channel (the columns of the rates): ``unit_id``
+    (id in the recording's Units table) and ``heldout``.
+  - ``lfads_factors`` (a.u.), ``lfads_rates`` (Hz), ``lfads_inferred_inputs`` (a.u.; absent
+    without a controller): TimeSeries over every modelled trial's bins, trial after trial in
+    the recording's order, time-stamped at bin centres (window start + (j + 0.5) x bin width);
+    they share one timestamps array.
+  - ``lfads_windows``: TimeIntervals, one row per modelled trial in the series' order: the
+    window (``start_time``, ``stop_time``), ``trial`` (its row of ``intervals/trials``),
+    ``trial_id``, ``lfads_split`` and ``timeseries`` (its first sample and sample count in
+    each series).
+
+``factors.h5``:
+
+- ``factors``, ``rates``, ``inferred_inputs``: modelled trials x bins x dims (float32), each
+  with attrs ``unit`` and ``description``.
+- ``windows/``: one row per row of the arrays: ``trial_id``, ``trial_row`` (row of
+  ``trials/``), ``lfads_split``, ``start_time``, ``stop_time`` (s).
+- ``trials/``: every trial of the recording: ``id``, its columns and ``lfads_split``.
+- ``channels/``: ``unit_id``, ``heldout``.
+- attrs: ``bin_width_s``, ``align_event``, ``window_start_s`` and ``window_end_s`` (relative
+  to the event), ``fp_bins``, ``trial_columns_skipped`` (JSON: column -> why), the source and
+  its SHA-256, the posterior's SHA-256, ``lfads_core_version``, ``layout``.
+
+Trials whose windows overlap (or a trials table not in time order) give timestamps that are
+not ascending: a warning is issued (NWB best practice asks for ascending timestamps) and the
+file is still complete; pynapple objects need windows that do not overlap.
 """
 
 from __future__ import annotations
 
 import datetime
 import json
+import logging
 import uuid
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import h5py
@@ -44,40 +74,302 @@ import numpy as np
 import pandas as pd
 
 from .. import __version__
-from ..fileio import atomic_path, sha256sum
+from ..fileio import atomic_path, read_table, sha256sum, write_table
+from .ingest import read_session_trials
 
-MODULE = "lfads"
+log = logging.getLogger(__name__)
+
+MODULE = "ecephys"
+PREFIX = "lfads_"
 SPLITS = ("train", "valid", "test")
+SPLIT_COLUMN = "lfads_split"
+NOT_MODELLED = "none"
 SERIES = {  # name -> (posterior key, unit, description)
     "factors": ("factors", "a.u.",
                 "LFADS latent factors (posterior mean over samples): the low-dimensional "
                 "readout of the generator from which the rates are computed"),
     "rates": ("rates", "Hz",
               "LFADS inferred firing rate of every channel (posterior mean over samples), in "
-              "spikes per second; columns follow the rows of processing/lfads/channels"),
+              "spikes per second; columns follow the rows of lfads_channels"),
     "inferred_inputs": ("inputs", "a.u.",
                         "LFADS inferred inputs: mean of the controller's output distribution "
                         "(posterior mean over samples)"),
 }
+UNITS = {name: unit for name, (_, unit, _) in SERIES.items()}
+SPLIT_DESCRIPTION = ("LFADS data split of the trial: 'train' (trained on), 'valid' (read by "
+                     "early stopping and model selection), 'test' (held out from all training "
+                     "and selection), 'none' (not modelled)")
 _SUBJECT_FIELDS = ("age", "age__reference", "description", "genotype", "sex", "species",
                    "subject_id", "weight", "strain", "date_of_birth")
 _FILE_FIELDS = ("session_id", "experimenter", "institution", "lab", "experiment_description",
                 "protocol", "related_publications")
+_SETTINGS_PREFIX = "LFADS export settings and provenance (JSON): "
+_PROVENANCE = ("source", "source_sha256", "posterior_sha256", "lfads_input_json", "posterior_h5")
 
 
-def _window_layout(window_starts: np.ndarray, n_bins: int, bin_width_s: float, split: str
-                   ) -> tuple[np.ndarray, np.ndarray]:
-    """Order of a split's trials by window start, and the bin-centre timestamps in that
-    order (trials x bins, s)."""
-    order = np.argsort(window_starts, kind="stable")
-    starts = window_starts[order]
-    stamps = starts[:, None] + (np.arange(n_bins) + 0.5) * bin_width_s
-    if len(starts) > 1 and np.any(starts[1:] < starts[:-1] + n_bins * bin_width_s - 1e-9):
-        warnings.warn(f"{split}: some LFADS windows overlap, so the NWB timestamps are not "
-                      "ascending; trials remain separable through the windows table",
-                      stacklevel=3)
-    return order, stamps
+@dataclass
+class LfadsFactors:
+    """The LFADS output of one dataset, trials in the recording's order.
 
+    ``factors`` (a.u.), ``rates`` (Hz) and ``inferred_inputs`` (a.u.; 0 columns without a
+    controller): float32 arrays, modelled trials x bins x dims. ``trials``: one row per row of
+    the arrays, indexed by ``trial_id`` (the recording's trial id): the recording's trial
+    columns, ``lfads_split``, ``window_start_s`` and ``window_stop_s`` (s, recording clock) and
+    ``trial_row`` (row of the recording's trials table). ``all_trials``: every trial of the
+    recording (``lfads_split`` ``none`` where not modelled). ``channels``: one row per channel
+    (the last axis of ``rates``): ``unit_id`` and ``heldout``. ``window_start_s``: the window's
+    start relative to the alignment event ``align_event`` (s). ``skipped_trial_columns``: the
+    recording's trial columns not carried (column -> why). ``info``: source, checksums and,
+    from an NWB file, its identity.
+    """
+
+    factors: np.ndarray
+    rates: np.ndarray
+    inferred_inputs: np.ndarray
+    trials: pd.DataFrame
+    all_trials: pd.DataFrame
+    channels: pd.DataFrame
+    bin_width_s: float
+    align_event: str
+    window_start_s: float
+    window_end_s: float
+    fp_bins: int
+    skipped_trial_columns: dict[str, str] = field(default_factory=dict)
+    info: dict = field(default_factory=dict)
+
+    @property
+    def units(self) -> dict[str, str]:
+        """The unit of each array: factors and inferred inputs ``a.u.``, rates ``Hz``."""
+        return dict(UNITS)
+
+    @property
+    def timestamps(self) -> np.ndarray:
+        """Bin centres on the recording's clock (s), trials x bins."""
+        starts = self.trials["window_start_s"].to_numpy(float)
+        return starts[:, None] + (np.arange(self.factors.shape[1]) + 0.5) * self.bin_width_s
+
+    @property
+    def bin_times(self) -> np.ndarray:
+        """Bin centres relative to the alignment event (s), one per bin (windows start at the
+        bin edge nearest to event + window start, so this is exact to half a bin)."""
+        return self.window_start_s + (np.arange(self.factors.shape[1]) + 0.5) * self.bin_width_s
+
+    def to_pynapple(self) -> dict:
+        """The output as pynapple objects on the recording's clock: ``factors``, ``rates``
+        (columns: unit ids, with ``heldout`` metadata) and ``inferred_inputs`` (None without a
+        controller) as ``TsdFrame`` (bins x dims, time support: the windows), and
+        ``windows``, an ``IntervalSet`` of the trials' windows in time order with the trials'
+        columns as metadata (a column named like one of pynapple's own attributes gets a
+        trailing underscore: NLB's ``split`` becomes ``split_``). Needs pynapple (``pip install
+        pynapple``) and windows that do not overlap."""
+        try:
+            import pynapple as nap
+        except ImportError:
+            raise ImportError("LfadsFactors.to_pynapple needs pynapple, an optional "
+                              "dependency: pip install pynapple") from None
+        starts = self.trials["window_start_s"].to_numpy(float)
+        stops = self.trials["window_stop_s"].to_numpy(float)
+        order = np.argsort(starts, kind="stable")
+        overlap = np.flatnonzero(starts[order][1:] < stops[order][:-1] - 1e-9)
+        if overlap.size:
+            ids = self.trials.index.to_numpy()[order]
+            raise ValueError(f"the windows of trials {ids[overlap[0]]} and {ids[overlap[0] + 1]}"
+                             f" overlap ({overlap.size} such pairs), so their bins cannot be one "
+                             "time series; use the arrays (trials x bins x dims) instead")
+        meta = self.trials.iloc[order].reset_index()
+        clash = set(dir(nap.IntervalSet)) | {"start", "end"}  # pynapple's own names
+        meta = meta.rename(columns={c: f"{c}_" for c in meta.columns if c in clash})
+        windows = nap.IntervalSet(start=starts[order], end=stops[order], metadata=meta)
+        times = self.timestamps[order].reshape(-1)
+
+        def frame(values, columns, metadata=None):
+            return nap.TsdFrame(t=times, d=values[order].reshape(len(times), values.shape[2]),
+                                time_support=windows, columns=columns, metadata=metadata)
+
+        channels = self.channels.set_index("unit_id", drop=False)
+        n_inputs = self.inferred_inputs.shape[2]
+        return {
+            "factors": frame(self.factors, [f"factor_{k}" for k in range(self.factors.shape[2])]),
+            "rates": frame(self.rates, channels.index.to_list(), channels[["heldout"]]),
+            "inferred_inputs": frame(self.inferred_inputs,
+                                     [f"input_{k}" for k in range(n_inputs)]) if n_inputs else None,
+            "windows": windows,
+        }
+
+
+# ------------------------------------------------------------------ collecting the output
+
+def collect_factors(posterior_h5: str | Path, lfads_input_json: str | Path,
+                    session_h5: str | Path, ingest_summary_json: str | Path | None = None,
+                    bin_width_s: float | None = None) -> LfadsFactors:
+    """The LFADS output of one dataset in the recording's trial order.
+
+    posterior_h5: ``{split}_rates`` (expected counts per bin), ``{split}_factors``,
+    ``{split}_inputs`` (trials x bins x dims) and ``{split}_inds`` (rows of the trials table);
+    lfads_input_json: alignment's metadata (unit ids, trial ids and window start times per
+    split); session_h5: ingestion's ``session.h5`` (the recording's trials table);
+    ingest_summary_json: ingestion's summary (the trial columns it could not store);
+    bin_width_s: checked against the metadata's if given.
+    """
+    meta = json.loads(Path(lfads_input_json).read_text())
+    width = float(meta["bin_width_s"])
+    if bin_width_s is not None and (not bin_width_s > 0 or abs(float(bin_width_s) - width) > 1e-9):
+        raise ValueError(f"bin_width_s {bin_width_s} differs from {lfads_input_json}'s {width}")
+    unit_ids = np.asarray(meta["unit_ids"], dtype=np.int64)
+    heldout = np.asarray(meta.get("heldout", [False] * len(unit_ids)), dtype=bool)
+    if len(heldout) != len(unit_ids):
+        raise ValueError(f"{lfads_input_json}: {len(heldout)} heldout flags for "
+                         f"{len(unit_ids)} unit ids")
+    with h5py.File(session_h5, "r") as f:
+        session_sha = f.attrs.get("source_sha256")
+    if session_sha is not None and "source_sha256" in meta and session_sha != meta["source_sha256"]:
+        raise ValueError(f"{session_h5} and {lfads_input_json} come from different recordings "
+                         f"(sha256 {session_sha} and {meta['source_sha256']})")
+    trials = read_session_trials(session_h5)
+    skipped = {}
+    if ingest_summary_json is not None:
+        summary = json.loads(Path(ingest_summary_json).read_text())
+        skipped.update(summary.get("columns_not_ingested", {}).get("trials", {}))
+    if SPLIT_COLUMN in trials:
+        skipped[SPLIT_COLUMN] = "name taken by the LFADS split column"
+        trials = trials.drop(columns=SPLIT_COLUMN)
+    source_ids = trials["id"].to_numpy(np.int64)
+    row_of = pd.Series(np.arange(len(source_ids)), index=source_ids)
+    if not row_of.index.is_unique:
+        raise ValueError(f"{session_h5}: trial ids are not unique")
+
+    parts = {name: [] for name in SERIES}
+    rows, ids, starts, splits = [], [], [], []
+    n_bins = None
+    with h5py.File(posterior_h5, "r") as post:
+        for split in SPLITS:
+            if f"{split}_rates" not in post or len(post[f"{split}_rates"]) == 0:
+                continue
+            try:
+                split_ids = np.asarray(meta["trial_ids"][split], dtype=np.int64)
+                split_starts = np.asarray(meta["window_start_times_s"][split], dtype=np.float64)
+            except KeyError as err:
+                raise ValueError(f"{lfads_input_json} lacks {err} for the {split} trials of "
+                                 f"{posterior_h5}") from None
+            rates = post[f"{split}_rates"][()]
+            if rates.ndim != 3 or not len(split_ids) == len(split_starts) == len(rates):
+                raise ValueError(f"{split}: {len(rates)} trials of rates {rates.shape} in "
+                                 f"{posterior_h5} but {len(split_ids)} trial ids and "
+                                 f"{len(split_starts)} window starts in {lfads_input_json}")
+            if rates.shape[2] != len(unit_ids):
+                raise ValueError(f"{split}: rates have {rates.shape[2]} channels, "
+                                 f"{lfads_input_json} lists {len(unit_ids)} unit ids")
+            if n_bins is not None and rates.shape[1] != n_bins:
+                raise ValueError(f"{split}: {rates.shape[1]} bins per trial, other splits "
+                                 f"{n_bins}")
+            n_bins = rates.shape[1]
+            missing = np.setdiff1d(split_ids, source_ids)
+            if missing.size:
+                raise ValueError(f"{split}: trial ids {missing[:5].tolist()} of "
+                                 f"{lfads_input_json} are not in the recording's trials table "
+                                 f"({session_h5})")
+            split_rows = row_of[split_ids].to_numpy()
+            if f"{split}_inds" in post and not np.array_equal(post[f"{split}_inds"][()],
+                                                                split_rows):
+                raise ValueError(f"{split}: {posterior_h5}'s {split}_inds are not the source "
+                                 f"rows of {lfads_input_json}'s trial ids (files of different "
+                                 f"runs?)")
+            for name, (key, _, _) in SERIES.items():
+                values = post[f"{split}_{key}"][()] if f"{split}_{key}" in post else \
+                    np.zeros(rates.shape[:2] + (0,), np.float32)
+                if values.shape[:2] != rates.shape[:2]:
+                    raise ValueError(f"{split}_{key} {values.shape} does not match the trials "
+                                     f"x bins of {split}_rates {rates.shape}")
+                parts[name].append(values.astype(np.float32))
+            rows.append(split_rows)
+            ids.append(split_ids)
+            starts.append(split_starts)
+            splits += [split] * len(split_rows)
+    if not rows:
+        raise ValueError(f"{posterior_h5} holds no trials")
+    rows = np.concatenate(rows)
+    if len(np.unique(rows)) != len(rows):
+        raise ValueError(f"{lfads_input_json}: a trial is in more than one split")
+    order = np.argsort(rows, kind="stable")  # the recording's order
+    arrays = {name: np.concatenate(values)[order] for name, values in parts.items()}
+    arrays["rates"] = arrays["rates"] / np.float32(width)  # expected counts per bin -> Hz
+    starts = np.concatenate(starts)[order]
+    all_trials = trials.set_index("id").rename_axis("trial_id")
+    split_of = np.full(len(all_trials), NOT_MODELLED, dtype=object)
+    split_of[rows] = np.asarray(splits, dtype=object)
+    all_trials[SPLIT_COLUMN] = split_of
+    modelled = all_trials.iloc[rows[order]].copy()
+    modelled["window_start_s"] = starts
+    modelled["window_stop_s"] = starts + n_bins * width
+    modelled["trial_row"] = rows[order]
+    if skipped:
+        log.info("trial columns not carried into the LFADS output: %s", skipped)
+    return LfadsFactors(
+        factors=arrays["factors"], rates=arrays["rates"],
+        inferred_inputs=arrays["inferred_inputs"], trials=modelled, all_trials=all_trials,
+        channels=pd.DataFrame({"unit_id": unit_ids, "heldout": heldout}),
+        bin_width_s=width, align_event=str(meta.get("align_event", "")),
+        window_start_s=float(meta.get("window_start_s", np.nan)),
+        window_end_s=float(meta.get("window_end_s", np.nan)), fp_bins=int(meta.get("fp_bins", 0)),
+        skipped_trial_columns=skipped,
+        info={"source": str(meta.get("source", "")),
+              "source_sha256": str(meta.get("source_sha256", "unknown")),
+              "posterior_sha256": sha256sum(posterior_h5),
+              "lfads_input_json": str(lfads_input_json), "posterior_h5": str(posterior_h5)})
+
+
+def _settings(output: LfadsFactors) -> dict:
+    """What both files record besides the arrays and tables."""
+    return {"bin_width_s": output.bin_width_s, "align_event": output.align_event,
+            "window_start_s": output.window_start_s, "window_end_s": output.window_end_s,
+            "fp_bins": output.fp_bins, "units": dict(UNITS),
+            "trial_columns_skipped": output.skipped_trial_columns,
+            "lfads_core_version": __version__,
+            **{k: v for k, v in output.info.items() if k in _PROVENANCE}}
+
+
+def _check_ascending(output: LfadsFactors) -> None:
+    stamps = output.timestamps.reshape(-1)
+    if np.any(np.diff(stamps) < 0):
+        warnings.warn("some LFADS windows overlap or the trials table is not in time order, so "
+                      "the timestamps are not ascending; trials remain separable through the "
+                      "windows table", stacklevel=3)
+
+
+# ------------------------------------------------------------------ factors.h5
+
+def write_factors_h5(output: LfadsFactors, out_h5: str | Path) -> Path:
+    """Write ``factors.h5`` (layout in the module doc), atomically; returns ``out_h5``."""
+    windows = pd.DataFrame({
+        "trial_id": output.trials.index.to_numpy(np.int64),
+        "trial_row": output.trials["trial_row"].to_numpy(np.int64),
+        SPLIT_COLUMN: output.trials[SPLIT_COLUMN].to_numpy(object),
+        "start_time": output.trials["window_start_s"].to_numpy(float),
+        "stop_time": output.trials["window_stop_s"].to_numpy(float)})
+    settings = _settings(output)
+    with atomic_path(out_h5) as tmp, h5py.File(tmp, "w") as out:
+        for name, (_, unit, description) in SERIES.items():
+            ds = out.create_dataset(name, data=getattr(output, name), compression="gzip",
+                                    compression_opts=1, shuffle=True)
+            ds.attrs.update(unit=unit, description=f"{description}; modelled trials x bins x "
+                            "dims, trials in the recording's order (rows of windows/)")
+        write_table(out.create_group("windows"), windows)
+        write_table(out.create_group("trials"), output.all_trials.reset_index()
+                    .rename(columns={"trial_id": "id"}))
+        write_table(out.create_group("channels"), output.channels)
+        out.attrs.update({k: v for k, v in settings.items()
+                          if k not in ("units", "trial_columns_skipped")})
+        out.attrs["trial_columns_skipped"] = json.dumps(output.skipped_trial_columns)
+        out.attrs["layout"] = (
+            "factors, rates (Hz), inferred_inputs: modelled trials x bins x dims, trials in the "
+            "recording's order; windows/: one row per trial of the arrays (trial_id, trial_row, "
+            "lfads_split, start_time, stop_time in s); trials/: every trial of the recording "
+            "with its columns and lfads_split; channels/: unit_id and heldout per channel of "
+            "rates. Read with lfads_core.nwb.export.load_factors.")
+    return Path(out_h5)
+
+
+# ------------------------------------------------------------------ factors.nwb
 
 def _copy_subject(src):
     from pynwb.file import Subject
@@ -88,111 +380,52 @@ def _copy_subject(src):
     return Subject(**{k: v for k, v in fields.items() if v is not None})
 
 
-def write_factors_nwb(source_nwb: str | Path, lfads_input_json: str | Path,
-                      posterior_h5: str | Path, out_nwb: str | Path,
-                      bin_width_s: float) -> Path:
-    """Write the LFADS posterior of one dataset as an NWB file (layout in the module doc).
+def _column_data(values: pd.Series) -> np.ndarray:
+    """A trial column as NWB stores it: booleans, numbers, or text."""
+    if pd.api.types.is_bool_dtype(values):
+        return values.to_numpy(bool)
+    if pd.api.types.is_numeric_dtype(values):
+        return values.to_numpy()
+    return np.asarray([str(v) for v in values.to_numpy(object)], dtype=object)
 
-    source_nwb: the recording the dataset came from; lfads_input_json: the metadata written
-    with ``lfads_input.h5`` (unit ids, trial ids and window start times per split);
-    posterior_h5: ``{split}_rates`` (expected counts per bin, trials x bins x channels),
-    ``{split}_factors`` and ``{split}_inputs`` (trials x bins x dims); bin_width_s: the bin
-    width (s), checked against the metadata's. Written atomically; returns ``out_nwb``.
-    """
+
+def write_factors_nwb(output: LfadsFactors, source_nwb: str | Path, out_nwb: str | Path
+                      ) -> Path:
+    """Write ``factors.nwb`` (layout in the module doc) with the identity of the recording
+    ``source_nwb``, atomically; returns ``out_nwb``."""
     from hdmf.backends.hdf5 import H5DataIO
+    from hdmf.common import DynamicTable, VectorData
     from pynwb import NWBHDF5IO, NWBFile, TimeSeries
     from pynwb.epoch import TimeIntervals
-    from hdmf.common import DynamicTable, VectorData
 
     out_nwb = Path(out_nwb)
-    meta = json.loads(Path(lfads_input_json).read_text())
-    bin_width_s = float(bin_width_s)
-    if not bin_width_s > 0:
-        raise ValueError(f"bin_width_s must be > 0, got {bin_width_s}")
-    if "bin_width_s" in meta and abs(float(meta["bin_width_s"]) - bin_width_s) > 1e-9:
-        raise ValueError(f"bin_width_s {bin_width_s} differs from {lfads_input_json}'s "
-                         f"{meta['bin_width_s']}")
-    unit_ids = np.asarray(meta["unit_ids"], dtype=np.int64)
-    heldout = np.asarray(meta.get("heldout", [False] * len(unit_ids)), dtype=bool)
-    if len(heldout) != len(unit_ids):
-        raise ValueError(f"{lfads_input_json}: {len(heldout)} heldout flags for "
-                         f"{len(unit_ids)} unit ids")
-
-    with h5py.File(posterior_h5, "r") as f:
-        post = {k: f[k][()] for k in f.keys()}
-
-    splits = {}
-    for split in SPLITS:
-        if f"{split}_rates" not in post:
-            continue
-        rates = post[f"{split}_rates"]
-        try:
-            trial_ids = np.asarray(meta["trial_ids"][split], dtype=np.int64)
-            starts = np.asarray(meta["window_start_times_s"][split], dtype=np.float64)
-        except KeyError as err:
-            raise ValueError(f"{lfads_input_json} lacks {err} for the {split} trials of "
-                             f"{posterior_h5}") from None
-        if rates.ndim != 3 or not len(trial_ids) == len(starts) == len(rates):
-            raise ValueError(f"{split}: {len(rates)} trials of rates {rates.shape} in "
-                             f"{posterior_h5} but {len(trial_ids)} trial ids and "
-                             f"{len(starts)} window starts in {lfads_input_json}")
-        if rates.shape[2] != len(unit_ids):
-            raise ValueError(f"{split}: rates have {rates.shape[2]} channels, "
-                             f"{lfads_input_json} lists {len(unit_ids)} unit ids")
-        for name, (key, _, _) in SERIES.items():
-            values = post.get(f"{split}_{key}")
-            if values is not None and values.shape[:2] != rates.shape[:2]:
-                raise ValueError(f"{split}_{key} {values.shape} does not match the trials x "
-                                 f"bins of {split}_rates {rates.shape}")
-        if len(rates):
-            splits[split] = (trial_ids, starts)
-
-    io_src = NWBHDF5IO(str(source_nwb), "r")
-    try:
+    _check_ascending(output)
+    settings = _settings(output)
+    skipped = output.skipped_trial_columns
+    with NWBHDF5IO(str(source_nwb), "r") as io_src:
         src = io_src.read()
-        if src.trials is None or len(src.trials) == 0:
-            raise ValueError(f"{source_nwb} has no trials table")
-        source_ids = np.asarray(src.trials.id.data[:], dtype=np.int64)
-        row_of = pd.Series(np.arange(len(source_ids)), index=source_ids)
-        if not row_of.index.is_unique:
-            raise ValueError(f"{source_nwb}: trial ids are not unique")
-        trial_start = np.asarray(src.trials["start_time"].data[:], dtype=np.float64)
-        trial_stop = np.asarray(src.trials["stop_time"].data[:], dtype=np.float64)
-        used = np.full(len(source_ids), "none", dtype=object)
-        for split, (trial_ids, _) in splits.items():
-            missing = np.setdiff1d(trial_ids, source_ids)
-            if missing.size:
-                raise ValueError(f"{split}: trial ids {missing[:5].tolist()} of "
-                                 f"{lfads_input_json} are not in {source_nwb}'s trials table")
-            rows = row_of[trial_ids].to_numpy()
-            inds = post.get(f"{split}_inds")
-            if inds is not None and not np.array_equal(np.asarray(inds), rows):
-                raise ValueError(f"{split}: {posterior_h5}'s {split}_inds are not the source "
-                                 f"rows of {lfads_input_json}'s trial ids (files of different "
-                                 f"runs?)")
-            used[rows] = split
-
-        sha = meta.get("source_sha256", "unknown")
-        source_name = Path(meta.get("source", source_nwb)).name
-        posterior_sha = sha256sum(posterior_h5)
+        source_ids = np.asarray(src.trials.id.data[:], dtype=np.int64) \
+            if src.trials is not None else np.array([], np.int64)
+        if not np.array_equal(source_ids, output.all_trials.index.to_numpy(np.int64)):
+            raise ValueError(f"{source_nwb}'s trials table is not the one ingested "
+                             "(other trial ids)")
+        described = {c: src.trials[c].description for c in src.trials.colnames}
+        sha = settings["source_sha256"]
+        source_name = Path(settings["source"] or source_nwb).name
         extra = {k: getattr(src, k) for k in _FILE_FIELDS if getattr(src, k, None) is not None}
         extra = {k: (list(v) if isinstance(v, (tuple, np.ndarray)) else v)
                  for k, v in extra.items()}
         keywords = [k.decode() if isinstance(k, bytes) else str(k)
                     for k in (src.keywords[:] if src.keywords is not None else [])]
-        provenance = {"source": str(meta.get("source", source_nwb)), "source_sha256": sha,
-                      "source_identifier": src.identifier,
-                      "lfads_input_json": str(lfads_input_json),
-                      "posterior_h5": str(posterior_h5), "posterior_sha256": posterior_sha,
-                      "bin_width_s": bin_width_s}
+        settings["source_identifier"] = src.identifier
         nwb = NWBFile(
             session_description=(
                 f"LFADS output (latent factors, inferred firing rates and inferred inputs) "
                 f"of the recording {source_name} (sha256 {sha}, identifier {src.identifier}). "
                 f"The recording's description: {src.session_description}"),
-            # the module's first name: the same inputs keep the same identifier across versions
+            # the same inputs keep the same identifier across versions
             identifier=str(uuid.uuid5(uuid.NAMESPACE_URL, f"lfads_core.nwb_export:"
-                                      f"{src.identifier}:{posterior_sha}")),
+                                      f"{src.identifier}:{settings['posterior_sha256']}")),
             session_start_time=src.session_start_time,
             timestamps_reference_time=src.timestamps_reference_time,
             file_create_date=datetime.datetime.now(datetime.timezone.utc),
@@ -201,75 +434,82 @@ def write_factors_nwb(source_nwb: str | Path, lfads_input_json: str | Path,
             was_generated_by=[["lfads_core", __version__]],
             source_script=f"lfads_core.nwb.export.write_factors_nwb (lfads_core {__version__})",
             source_script_file_name="lfads_core/nwb/export.py",
-            data_collection="Provenance of this file: " + json.dumps(provenance),
+            data_collection=_SETTINGS_PREFIX + json.dumps(settings),
             **extra,
         )
-    finally:
-        io_src.close()
 
-    nwb.add_trial_column("source_trial_id", "id of the trial in the source recording's "
-                         "trials table")
-    nwb.add_trial_column("lfads_split", "LFADS data split of the trial: 'train' (trained on), "
-                         "'valid' (read by early stopping and model selection), 'test' (seen by "
-                         "no training or selection), or 'none' when the trial was not modelled")
-    for i in range(len(source_ids)):
-        nwb.add_trial(start_time=trial_start[i], stop_time=trial_stop[i], id=i,
-                      source_trial_id=int(source_ids[i]), lfads_split=str(used[i]))
+    table = output.all_trials
+    columns = []
+    for name in ["start_time", "stop_time"] + [c for c in table.columns
+                                               if c not in ("start_time", "stop_time")]:
+        description = SPLIT_DESCRIPTION if name == SPLIT_COLUMN else \
+            described.get(name) or f"{name} of the recording's trials table"
+        columns.append(VectorData(name=name, description=description,
+                                  data=_column_data(table[name])))
+    not_copied = "; ".join(f"{k} ({v})" for k, v in skipped.items())
+    nwb.trials = TimeIntervals(
+        name="trials", id=table.index.to_numpy(np.int64), columns=columns,
+        description="Every trial of the recording's trials table, in its order and with its "
+                    "ids and columns, and the LFADS split of each"
+                    + (f". Columns not copied: {not_copied}" if not_copied else ""))
 
+    bin_width_s = output.bin_width_s
     module = nwb.create_processing_module(
-        MODULE, f"Output of an LFADS model fitted to {source_name}: posterior means of the "
-                f"factors, rates and inferred inputs of every modelled trial, at "
-                f"{bin_width_s * 1e3:g} ms bins on the recording's clock")
+        MODULE, f"Processed extracellular electrophysiology: output of an LFADS model fitted "
+                f"to {source_name} (lfads_* objects): posterior means of the factors, rates "
+                f"and inferred inputs of every modelled trial, at {bin_width_s * 1e3:g} ms "
+                f"bins on the recording's clock, trials in the recording's order")
     module.add(DynamicTable(
-        name="channels",
+        name=f"{PREFIX}channels",
         description="LFADS channels in model order (held-in first, then held-out); row i is "
-                    "column i of the rates series. unit_id is the id in the source "
-                    "recording's Units table.",
-        id=np.arange(len(unit_ids)),
-        columns=[VectorData(name="unit_id", data=unit_ids,
-                            description="id of the unit in the source recording"),
-                 VectorData(name="heldout", data=heldout,
+                    "column i of lfads_rates. unit_id is the id in the recording's Units "
+                    "table.",
+        id=np.arange(len(output.channels)),
+        columns=[VectorData(name="unit_id", data=output.channels["unit_id"].to_numpy(np.int64),
+                            description="id of the unit in the recording's Units table"),
+                 VectorData(name="heldout", data=output.channels["heldout"].to_numpy(bool),
                             description="True if the unit was held out of the model's input "
                                         "(its rates are predicted, not reconstructed)")]))
 
-    for split, (trial_ids, starts) in splits.items():
-        rates = post[f"{split}_rates"]
-        n_trials, n_bins = rates.shape[:2]
-        order, stamps = _window_layout(starts, n_bins, bin_width_s, split)
-        first = None
-        written = []
-        for name, (key, unit, description) in SERIES.items():
-            values = post.get(f"{split}_{key}")
-            if values is None or values.shape[2] == 0:
-                continue
-            values = values[order].astype(np.float32)
-            if name == "rates":
-                values = values / np.float32(bin_width_s)
-            flat = values.reshape(n_trials * n_bins, values.shape[2])
-            data = H5DataIO(flat, compression="gzip", compression_opts=4, shuffle=True)
-            series = TimeSeries(
-                name=f"{split}_{name}", data=data, unit=unit,
-                timestamps=stamps.reshape(-1) if first is None else first,
-                description=f"{description}. {split} trials, concatenated in order of window "
-                            f"start; {split}_windows gives each trial's samples.",
-                comments=f"Bin width {bin_width_s:g} s; time stamps are bin centres.")
-            module.add(series)
-            first = series if first is None else first
-            written.append(series)
+    n_trials, n_bins = output.factors.shape[:2]
+    stamps = output.timestamps.reshape(-1)
+    first, written = None, []
+    for name, (_, unit, description) in SERIES.items():
+        values = getattr(output, name)
+        if values.shape[2] == 0:
+            continue
+        flat = values.reshape(n_trials * n_bins, values.shape[2])
+        series = TimeSeries(
+            name=PREFIX + name, unit=unit,
+            data=H5DataIO(flat, compression="gzip", compression_opts=4, shuffle=True),
+            timestamps=stamps if first is None else first,
+            description=f"{description}. Modelled trials one after the other in the order of "
+                        f"the recording's trials table; lfads_windows gives each trial's "
+                        f"samples.",
+            comments=f"Bin width {bin_width_s:g} s; time stamps are bin centres.")
+        module.add(series)
+        first = series if first is None else first
+        written.append(series)
 
-        windows = TimeIntervals(
-            name=f"{split}_windows",
-            description=f"LFADS window of each {split} trial, in the order of the {split}_* "
-                        f"series; timeseries gives its first sample and sample count")
-        windows.add_column("trial_id", "id of the trial in the source recording")
-        windows.add_column("trial_row", "row of the trial in intervals/trials")
-        rows = row_of[trial_ids[order]].to_numpy()
-        for k in range(n_trials):
-            start = float(starts[order][k])
-            windows.add_row(start_time=start, stop_time=start + n_bins * bin_width_s,
-                            trial_id=int(trial_ids[order][k]), trial_row=int(rows[k]),
-                            timeseries=[_reference(k * n_bins, n_bins, s) for s in written])
-        module.add(windows)
+    windows = TimeIntervals(
+        name=f"{PREFIX}windows",
+        description="LFADS window (plus forward-prediction bins) of each modelled trial, in "
+                    "the order of the lfads_* series (the recording's trial order); "
+                    "timeseries gives its first sample and sample count in each series")
+    windows.add_column("trial", "the trial's row of intervals/trials", table=nwb.trials)
+    windows.add_column("trial_id", "id of the trial in the recording's trials table")
+    windows.add_column(SPLIT_COLUMN, SPLIT_DESCRIPTION)
+    trial_rows = output.trials["trial_row"].to_numpy(np.int64)
+    starts = output.trials["window_start_s"].to_numpy(float)
+    splits = output.trials[SPLIT_COLUMN].to_numpy(object)
+    ids = output.trials.index.to_numpy(np.int64)
+    for k in range(n_trials):
+        windows.add_row(start_time=float(starts[k]),
+                        stop_time=float(starts[k]) + n_bins * bin_width_s,
+                        trial=int(trial_rows[k]), trial_id=int(ids[k]),
+                        lfads_split=str(splits[k]),
+                        timeseries=[_reference(k * n_bins, n_bins, s) for s in written])
+    module.add(windows)
 
     with atomic_path(out_nwb) as tmp:
         with NWBHDF5IO(str(tmp), "w") as io:
@@ -283,78 +523,93 @@ def _reference(first: int, count: int, series):
     return TimeSeriesReference(first, count, series)
 
 
-def read_factors_nwb(path: str | Path) -> dict:
-    """Read a file of :func:`write_factors_nwb` back into arrays.
+# ------------------------------------------------------------------ reading back
 
-    Returns ``identifier``, ``session_start_time``, ``session_description``,
-    ``unit_ids``, ``heldout`` (channels), ``trials`` (DataFrame of intervals/trials),
-    ``splits`` (those present) and, per split ``s``: ``{s}_factors``, ``{s}_rates`` (Hz),
-    ``{s}_inferred_inputs`` (trials x bins x dims; 0 columns when absent), ``{s}_timestamps``
-    (trials x bins, s), ``{s}_trial_ids`` (source ids), ``{s}_trial_rows`` and
-    ``{s}_window_start_times_s``; trials in the file's order (by window start).
-    """
+def load_factors(path: str | Path) -> LfadsFactors:
+    """Read ``factors.nwb`` or ``factors.h5`` (by the suffix) into an :class:`LfadsFactors`:
+    factors, rates (Hz) and inferred inputs as numpy arrays (trials x bins x dims, trials in
+    the recording's order) with the trials' columns, split and windows, and the channels'
+    unit ids and held-out flags. ``.to_pynapple()`` turns it into pynapple objects."""
+    path = Path(path)
+    return _load_nwb(path) if path.suffix.lower() == ".nwb" else _load_h5(path)
+
+
+def _modelled(all_trials: pd.DataFrame, rows: np.ndarray, starts: np.ndarray,
+              stops: np.ndarray, splits: np.ndarray) -> pd.DataFrame:
+    trials = all_trials.iloc[rows].copy()
+    trials[SPLIT_COLUMN] = splits
+    trials["window_start_s"] = starts
+    trials["window_stop_s"] = stops
+    trials["trial_row"] = rows
+    return trials
+
+
+def _settings_of(settings: dict, **arrays) -> dict:
+    return dict(bin_width_s=float(settings["bin_width_s"]),
+                align_event=str(settings.get("align_event", "")),
+                window_start_s=float(settings.get("window_start_s", np.nan)),
+                window_end_s=float(settings.get("window_end_s", np.nan)),
+                fp_bins=int(settings.get("fp_bins", 0)), **arrays)
+
+
+def _load_h5(path: Path) -> LfadsFactors:
+    with h5py.File(path, "r") as f:
+        arrays = {name: f[name][()] for name in SERIES}
+        for name, unit in UNITS.items():
+            if f[name].attrs.get("unit") != unit:
+                raise ValueError(f"{path}: {name} is in {f[name].attrs.get('unit')!r}, not "
+                                 f"{unit!r} (a file of an older version?)")
+        windows = read_table(f["windows"])
+        all_trials = read_table(f["trials"]).set_index("id").rename_axis("trial_id")
+        channels = read_table(f["channels"])
+        settings = dict(f.attrs)
+    skipped = json.loads(settings.pop("trial_columns_skipped", "{}"))
+    trials = _modelled(all_trials, windows["trial_row"].to_numpy(np.int64),
+                       windows["start_time"].to_numpy(float), windows["stop_time"].to_numpy(float),
+                       windows[SPLIT_COLUMN].to_numpy(object))
+    info = {k: settings[k] for k in ("source", "source_sha256", "posterior_sha256",
+                                     "lfads_core_version") if k in settings}
+    return LfadsFactors(trials=trials, all_trials=all_trials, channels=channels,
+                        skipped_trial_columns=skipped, info=info,
+                        **_settings_of(settings, **arrays))
+
+
+def _load_nwb(path: Path) -> LfadsFactors:
     from pynwb import NWBHDF5IO
 
-    out: dict = {}
     with NWBHDF5IO(str(path), "r") as io:
         nwb = io.read()
+        text = nwb.data_collection or ""
+        if MODULE not in nwb.processing or not text.startswith(_SETTINGS_PREFIX):
+            raise ValueError(f"{path} is not an LFADS output file of this version (no "
+                             f"processing/{MODULE}/{PREFIX}* objects and settings)")
+        settings = json.loads(text[len(_SETTINGS_PREFIX):])
         module = nwb.processing[MODULE]
-        channels = module["channels"]
-        out.update(identifier=nwb.identifier, session_start_time=nwb.session_start_time,
-                   session_description=nwb.session_description,
-                   unit_ids=np.asarray(channels["unit_id"].data[:]),
-                   heldout=np.asarray(channels["heldout"].data[:], dtype=bool),
-                   trials=nwb.trials.to_dataframe(), splits=[])
-        for split in SPLITS:
-            if f"{split}_windows" not in module.data_interfaces:
+        channels = module[f"{PREFIX}channels"]
+        windows = module[f"{PREFIX}windows"]
+        n_trials = len(windows)
+        arrays = {}
+        for name in SERIES:
+            key = PREFIX + name
+            if key not in module.data_interfaces:
                 continue
-            out["splits"].append(split)
-            windows = module[f"{split}_windows"]
-            refs = windows["timeseries"]
-            n_trials = len(windows)
-            out[f"{split}_trial_ids"] = np.asarray(windows["trial_id"].data[:])
-            out[f"{split}_trial_rows"] = np.asarray(windows["trial_row"].data[:])
-            out[f"{split}_window_start_times_s"] = np.asarray(windows["start_time"].data[:])
-            stamps = None
-            for name in SERIES:
-                key = f"{split}_{name}"
-                if key not in module.data_interfaces:
-                    continue
-                series = module[key]
-                data = np.asarray(series.data[:])
-                trials = []
-                for k in range(n_trials):
-                    ref = next(r for r in refs[k] if r.timeseries.name == key)
-                    trials.append(data[ref.idx_start:ref.idx_start + ref.count])
-                out[key] = np.stack(trials)
-                if stamps is None:
-                    ts = np.asarray(series.timestamps[:])
-                    stamps = np.stack([ts[r.idx_start:r.idx_start + r.count]
-                                       for r in (refs[k][0] for k in range(n_trials))])
-            out[f"{split}_timestamps"] = stamps
-            if f"{split}_inferred_inputs" not in out:
-                out[f"{split}_inferred_inputs"] = np.zeros(stamps.shape + (0,), np.float32)
-    return out
-
-
-def write_factors_h5(posterior_h5: str | Path, lfads_input_json: str | Path,
-                     out_h5: str | Path) -> None:
-    """LFADS output for Python users: per split ``{split}_factors``, ``{split}_rates``
-    (expected counts per bin), ``{split}_inputs`` (trials x bins x dims), ``{split}_trial_ids``
-    (source trial ids) and ``{split}_window_start_s`` (s, recording clock); attrs give the bin
-    width, channel unit ids and held-out flags and the source checksum."""
-    meta = json.loads(Path(lfads_input_json).read_text())
-    with h5py.File(posterior_h5, "r") as post, atomic_path(out_h5) as tmp, \
-            h5py.File(tmp, "w") as out:
-        for split in SPLITS:
-            if f"{split}_rates" not in post:
-                continue
-            for key in ("factors", "rates", "inputs"):
-                out.create_dataset(f"{split}_{key}", data=post[f"{split}_{key}"][()],
-                                   compression="gzip", compression_opts=1)
-            out[f"{split}_trial_ids"] = np.asarray(meta["trial_ids"][split])
-            out[f"{split}_window_start_s"] = np.asarray(meta["window_start_times_s"][split])
-        out.attrs.update(bin_width_s=meta["bin_width_s"], unit_ids=meta["unit_ids"],
-                         heldout=meta["heldout"], source=meta["source"],
-                         source_sha256=meta["source_sha256"],
-                         rates_unit="expected counts per bin")
+            data = np.asarray(module[key].data[:])
+            arrays[name] = data.reshape(n_trials, len(data) // max(n_trials, 1), data.shape[1])
+        n_bins = arrays["factors"].shape[1]
+        arrays.setdefault("inferred_inputs", np.zeros((n_trials, n_bins, 0), np.float32))
+        all_trials = nwb.trials.to_dataframe().rename_axis("trial_id")
+        trials = _modelled(all_trials, np.asarray(windows["trial"].data[:], dtype=np.int64),
+                           np.asarray(windows["start_time"].data[:], dtype=float),
+                           np.asarray(windows["stop_time"].data[:], dtype=float),
+                           np.asarray(windows[SPLIT_COLUMN].data[:], dtype=object))
+        info = {"identifier": nwb.identifier, "session_start_time": nwb.session_start_time,
+                "session_description": nwb.session_description,
+                **{k: settings[k] for k in ("source", "source_sha256", "source_identifier",
+                                            "posterior_sha256", "lfads_core_version")
+                   if k in settings}}
+        return LfadsFactors(
+            channels=pd.DataFrame({"unit_id": np.asarray(channels["unit_id"].data[:]),
+                                   "heldout": np.asarray(channels["heldout"].data[:], bool)}),
+            trials=trials, all_trials=all_trials, info=info,
+            skipped_trial_columns=settings.get("trial_columns_skipped", {}),
+            **_settings_of(settings, **arrays))

@@ -38,7 +38,7 @@ import pandas as pd
 
 from .. import __version__
 from ..errors import InputDataError
-from ..fileio import atomic_path, sha256sum, write_table
+from ..fileio import atomic_path, read_table, sha256sum, write_table
 from . import reading as nr
 from .intervals import intersect_intervals, merge_intervals
 
@@ -46,6 +46,8 @@ log = logging.getLogger(__name__)
 
 BEHAVIOR_MODULE = nr.BEHAVIOR_MODULE
 TRUTH_MODULE = nr.TRUTH_MODULE
+#: Columns ingestion adds to the trials table of ``session.h5``; the others are the file's.
+TRIAL_COLUMNS_ADDED = ("kept", "drop_reason")
 
 
 @dataclass
@@ -142,6 +144,15 @@ def read_trials(f: h5py.File, path, event: str) -> tuple[pd.DataFrame, dict[str,
     if np.all(np.isnan(trials[event].to_numpy(dtype=float))):
         raise InputDataError(path, f"trials.{event}", "alignment column is NaN for every trial")
     return trials, skipped
+
+
+def read_session_trials(session_h5: str | Path) -> pd.DataFrame:
+    """The recording's trials table as ingestion stored it in ``session.h5``: every trial in the
+    file's order, with ``id`` (the file's trial id) and the file's scalar columns (numbers,
+    booleans, text), without the columns ingestion adds."""
+    with h5py.File(session_h5, "r") as f:
+        trials = read_table(f["trials"])
+    return trials.drop(columns=[c for c in TRIAL_COLUMNS_ADDED if c in trials])
 
 
 def apply_query(df: pd.DataFrame, query: str, path, field_name: str) -> np.ndarray:

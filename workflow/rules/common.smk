@@ -327,13 +327,28 @@ def metric_tables(wildcards):
     return tables
 
 
+def group_session_files(wildcards):
+    """A stitched group's sessions: each row's posterior from the group's model and its input."""
+    rows, run = GROUPS[wildcards.group], run_of(wildcards.group)
+    return {
+        "posteriors": [f"results/{row}/lfads/stitched/{run}/posterior.h5" for row in rows],
+        "data": [f"results/{row}/lfads_input.h5" for row in rows],
+    }
+
+
 def figure_files():
-    """Every figure (PNG and PDF) of every dataset; which ones depends on the data."""
+    """Every figure (PNG and PDF) of every dataset (and stitched group); which ones depends on
+    the data."""
     names = ["training_curves", "raster_rates", "factor_trajectories", "method_comparison"]
     files = [
         f"results/{model}/figures/pbt_progress.{ext}"
         for model in SELECTING
         if PBT
+        for ext in ("png", "pdf")
+    ]
+    files += [
+        f"results/{group}/figures/stitched_factors.{ext}"
+        for group in GROUPS
         for ext in ("png", "pdf")
     ]
     for dataset in DATASETS:
@@ -352,6 +367,55 @@ def summary_datasets():
     """The datasets the summary covers: the sheet's, then any other with results under
     `results/` (made by an earlier configuration; their files are used as they are)."""
     return list(DATASETS) + [d for d in present_datasets() if d not in DATASETS]
+
+
+def methods_inputs(wildcards):
+    """What a dataset's methods text reads: its summaries, the used run's resolved settings,
+    the selection table, the scores and the provenance records that name the versions."""
+    dataset = wildcards.dataset
+    model = GROUP_OF.get(dataset, dataset)
+    run = run_of(model)
+    if SWEEPING:
+        training = [f"results/{model}/provenance/train_lfads_{point}.json" for point in SWEEP]
+    elif PBT:
+        training = [f"results/{model}/provenance/select_pbt_member.json"]
+    else:
+        training = [f"results/{model}/provenance/train_lfads_{run}.json"]
+    sampling = "sample_stitched_posterior" if dataset in GROUP_OF else "sample_posterior"
+    files = {
+        "ingest": f"results/{dataset}/ingest/summary.json",
+        "alignment": f"results/{dataset}/align/summary.json",
+        "metadata": f"results/{dataset}/lfads_input.json",
+        "training": f"results/{model}/lfads/{run}/config.yaml",
+        "metrics": f"results/{dataset}/metrics.tsv",
+        "provenance": [f"results/{dataset}/provenance/ingest.json", *training]
+        + [
+            f"results/{dataset}/provenance/{sampling}_{run}.json",
+            f"results/{dataset}/provenance/evaluate.json",
+        ],
+    }
+    if has_behavior(dataset):
+        files["decoding"] = f"results/{dataset}/decoding/summary.tsv"
+    if SWEEPING:
+        files["selection"] = f"results/{model}/lfads/selection.tsv"
+    elif PBT:
+        files["selection"] = f"results/{model}/lfads/pbt/generations.tsv"
+    return files
+
+
+def methods_search():
+    """How the used model was chosen among several (a sweep or PBT), for the methods text."""
+    if SWEEPING:
+        return {"method": "sweep", "config": config["lfads"]["sweep"]}
+    if PBT:
+        return {"method": "pbt", "config": config["lfads"]["pbt"]}
+    return None
+
+
+def methods_group(wildcards):
+    """A stitched dataset's group and its sessions (None for a model of its own)."""
+    group = GROUP_OF.get(wildcards.dataset)
+    return {"name": group, "sessions": GROUPS[group]} if group else None
 
 
 def summary_inputs(wildcards):
@@ -386,6 +450,7 @@ def all_outputs():
             f"results/{dataset}/factors.nwb",
             f"results/{dataset}/metrics.tsv",
             f"results/{dataset}/settings.yaml",
+            f"results/{dataset}/methods.md",
         ]
         if has_behavior(dataset):
             files.append(f"results/{dataset}/decoding/summary.tsv")

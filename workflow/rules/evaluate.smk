@@ -1,9 +1,12 @@
 rule extract_factors:
-    """LFADS factors, rates and inferred inputs as HDF5 and as an NWB file of their own."""
+    """LFADS factors, rates (Hz) and inferred inputs with the recording's trials, in its order,
+    as HDF5 and as an NWB file of their own."""
     localrule: LOCAL_LIGHT_RULES
     input:
         posterior=posterior_file,
         metadata="results/{dataset}/lfads_input.json",
+        session="results/{dataset}/ingest/session.h5",
+        ingest_summary="results/{dataset}/ingest/summary.json",
         nwb=nwb_file,
     output:
         h5="results/{dataset}/factors.h5",
@@ -73,3 +76,25 @@ rule evaluate:
         "../envs/lfads_core.yaml"
     script:
         "../scripts/evaluate.py"
+
+
+rule methods_text:
+    """A methods section of the dataset, from its settings, scores and provenance records."""
+    localrule: LOCAL_LIGHT_RULES
+    input:
+        unpack(methods_inputs),
+    output:
+        methods="results/{dataset}/methods.md",
+        provenance="results/{dataset}/provenance/methods_text.json",
+    params:
+        settings=lambda wildcards: DATASETS[wildcards.dataset],
+        evaluation=evaluation_settings(),
+        selections=validation_selections(),
+        search=methods_search(),
+        group=methods_group,
+    log:
+        "logs/{dataset}/methods_text.log",
+    conda:
+        "../envs/lfads_core.yaml"
+    script:
+        "../scripts/methods_text.py"

@@ -9,6 +9,7 @@ rule plot_training:
         train_log=train_log_file,
         posterior=posterior_file,
         data="results/{dataset}/lfads_input.h5",
+        metadata="results/{dataset}/lfads_input.json",
     output:
         curves=report(
             "results/{dataset}/figures/training_curves.png",
@@ -105,6 +106,34 @@ rule plot_latents:
         "../envs/lfads_core.yaml"
     script:
         "../scripts/plot_latents.py"
+
+
+if GROUPS:
+
+    rule plot_stitched_factors:
+        """Stitching: every session of a group in the shared latent space of its model."""
+        localrule: LOCAL_LIGHT_RULES
+        input:
+            unpack(group_session_files),
+        output:
+            png=report(
+                "results/{group}/figures/stitched_factors.png",
+                caption="../report/stitched_factors.rst",
+                category="Latent dynamics",
+                subcategory="{group}",
+            ),
+            pdf="results/{group}/figures/stitched_factors.pdf",
+            provenance="results/{group}/provenance/plot_stitched_factors.json",
+        params:
+            sessions=lambda wildcards: GROUPS[wildcards.group],
+        wildcard_constraints:
+            group="|".join(GROUPS),
+        log:
+            "logs/{group}/plot_stitched_factors.log",
+        conda:
+            "../envs/lfads_core.yaml"
+        script:
+            "../scripts/plot_stitched_factors.py"
 
 
 rule figures:

@@ -1,9 +1,15 @@
-from lfads_core.nwb.export import write_factors_h5, write_factors_nwb
+from lfads_core.nwb.export import collect_factors, write_factors_h5, write_factors_nwb
 from lfads_core.workflow.scripting import rule_logging
 
 with rule_logging(snakemake) as log:
-    bin_width_s = snakemake.params.bin_width_ms / 1e3
-    write_factors_h5(snakemake.input.posterior, snakemake.input.metadata, snakemake.output.h5)
-    write_factors_nwb(snakemake.input.nwb, snakemake.input.metadata, snakemake.input.posterior,
-                      snakemake.output.nwb, bin_width_s)
-    log.info("wrote %s and %s", snakemake.output.h5, snakemake.output.nwb)
+    output = collect_factors(snakemake.input.posterior, snakemake.input.metadata,
+                             snakemake.input.session, snakemake.input.ingest_summary,
+                             bin_width_s=snakemake.params.bin_width_ms / 1e3)
+    write_factors_h5(output, snakemake.output.h5)
+    write_factors_nwb(output, snakemake.input.nwb, snakemake.output.nwb)
+    log.info("wrote %s and %s: %d trials in the recording's order (%s), trial columns %s%s",
+             snakemake.output.h5, snakemake.output.nwb, len(output.trials),
+             output.trials["lfads_split"].value_counts().to_dict(),
+             [c for c in output.all_trials.columns if c != "lfads_split"],
+             f"; not carried: {output.skipped_trial_columns}"
+             if output.skipped_trial_columns else "")

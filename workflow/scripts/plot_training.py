@@ -1,13 +1,18 @@
+import json
+from pathlib import Path
+
 import h5py
 import numpy as np
 
-from lfads_core.analysis.plotting import (plot_factor_trajectories, plot_raster_with_rates,
-                                 plot_training_curves)
+from lfads_core.analysis.plotting import (condition_names, plot_factor_trajectories,
+                                          plot_raster_with_rates, plot_training_curves)
 from lfads_core.workflow.scripting import rule_logging
 
 with rule_logging(snakemake) as log:
     out = snakemake.output
     plot_training_curves(snakemake.input.train_log, out.curves.removesuffix(".png"))
+    names, title = condition_names(json.loads(Path(snakemake.input.metadata).read_text())
+                                   .get("conditions"))
     with h5py.File(snakemake.input.posterior, "r") as post, \
             h5py.File(snakemake.input.data, "r") as data:
         bin_width = float(data.attrs["bin_width_s"])
@@ -20,4 +25,6 @@ with rule_logging(snakemake) as log:
         factors = np.concatenate([post[f"{s}_factors"][()] for s in splits])
         conditions = np.concatenate([data[f"{s}_cond_idx"][()] for s in splits])
         plot_factor_trajectories(factors, conditions, out.factors.removesuffix(".png"),
-                                 bin_width_s=bin_width)
+                                 bin_width_s=bin_width, window_start_s=start,
+                                 event=str(data.attrs["align_event"]), condition_names=names,
+                                 condition_title=title)
