@@ -18,7 +18,8 @@ SETTINGS = {**CONFIG["defaults"], "dataset": "maze", "nwb": "data/maze.nwb",
 METADATA = {"bin_width_s": 0.005, "window_start_s": -0.25, "window_end_s": 0.45, "fp_bins": 0,
             "align_event": "move_onset_time", "source": "data/maze.nwb",
             "source_sha256": "ab" * 32, "behavior_columns": ["hand_vel_x", "hand_vel_y"],
-            "conditions": {"columns": ["trial_type"], "values": [[1], [2], [3]]}}
+            "conditions": {"columns": ["trial_type"], "values": [[1], [2], [3]]},
+            "split_mode": "file", "heldout_mode": "file"}  # as alignment resolves ``auto``
 INGEST = {"units_in_file": 182, "units_kept": 180, "unit_drop_reasons": {"no spikes": 2},
           "trials_in_file": 100}
 ALIGNMENT = {"trials_in_file": 100, "train_trials": 60, "valid_trials": 16, "test_trials": 19,
@@ -138,9 +139,11 @@ def test_a_sweep_names_the_chosen_run():
 
 
 def test_a_stitched_session_and_random_held_out_units():
-    settings = {**SETTINGS, "heldout": "0.25", "split": "random", "seed": 3}
+    settings = {**SETTINGS, "heldout": "auto", "split": "auto", "seed": 3}
+    metadata = {**METADATA, "split_mode": "random", "heldout_mode": "0.25"}
     model = dict(training()["model"], readin_dim=40)
-    text = methods_markdown(record(settings=settings, training=training(model=model),
+    text = methods_markdown(record(settings=settings, metadata=metadata,
+                                   training=training(model=model),
                                    group={"name": "monkey", "sessions": ["s1", "s2", "maze"]}))
     assert "chosen at random, 25% of the units (seed 3)" in text
     assert "drawn at random (seed 3; validation fraction 0.2, test fraction 0.2)" in text

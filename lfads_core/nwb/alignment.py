@@ -335,7 +335,8 @@ def align_trials(binned_h5, out_h5, settings: AlignSettings, metadata_json=None)
         rows = {name: np.flatnonzero((reason == "") & (split == name)) for name in SPLITS}
         drops = pd.Series(reason[reason != ""]).value_counts().to_dict()
         needs = [("train", "split", "train_lfads needs at least 1 for training"),
-                 ("valid", "valid_fraction" if resolved_split(settings.split, trials) == "random" else "split",
+                 ("valid", "valid_fraction" if resolved_split(settings.split, trials) == "random"
+                  else "split",
                   "train_lfads needs at least 1 for the validation loss")]
         if settings.test_fraction > 0:
             needs.append(("test", "test_fraction", f"test_fraction {settings.test_fraction:g} asks "
@@ -370,6 +371,8 @@ def align_trials(binned_h5, out_h5, settings: AlignSettings, metadata_json=None)
             "unit_ids": units["id"].to_numpy()[channel_order].tolist(),
             "heldout": heldout[channel_order].tolist(),
             "behavior_columns": behavior_columns,
+            "split_mode": resolved_split(settings.split, trials),
+            "heldout_mode": heldout_mode,
             "trial_ids": {name: trials["id"].to_numpy()[rows[name]].tolist() for name in splits},
             "window_start_times_s": {name: win_start[rows[name]].tolist() for name in splits},
             "conditions": {"columns": list(settings.condition_columns),

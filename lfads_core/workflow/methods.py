@@ -188,7 +188,7 @@ def _data(r: RunRecord) -> str:
                    f" (left out: {_reasons(dropped)})" if dropped else
                    f" ({filters})" if filters else "") + ".")
     n_out, n_in = al.get("n_heldout", 0), al.get("n_heldin")
-    heldout = str(s.get("heldout", "file"))
+    heldout = str(meta.get("heldout_mode", s.get("heldout", "file")))
     how = "as marked in the recording's units table" if heldout == "file" else \
         f"chosen at random, {_num(100 * float(heldout))}% of the units (seed {s.get('seed', 0)})" \
         if heldout != "none" else ""
@@ -211,7 +211,7 @@ def _data(r: RunRecord) -> str:
                    "predicted without seeing them" if fp else "") + ".")
     trial_filter = f" after the trial filter `{s['trial_filter']}`" if s.get("trial_filter") else ""
     n_train, n_valid, n_test = (int(al.get(f"{k}_trials", 0)) for k in ("train", "valid", "test"))
-    if s.get("split") == "random":
+    if meta.get("split_mode", s.get("split")) == "random":
         split = (f"drawn at random (seed {s.get('seed', 0)}; validation fraction "
                  f"{_num(float(s.get('valid_fraction', 0)))}, test fraction "
                  f"{_num(float(s.get('test_fraction', 0) or 0))})")

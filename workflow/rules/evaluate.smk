@@ -89,7 +89,9 @@ rule methods_text:
     params:
         settings=lambda wildcards: DATASETS[wildcards.dataset],
         evaluation=evaluation_settings(),
-        selections=validation_selections(),
+        selections=lambda wildcards: validation_selections(
+            GROUP_OF.get(wildcards.dataset, wildcards.dataset)
+        ),
         search=methods_search(),
         group=methods_group,
     log:
