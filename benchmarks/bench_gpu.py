@@ -42,6 +42,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
 from bench_lfads_step import make_model, training_step  # noqa: E402
+from lfads_core.lfads.execution import Execution  # noqa: E402
 
 
 def forward_flops_per_trial(cfg) -> dict[str, float]:
@@ -97,12 +98,12 @@ LOOPS = ("plain", "cuda_graphs", "triton")  # how the controller-generator loop 
 def train_step_for(dev, batch, amp, loop):
     """The benchmark's training step (MC_Maze 5 ms architecture, random Poisson counts) on
     ``dev``; ``loop``: one of :data:`LOOPS`."""
-    from lfads_core.lfads.model import cuda_graphs
+    from lfads_core.lfads.loops import cuda_graphs
 
     cuda_graphs._GRAPHS.clear()
     torch.manual_seed(0)
     model = make_model("fast")
-    model.cfg.cuda_graphs, model.cfg.triton_decoder = loop == "cuda_graphs", loop == "triton"
+    model.execution = Execution(cuda_graphs=loop == "cuda_graphs", triton=loop == "triton")
     model = model.to(dev).train()
     encod = torch.poisson(torch.full((batch, 140, 137), 0.1, device=dev))
     recon = torch.cat([encod, torch.poisson(torch.full((batch, 140, 45), 0.1, device=dev))], dim=-1)
@@ -164,7 +165,7 @@ def bench_sample(dev, batch, n_samples, method, loop="plain") -> dict:
 
     torch.manual_seed(0)
     model = make_model("fast")
-    model.cfg.triton_decoder = loop == "triton"
+    model.execution = Execution(triton=loop == "triton")
     model = model.to(dev).eval()
     encod = torch.poisson(torch.full((batch, 140, 137), 0.1))
     split = SplitData(encod, torch.cat([encod, encod[..., :45]], -1), torch.arange(batch))
@@ -197,7 +198,7 @@ def tune_triton(dev, batch, deadline, rows, save, plain=None) -> None:
     (time.monotonic()). The TF32 rows say what tensor cores would give: ``tf32`` with TF32's
     rounding, ``tf32x3`` (three TF32 products a multiply) about float32's; each row's first
     loss is compared with the plain loop's (``plain``: its row at this batch)."""
-    from lfads_core.lfads.model import triton_decoder as td
+    from lfads_core.lfads.loops import triton_decoder as td
 
     default = td.BLOCK_B, td.NUM_WARPS, td.DOT_PRECISION
     try:

@@ -23,16 +23,19 @@ import time
 import torch
 
 from lfads_core.lfads.config import ModelConfig
+from lfads_core.lfads.execution import Execution
 from lfads_core.lfads.model import LFADS, CoordinatedDropout
 
 
 def make_model(impl: str, native_kernels: bool = False) -> LFADS:
+    """The MC_Maze 5 ms model, its loops run as ``impl`` (``fast`` or ``reference``), with the
+    fast path's loops compiled from C if ``native_kernels``."""
     cfg = ModelConfig(
         encod_data_dims=[137], recon_data_dims=[182], encod_seq_len=140, recon_seq_len=140,
         ic_enc_dim=100, ci_enc_dim=80, con_dim=80, co_dim=4, ic_dim=100, gen_dim=100, fac_dim=40,
-        dropout_rate=0.02, cd_rate=0.3, likelihood="poisson", impl=impl, native_kernels=native_kernels,
+        dropout_rate=0.02, cd_rate=0.3, likelihood="poisson",
     )
-    return LFADS(cfg)
+    return LFADS(cfg, Execution(impl=impl, native=native_kernels))
 
 
 def training_step(model: LFADS, encod: torch.Tensor, recon: torch.Tensor, autocast=None):
@@ -41,7 +44,7 @@ def training_step(model: LFADS, encod: torch.Tensor, recon: torch.Tensor, autoca
     AdamW), as a function of no arguments returning the loss; ``autocast``: a context-manager
     factory for mixed precision, or None."""
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    cd = CoordinatedDropout(model.cfg.cd_rate, native=model.cfg.native_kernels)  # as epochs.py
+    cd = CoordinatedDropout(model.cfg.cd_rate, native=model.execution.native)  # as epochs.py
     constant = model.nll_constant(recon)
 
     def step():

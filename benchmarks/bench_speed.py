@@ -2,7 +2,7 @@
 rounds (A B, B A, A B, ...), each run in a fresh process with the same shapes and seeds.
 
 * training step (forward, backward, AdamW; coordinated dropout as in training):
-  ``impl: fast`` (A) against ``impl: reference`` (B);
+  ``loops: fast`` (A) against ``loops: reference`` (B);
 * posterior sampling of one batch of trials (50 samples): the batched sampler (A) against
   the sequential one, the whole model once per sample (B, ``method="sequential"``).
 
@@ -14,12 +14,12 @@ resident memory (the process's high-water mark, imports and data included).
     python benchmarks/bench_speed.py                       # both, batch 128 and 256, 4 rounds
     python benchmarks/bench_speed.py --what sample --batches 128 --rounds 2 --json out.json
 
-``--native`` runs the A side with ``model.native_kernels: true`` (the fast path's loops as
+``--native`` runs the A side with ``execution.loops: native`` (the fast path's loops as
 compiled C; needs a C compiler, built once before the first round).
 
 ``--baseline-src DIR`` runs the B side from another checkout instead (e.g. the previous
 release: ``git worktree add /tmp/base <commit>``), with the same option names: the training
-B side then runs that checkout's ``impl: fast``, the sampling B side its ``sample_split``.
+B side then runs that checkout's fast path, the sampling B side its ``sample_split``.
 """
 
 from __future__ import annotations
@@ -133,7 +133,7 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=50, help="posterior samples per trial")
     ap.add_argument("--sample-repeats", type=int, default=1, help="timed sampling passes per process")
     ap.add_argument("--baseline-src", help="run the B side from this checkout (see the docstring)")
-    ap.add_argument("--native", action="store_true", help="A side with model.native_kernels: true")
+    ap.add_argument("--native", action="store_true", help="A side with execution.loops: native")
     ap.add_argument("--json", help="write every round and the summary here")
     # worker options
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -150,7 +150,7 @@ def main() -> None:
 
     kinds = [k.strip() for k in args.what.split(",") if k.strip()]
     if args.native:  # build the compiled kernels once, outside the timed rounds
-        from lfads_core.lfads.model.native import library
+        from lfads_core.lfads.loops.native import library
 
         library()
     batches = [int(b) for b in args.batches.split(",")]

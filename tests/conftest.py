@@ -123,6 +123,21 @@ sys.meta_path[:] = [_Hidden if f is importlib.machinery.PathFinder else f for f 
     return folder
 
 
+def step_gradients(model, x, y, ext=None, seed: int = 123, **forward):
+    """One training step's loss (reconstruction NLL + both KLs, summed) of ``model`` on encoder
+    input ``x`` and targets ``y``, its random draws seeded with ``seed``: returns (the model's
+    output, each parameter's gradient by name). ``forward``: more arguments of the forward
+    pass (``impl``, ``sample_posteriors``)."""
+    import torch
+
+    torch.manual_seed(seed)
+    model.zero_grad()
+    out = model(x, ext_input=ext, **forward)
+    (model.recon_nll(out, y).sum() + model.kl_ic(out).sum() + model.kl_co(out).sum()).backward()
+    return out, {n: p.grad.detach().clone() for n, p in model.named_parameters()
+                 if p.grad is not None and p.numel()}
+
+
 def run_snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     """Run the workflow's Snakefile with ``workdir`` as working directory (CLI, real run).
 

@@ -17,7 +17,9 @@ import torch
 
 from lfads_core.lfads.config import ModelConfig, TrainConfig
 from lfads_core.lfads.data import SplitData
-from lfads_core.lfads.model import LFADS, CoordinatedDropout, cuda_graphs
+from lfads_core.lfads.execution import Execution
+from lfads_core.lfads.loops import cuda_graphs
+from lfads_core.lfads.model import LFADS, CoordinatedDropout
 from lfads_core.lfads.posterior import sample_split
 from lfads_core.lfads.training import train
 
@@ -85,13 +87,13 @@ def test_cuda_matches_cpu():
 
 
 def test_cuda_graphs_match_plain_fast_path():
-    """``model.cuda_graphs``: the graphed controller-generator loop gives the plain fast
+    """Execution ``cuda_graphs``: the graphed controller-generator loop gives the plain fast
     path's gradients, step after step, with the weights changing in between."""
     dev = torch.device("cuda")
     cuda_graphs._GRAPHS.clear()
     torch.manual_seed(0)
-    plain = LFADS(small_cfg(cuda_graphs=False)).to(dev).train()
-    graphed = LFADS(small_cfg(cuda_graphs=True)).to(dev).train()
+    plain = LFADS(small_cfg(), Execution()).to(dev).train()
+    graphed = LFADS(small_cfg(), Execution(cuda_graphs=True)).to(dev).train()
     graphed.load_state_dict(plain.state_dict())
     x = torch.poisson(torch.full((16, T, N_IN), 0.5)).to(dev)
     y = torch.poisson(torch.full((16, T + FP, N_IN + N_OUT), 0.5)).to(dev)
@@ -105,7 +107,7 @@ def test_cuda_graphs_match_plain_fast_path():
 
 
 def test_triton_decoder_matches_plain_fast_path_on_cuda():
-    """``model.triton_decoder``: the fused Triton kernels give the plain fast path's outputs
+    """Execution ``triton``: the fused Triton kernels give the plain fast path's outputs
     and gradients on the GPU, step after step, with the weights changing in between; 40 trials
     (three programs, the last partly empty) and the MC_Maze widths' padding (100 -> 128); and
     the same posterior estimates."""
@@ -113,8 +115,8 @@ def test_triton_decoder_matches_plain_fast_path_on_cuda():
     dev = torch.device("cuda")
     torch.manual_seed(0)
     kw = dict(gen_dim=100, con_dim=80, ci_enc_dim=64, cell_clip=5.0)
-    plain = LFADS(small_cfg(cuda_graphs=False, **kw)).to(dev).train()
-    fused = LFADS(small_cfg(triton_decoder=True, **kw)).to(dev).train()
+    plain = LFADS(small_cfg(**kw), Execution()).to(dev).train()
+    fused = LFADS(small_cfg(**kw), Execution(triton=True)).to(dev).train()
     fused.load_state_dict(plain.state_dict())
     x = torch.poisson(torch.full((40, T, N_IN), 0.5)).to(dev)
     y = torch.poisson(torch.full((40, T + FP, N_IN + N_OUT), 0.5)).to(dev)
@@ -136,13 +138,13 @@ def test_triton_decoder_matches_plain_fast_path_on_cuda():
         np.testing.assert_allclose(estimates[1][k], estimates[0][k], rtol=1e-4, atol=1e-5, err_msg=k)
 
 
-@pytest.mark.parametrize("variant", [{"cuda_graphs": False}, {"cuda_graphs": True}, {"triton_decoder": True}])
-def test_bf16_autocast_trains_without_nan(tmp_path, variant):
-    if variant.get("triton_decoder"):
+@pytest.mark.parametrize("loops", ["fast", "cuda_graphs", "triton"])
+def test_bf16_autocast_trains_without_nan(tmp_path, loops):
+    if loops == "triton":
         pytest.importorskip("triton")
     data = write_h5(tmp_path / "in.h5")
     tc = TrainConfig(amp="bf16", batch_size=32, max_epochs=3, lr=5e-3, early_stop_burn_in=10)
-    res = train(data, tmp_path / "run", small_cfg(**variant), tc, device="cuda")
+    res = train(data, tmp_path / "run", small_cfg(), tc, device="cuda", execution={"loops": loops})
     assert res.epochs_run == 3
     with open(res.log_path) as f:
         rows = list(csv.DictReader(f))

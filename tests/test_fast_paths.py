@@ -8,23 +8,18 @@ import pytest
 import torch
 
 from lfads_core.lfads.data import SplitData
-from lfads_core.lfads.model import LFADS, cuda_graphs, decoder_scan, kernels
+from lfads_core.lfads.execution import Execution
+from lfads_core.lfads.loops import cuda_graphs, decoder_scan, kernels
+from lfads_core.lfads.model import LFADS
 from lfads_core.lfads.posterior import sample_split
 
+from conftest import step_gradients
 from test_model import B, FP, N_IN, N_OUT, T, counts, tiny_cfg
 
 torch.set_num_threads(1)
 
 CONFIGS = [{}, {"con_dim": 0}, {"ext_input_dim": 2, "ci_lag": 2, "cell_clip": 0.3},
            {"likelihood": "gamma"}, {"likelihood": "zig", "con_dim": 0}]
-
-
-def _grads(m, x, ext, y, impl):
-    torch.manual_seed(123)
-    m.zero_grad()
-    out = m(x, ext_input=ext, impl=impl)
-    (m.recon_nll(out, y).sum() + m.kl_ic(out).sum() + m.kl_co(out).sum()).backward()
-    return out, {n: p.grad.clone() for n, p in m.named_parameters() if p.grad is not None and p.numel()}
 
 
 @pytest.mark.parametrize("kw", CONFIGS)
@@ -40,7 +35,7 @@ def test_backward_blocks_do_not_change_gradients(kw, monkeypatch):
     for block in (1, 3, 1000):
         for module in (kernels, decoder_scan):  # the GRU scans' blocks and the decoder's
             monkeypatch.setattr(module, "_block_len", lambda n, device, block=block: block)
-        grads.append(_grads(m, x, ext, y, "fast")[1])
+        grads.append(step_gradients(m, x, y, ext)[1])
     for g in grads[1:]:
         assert all(torch.equal(g[n], grads[0][n]) for n in g), "gradients depend on the block length"
 
@@ -76,7 +71,7 @@ def test_batched_sampling_equals_sequential_for_a_seed(kw, impl):
     sequential sampler's to float rounding, for any chunking of the samples (including a
     last chunk smaller than the others and a last batch of trials smaller than the others)."""
     torch.manual_seed(0)
-    m = LFADS(tiny_cfg(impl=impl, **kw)).double()
+    m = LFADS(tiny_cfg(**kw), Execution(impl=impl)).double()
     split = _split(23, kw)
     torch.manual_seed(5)
     ref = sample_split(m, split, n_samples=7, batch_size=10, method="sequential")
@@ -123,7 +118,7 @@ def test_cuda_graph_path_bookkeeping_emulated_on_cpu(monkeypatch):
     monkeypatch.setattr(cuda_graphs, "_GRAPHS", {})
     torch.manual_seed(0)
     plain = LFADS(tiny_cfg()).double().train()
-    graphed = LFADS(tiny_cfg(cuda_graphs=True)).double().train()
+    graphed = LFADS(tiny_cfg(), Execution(cuda_graphs=True)).double().train()
     graphed.load_state_dict(plain.state_dict())
     x = counts((B, T, N_IN)).double()
     y = counts((B, T + FP, N_IN + N_OUT), seed=3).double()
@@ -131,7 +126,7 @@ def test_cuda_graph_path_bookkeeping_emulated_on_cpu(monkeypatch):
     for step in range(3):
         grads = []
         for m, opt in zip((plain, graphed), opts):
-            out, g = _grads(m, x, None, y, "fast")
+            out, g = step_gradients(m, x, y)
             grads.append(g)
             opt.step()
         for n in grads[0]:

@@ -16,6 +16,7 @@ from scipy import stats
 from lfads_core.lfads.config import ModelConfig, TrainConfig
 from lfads_core.lfads.data import SplitData, load_lfads_h5
 from lfads_core.lfads.epochs import EpochRunner
+from lfads_core.lfads.execution import Execution
 from lfads_core.lfads.model import LFADS, CoordinatedDropout, GammaLikelihood, SampleValidation, ZIGLikelihood
 from lfads_core.lfads.model.likelihoods import FLOOR
 from lfads_core.lfads.posterior import run_posterior
@@ -255,9 +256,9 @@ def test_fast_and_reference_training_agree(kind, tmp_path):
     losses = {}
     for impl in ("fast", "reference"):
         torch.manual_seed(0)
-        cfg = small_model(likelihood=kind, sv_rate=0.1, impl=impl, encod_data_dims=[NI], recon_data_dims=[NI + NO],
+        cfg = small_model(likelihood=kind, sv_rate=0.1, encod_data_dims=[NI], recon_data_dims=[NI + NO],
                           encod_seq_len=TT, recon_seq_len=TT + FPT)
-        model = LFADS(cfg)
+        model = LFADS(cfg, Execution(impl=impl))
         model.init_readout(_training_recon(data.train))
         runner = EpochRunner(model, data, small_train(), torch.device("cpu"), None)
         losses[impl] = [(runner.train_epoch(e), runner.valid_epoch(e)) for e in range(2)]

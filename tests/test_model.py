@@ -21,6 +21,8 @@ from lfads_core.lfads.model import (
     register_likelihood,
 )
 
+from conftest import step_gradients
+
 torch.set_num_threads(1)
 
 B, T, FP, N_IN, N_OUT = 5, 12, 3, 7, 3
@@ -153,14 +155,9 @@ def test_fast_path_matches_reference(kw, train_mode):
     x = counts((B, T, N_IN)).double()
     ext = torch.randn(B, T + FP, 2, dtype=torch.float64) if kw.get("ext_input_dim") else None
     y = counts((B, T + FP, N_IN + N_OUT), seed=3).double()
-    results = []
-    for impl in ("reference", "fast"):
-        torch.manual_seed(123)  # same dropout masks and posterior noise
-        m.zero_grad()
-        out = m(x, ext_input=ext, impl=impl, sample_posteriors=train_mode)
-        loss = m.recon_nll(out, y).sum() + m.kl_ic(out).sum() + m.kl_co(out).sum()
-        loss.backward()
-        results.append((out, {n: p.grad.clone() for n, p in m.named_parameters() if p.grad is not None and p.numel()}))
+    # the same seed: the same dropout masks and posterior noise
+    results = [step_gradients(m, x, y, ext, impl=impl, sample_posteriors=train_mode)
+               for impl in ("reference", "fast")]
     (o_r, g_r), (o_f, g_f) = results
     for field in ("params", "factors", "gen_states", "ic_mean", "co_mean", "co_std", "inferred_inputs"):
         torch.testing.assert_close(getattr(o_f, field), getattr(o_r, field), rtol=1e-9, atol=1e-10)

@@ -1,19 +1,24 @@
-"""``model.native_kernels``: the fast path's loops compiled from C agree with the Python loops
-(to float rounding), the compiled dropout mask is a dropout mask, and a machine that cannot
-build them gets an error naming the setting."""
+"""Execution ``loops: native``: the fast path's loops compiled from C agree with the Python
+loops (to float rounding), the compiled dropout mask is a dropout mask, and a machine that
+cannot build them warns and runs the fast path, for training and for sampling."""
 
 from __future__ import annotations
 
 import copy
+import logging
 
 import pytest
 import torch
 
+from lfads_core.lfads import execution
 from lfads_core.lfads.data import SplitData
-from lfads_core.lfads.model import LFADS, kernels, native
+from lfads_core.lfads.execution import Execution
+from lfads_core.lfads.loops import kernels, native
+from lfads_core.lfads.model import LFADS
 from lfads_core.lfads.posterior import run_posterior, sample_split
 from lfads_core.lfads.training import train
 
+from conftest import step_gradients
 from test_model import B, FP, N_IN, N_OUT, T, counts, tiny_cfg
 from test_training import N_TRAIN, dataset, r2, read_log, tiny_model, tiny_train  # noqa: F401 (fixture)
 
@@ -35,17 +40,8 @@ def _pair(kw):
     torch.manual_seed(0)
     python = _no_dropout(LFADS(tiny_cfg(**kw)).train())
     compiled = copy.deepcopy(python)
-    compiled.cfg = copy.copy(python.cfg)
-    compiled.cfg.native_kernels = True
+    compiled.execution = Execution(native=True)
     return python, compiled
-
-
-def _run(m, x, ext, y):
-    torch.manual_seed(123)
-    m.zero_grad()
-    out = m(x, ext_input=ext)
-    (m.recon_nll(out, y).sum() + m.kl_ic(out).sum() + m.kl_co(out).sum()).backward()
-    return out, {n: p.grad.clone() for n, p in m.named_parameters() if p.grad is not None and p.numel()}
 
 
 @pytest.mark.parametrize("kw", CONFIGS)
@@ -56,7 +52,8 @@ def test_compiled_loops_agree_with_python_loops(kw):
     x = counts((B, T, N_IN))
     ext = torch.randn(B, T + FP, 2) if kw.get("ext_input_dim") else None
     y = counts((B, T + FP, N_IN + N_OUT), seed=3)
-    (out_p, grads_p), (out_c, grads_c) = _run(python, x, ext, y), _run(compiled, x, ext, y)
+    (out_p, grads_p), (out_c, grads_c) = step_gradients(python, x, y, ext), \
+        step_gradients(compiled, x, y, ext)
     for field in ("params", "factors", "gen_states", "co_mean", "inferred_inputs"):
         torch.testing.assert_close(getattr(out_c, field), getattr(out_p, field), rtol=1e-5, atol=1e-6)
     assert grads_c.keys() == grads_p.keys()
@@ -86,8 +83,7 @@ def test_compiled_sampling_agrees_with_python_sampling():
     torch.manual_seed(0)
     python = LFADS(tiny_cfg()).eval()
     compiled = copy.deepcopy(python)
-    compiled.cfg = copy.copy(python.cfg)
-    compiled.cfg.native_kernels = True
+    compiled.execution = Execution(native=True)
     split = SplitData(counts((B, T, N_IN)), counts((B, T + FP, N_IN + N_OUT), seed=3), torch.arange(B))
     results = []
     for m in (python, compiled):
@@ -130,13 +126,13 @@ def test_dropout_mask_is_seeded_and_has_the_rate():
 
 
 def test_training_with_compiled_loops_matches_python_loops(dataset, tmp_path):
-    """train() with model.native_kernels (its own dropout masks, so other draws) learns as well
-    as with the Python loops: validation likelihood and rates against the truth."""
+    """train() with the C loops (their own dropout masks, so other draws) learns as well as
+    with the Python loops: validation likelihood and rates against the truth."""
     path, spikes, rates = dataset
     results = {}
     for native_kernels in (False, True):
-        res = train(path, tmp_path / f"run{native_kernels}", tiny_model(native_kernels=native_kernels),
-                    tiny_train(max_epochs=30), device="cpu")
+        res = train(path, tmp_path / f"run{native_kernels}", tiny_model(), tiny_train(max_epochs=30),
+                    device="cpu", execution={"loops": "native" if native_kernels else "fast"})
         rows = read_log(res.log_path)
         assert float(rows[-1]["valid_recon"]) < float(rows[0]["valid_recon"])
         post = run_posterior(res.model_path, path, tmp_path / f"post{native_kernels}.h5", n_samples=10,
@@ -147,19 +143,34 @@ def test_training_with_compiled_loops_matches_python_loops(dataset, tmp_path):
     assert r2_c > r2_py - 0.05, results
 
 
-def test_unbuildable_kernels_name_the_setting(dataset, tmp_path, monkeypatch):
-    """No C compiler: using the kernels, or training with them, stops with an error naming
-    model.native_kernels; training stops before it writes anything."""
+def test_no_compiler_warns_and_runs_the_fast_path(dataset, tmp_path, monkeypatch, caplog):
+    """A model trained with the C loops samples on a machine with no C compiler: asking for
+    the C loops there warns once, naming why, and runs the fast path (the same posterior as
+    asking for it); training asked to use them does the same."""
+    path = dataset[0]
+    trained = train(path, tmp_path / "native", tiny_model(), tiny_train(max_epochs=2),
+                    device="cpu", execution={"loops": "native"})
     monkeypatch.setenv("LFADS_CORE_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
+    monkeypatch.setattr(execution, "_warned", set())
     native.library.cache_clear()
     try:
-        with pytest.raises(native.NativeKernelsUnavailable, match="model.native_kernels"):
+        with pytest.raises(native.NativeKernelsUnavailable, match="C compiler"):
             native.library()
-        assert native.unavailable_reason() is not None
-        with pytest.raises(native.NativeKernelsUnavailable, match="model.native_kernels"):
-            train(dataset[0], tmp_path / "run", tiny_model(native_kernels=True), tiny_train(), device="cpu")
-        assert not any((tmp_path / "run").iterdir())
+        with caplog.at_level(logging.INFO, logger="lfads_core.lfads.execution"):
+            asked = run_posterior(trained.model_path, path, tmp_path / "asked.h5", n_samples=4,
+                                  device="cpu", execution={"loops": "native"})
+            again = train(path, tmp_path / "run", tiny_model(), tiny_train(max_epochs=1),
+                          device="cpu", execution={"loops": "native"})
+        fast = run_posterior(trained.model_path, path, tmp_path / "fast.h5", n_samples=4,
+                             device="cpu", execution={"loops": "fast"})
+        warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert len(warnings) == 1 and warnings[0].startswith(
+            "C loops asked for, no compiler found: fast path"), warnings
+        assert "loops: fast path (execution.loops native on cpu)" in caplog.text
+        for key in ("valid_rates", "valid_factors"):
+            assert torch.equal(torch.as_tensor(asked[key]), torch.as_tensor(fast[key]))
+        assert again.model_path.is_file()
         assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").glob("*.so"))
     finally:
         native.library.cache_clear()
@@ -170,7 +181,7 @@ def test_compiled_training_steps_are_deterministic():
     grads = []
     for _ in range(2):
         torch.manual_seed(0)
-        m = LFADS(tiny_cfg(native_kernels=True)).train()
+        m = LFADS(tiny_cfg(), Execution(native=True)).train()
         x, y = counts((B, T, N_IN)), counts((B, T + FP, N_IN + N_OUT), seed=3)
-        grads.append(_run(m, x, None, y)[1])
+        grads.append(step_gradients(m, x, y)[1])
     assert all(torch.equal(grads[0][n], grads[1][n]) for n in grads[0])

@@ -120,4 +120,4 @@ def test_the_wheel_carries_the_c_source_of_the_native_kernels(tmp_path):
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
                     "-w", str(tmp_path / "dist"), str(src)], check=True, capture_output=True)
     (wheel,) = (tmp_path / "dist").glob("lfads_core-*.whl")
-    assert "lfads_core/lfads/model/native_kernels.c" in zipfile.ZipFile(wheel).namelist()
+    assert "lfads_core/lfads/loops/native_kernels.c" in zipfile.ZipFile(wheel).namelist()

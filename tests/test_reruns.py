@@ -53,14 +53,17 @@ def test_a_bin_width_change_reruns_binning_onwards_but_not_ingest(tiny_run):
 
 
 @pytest.mark.parametrize("overlay", [{"lfads": {"device": "cpu"}},
+                                     {"lfads": {"execution": {"loops": "native"}}},
+                                     {"lfads": {"execution": {"loops": "reference",
+                                                              "compile": True}}},
                                      {"lfads": {"posterior_batch_size": 7}}],
-                         ids=["device", "posterior_batch_size"])
-def test_device_or_posterior_batch_changes_retrain_nothing(tiny_run, overlay):
+                         ids=["device", "C loops", "reference loops", "posterior_batch_size"])
+def test_device_execution_or_posterior_batch_changes_retrain_nothing(tiny_run, overlay):
     work, _ = tiny_run
     planned = planned_rules(work, overlay)
     assert "train_lfads" not in planned and not planned & DATA_RULES
-    if "device" in overlay["lfads"]:
-        assert planned <= ALWAYS  # the device changes no result
+    if "posterior_batch_size" not in overlay["lfads"]:
+        assert planned <= ALWAYS  # the device and how the loops run change no result
     else:
         assert "sample_posterior" in planned  # the batches set the order of the random draws
 

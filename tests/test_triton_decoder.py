@@ -21,11 +21,12 @@ if importlib.util.find_spec("triton") is None:
 if "triton" not in sys.modules and not torch.cuda.is_available():
     os.environ["TRITON_INTERPRET"] = "1"
 from lfads_core.lfads.data import SplitData  # noqa: E402
-from lfads_core.lfads.model import LFADS, decoder_scan  # noqa: E402
-from lfads_core.lfads.model import triton_decoder  # noqa: E402
+from lfads_core.lfads.execution import Execution  # noqa: E402
+from lfads_core.lfads.loops import decoder_scan, triton_decoder  # noqa: E402
+from lfads_core.lfads.model import LFADS  # noqa: E402
 from lfads_core.lfads.posterior import sample_split  # noqa: E402
 
-from conftest import hide_packages  # noqa: E402
+from conftest import hide_packages, step_gradients  # noqa: E402
 from test_model import B, FP, N_IN, N_OUT, T, counts, tiny_cfg  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -90,15 +91,10 @@ def test_model_with_the_triton_decoder_trains_and_samples_as_the_fast_path():
     from the batched sampler (50 samples as one repeated batch), for the same seed."""
     torch.manual_seed(0)
     plain = LFADS(tiny_cfg()).to(DEVICE).train()
-    fused = LFADS(tiny_cfg(triton_decoder=True)).to(DEVICE).train()
+    fused = LFADS(tiny_cfg(), Execution(triton=True)).to(DEVICE).train()
     fused.load_state_dict(plain.state_dict())
     x, y = counts((B, T, N_IN)).to(DEVICE), counts((B, T + FP, N_IN + N_OUT), seed=3).to(DEVICE)
-    results = []
-    for m in (plain, fused):
-        torch.manual_seed(7)
-        out = m(x)
-        (m.recon_nll(out, y).sum() + m.kl_ic(out).sum() + m.kl_co(out).sum()).backward()
-        results.append((out, {n: p.grad for n, p in m.named_parameters() if p.grad is not None}))
+    results = [step_gradients(m, x, y, seed=7) for m in (plain, fused)]
     (o_p, g_p), (o_f, g_f) = results
     torch.testing.assert_close(o_f.params, o_p.params, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(o_f.inferred_inputs, o_p.inferred_inputs, rtol=1e-5, atol=1e-6)
@@ -114,15 +110,21 @@ def test_model_with_the_triton_decoder_trains_and_samples_as_the_fast_path():
         np.testing.assert_allclose(estimates[1][k], estimates[0][k], rtol=1e-4, atol=1e-6, err_msg=k)
 
 
-def test_without_triton_the_setting_is_named(tmp_path):
-    """Asked for where Triton is missing (hidden from a fresh interpreter here), training stops
-    with an error that names ``model.triton_decoder``."""
-    script = ("import torch\nfrom lfads_core.lfads.model import LFADS\nfrom test_model import tiny_cfg, counts, B, T, N_IN\n"
-              "LFADS(tiny_cfg(triton_decoder=True)).train()(counts((B, T, N_IN)))\n")
+def test_without_triton_the_loops_fall_back_with_a_warning(tmp_path):
+    """Asked for where Triton is missing (hidden from a fresh interpreter here): the request
+    warns and resolves to the CUDA graphs; a model made to use Triton anyway stops with an
+    error that names the setting."""
+    script = ("import logging, torch\nlogging.basicConfig()\n"
+              "from lfads_core.lfads.execution import Execution, resolve_execution\n"
+              "from lfads_core.lfads.model import LFADS\nfrom test_model import tiny_cfg, counts, B, T, N_IN\n"
+              "print(resolve_execution({'loops': 'triton'}, 'cuda'))\n"
+              "LFADS(tiny_cfg(), Execution(triton=True)).train()(counts((B, T, N_IN)))\n")
     root = Path(__file__).resolve().parent
     hidden = hide_packages(tmp_path / "no_triton", ["triton"])
     env = {**os.environ, "TRITON_INTERPRET": "1",
            "PYTHONPATH": os.pathsep.join([str(hidden), str(root.parent), str(root)])}
     run = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
     assert run.returncode != 0
-    assert "model.triton_decoder needs Triton" in run.stderr and "model.triton_decoder: false" in run.stderr
+    assert "Triton loops asked for, Triton not installed" in run.stderr
+    assert "cuda_graphs=True" in run.stdout and "triton=False" in run.stdout
+    assert "the Triton loops need Triton" in run.stderr and "lfads.execution.loops" in run.stderr

@@ -23,6 +23,7 @@ from ..fileio import atomic_path
 from .config import ModelConfig, TrainConfig
 from .data import SessionBatcher
 from .devices import select_device
+from .execution import ExecutionConfig, resolve_execution
 from .model import LFADS
 from .schedules import PlateauScheduler
 
@@ -137,14 +138,18 @@ def save_model(path: Path, state_dict: dict, model_cfg: ModelConfig, train_cfg: 
                        "train_cfg": train_cfg.to_dict(), "meta": meta}, path)
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[LFADS, ModelConfig, TrainConfig, dict]:
-    """Load ``model.pt`` -> (model in eval mode, ModelConfig, TrainConfig, metadata)."""
+def load_model(path: str | Path, device: str | torch.device = "cpu",
+               execution: ExecutionConfig | dict | None = None
+               ) -> tuple[LFADS, ModelConfig, TrainConfig, dict]:
+    """Load ``model.pt`` -> (model in eval mode, ModelConfig, TrainConfig, metadata), its loops
+    run as ``execution`` asks (:mod:`.execution`), whichever way it was trained."""
     blob = torch.load(path, map_location="cpu", weights_only=False)
     mcfg = ModelConfig.from_dict(blob["model_cfg"])
     tcfg = TrainConfig.from_dict(blob["train_cfg"])
-    model = LFADS(mcfg)
+    dev = select_device(device)
+    model = LFADS(mcfg, resolve_execution(execution, dev))
     model.load_state_dict(blob["state_dict"])
-    model.to(select_device(device)).eval()
+    model.to(dev).eval()
     return model, mcfg, tcfg, blob.get("meta", {})
 
 

@@ -30,10 +30,14 @@ __all__ = ["ModelConfig", "TrainConfig"]
 
 
 class _DictMixin:
+    # How the loops ran, which files written before it moved to ``lfads.execution``
+    # (:mod:`.execution`) hold here: read and left out.
+    EXECUTION_KEYS: frozenset = frozenset()
+
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None):
         """Build from a mapping; unknown keys raise ``KeyError`` naming the key."""
-        d = dict(d or {})
+        d = {k: v for k, v in dict(d or {}).items() if k not in cls.EXECUTION_KEYS}
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(k for k in d if k not in names)
         if unknown:
@@ -59,6 +63,7 @@ class _DictMixin:
 
 @dataclass
 class ModelConfig(_DictMixin):
+    EXECUTION_KEYS = frozenset({"impl", "cuda_graphs", "triton_decoder", "native_kernels"})
     # ---- data dimensions (filled in from the input file by ``training.train``) ----
     # One entry per session; a single session is the default.  Held-in channels
     # feed the encoders, recon channels (held-in first, then held-out) are predicted.
@@ -105,20 +110,6 @@ class ModelConfig(_DictMixin):
     sv_rate: float = 0.0  # sample-validation hold-back fraction; 0 = off
     sv_seed: int = 0  # seed of the fixed sample-validation mask
 
-    # ---- implementation ----
-    impl: str = "fast"  # "fast" (precomputed projections) or "reference" (plain cell loop)
-    # CUDA only, fast path: replay the controller-generator loop (forward and backward) as CUDA
-    # graphs, one launch per loop instead of hundreds of small kernels (4.5-6x the plain loop
-    # on an H200, same losses; benchmarks/README.md); ignored on CPU.
-    cuda_graphs: bool = True
-    # CUDA only, fast path, training: run the controller-generator loop (forward and backward)
-    # as one Triton kernel each (lfads_core.lfads.model.triton_decoder). Correct, but 8.5x
-    # slower than CUDA graphs on an H200 (benchmarks/README.md); ignored on CPU.
-    triton_decoder: bool = False
-    # CPU, fast path: run the recurrences' loops as compiled C (lfads_core.lfads.model.native;
-    # built with the machine's C compiler on first use). Same results to float rounding.
-    native_kernels: bool = False
-
     def validate(self) -> None:
         if len(self.encod_data_dims) != len(self.recon_data_dims):
             raise ValueError("encod_data_dims and recon_data_dims need one entry per session")
@@ -139,8 +130,6 @@ class ModelConfig(_DictMixin):
             raise ValueError("sv_rate must be in [0, 1)")
         if self.co_prior not in ("ar1", "gaussian"):
             raise ValueError(f"co_prior must be 'ar1' or 'gaussian', got {self.co_prior!r}")
-        if self.impl not in ("fast", "reference"):
-            raise ValueError(f"impl must be 'fast' or 'reference', got {self.impl!r}")
         if self.ci_lag < 1:
             raise ValueError("ci_lag must be >= 1")
         for name in ("ic_enc_dim", "ic_dim", "gen_dim", "fac_dim"):
@@ -158,6 +147,7 @@ class ModelConfig(_DictMixin):
 
 @dataclass
 class TrainConfig(_DictMixin):
+    EXECUTION_KEYS = frozenset({"compile"})
     # ---- optimiser (AdamW) ----
     lr: float = 4e-3  # lfads-torch MC_Maze lr_init (orig. LFADS 0.01)
     adam_beta1: float = 0.9
@@ -200,7 +190,6 @@ class TrainConfig(_DictMixin):
     seed: int = 0
     posterior_samples: int = 50  # samples averaged for posterior means (lfads-torch default)
     amp: str = "none"  # "none" | "bf16" | "fp16" mixed precision (CUDA only)
-    compile: bool = False  # torch.compile the model (CUDA only)
 
     def validate(self) -> None:
         if self.batch_size < 1 or self.max_epochs < 0:

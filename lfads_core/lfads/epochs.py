@@ -67,7 +67,8 @@ class EpochRunner:
         self.model, self.cfg, self.device = model, tcfg, device
         self.sessions = list(data) if isinstance(data, (list, tuple)) else [data]
         mcfg = model.cfg
-        self.cd = CoordinatedDropout(mcfg.cd_rate, native=mcfg.native_kernels and mcfg.impl == "fast")
+        ex = model.execution
+        self.cd = CoordinatedDropout(mcfg.cd_rate, native=ex.native and ex.impl == "fast")
         self.sv = SampleValidation(mcfg.sv_rate, mcfg.sv_seed)
         self.loss_hook = loss_hook
         self.stop = StopRequested()
@@ -93,11 +94,8 @@ class EpochRunner:
                 log.warning("amp=%s ignored: mixed precision is only used on CUDA", tcfg.amp)
         self.scaler = torch.amp.GradScaler("cuda", enabled=(cuda and tcfg.amp == "fp16"))
         self.forward = model
-        if tcfg.compile:
-            if cuda:
-                self.forward = torch.compile(model)
-            else:
-                log.warning("compile=True ignored: torch.compile is only used on CUDA")
+        if ex.compile:  # resolved: CUDA only
+            self.forward = torch.compile(model)
         self.state = TrainingState(model, self.optimizer, self.scheduler, self.scaler, self.batcher)
 
     def run_model(self, x, **kw):

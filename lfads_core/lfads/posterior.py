@@ -169,13 +169,14 @@ def write_posterior_h5(path: str | Path, results: dict[str, np.ndarray], attrs: 
 
 def run_posterior(model_path: str | Path, input_h5: str | Path, output_h5: str | Path,
                   n_samples: int | None = None, batch_size: int = 128, device: str = "auto",
-                  seed: int | None = None, session: int = 0) -> dict[str, np.ndarray]:
+                  seed: int | None = None, session: int = 0,
+                  execution: dict | None = None) -> dict[str, np.ndarray]:
     """Load ``model.pt``, sample posteriors for all trials of ``input_h5`` (session ``session``
     of a stitched model), write ``output_h5``.
     ``n_samples`` and ``seed`` default to the model's ``TrainConfig.posterior_samples`` and
-    ``seed``."""
+    ``seed``.  ``execution``: how the loops run (:mod:`.execution`)."""
     dev = select_device(device)
-    model, mcfg, tcfg, meta = load_model(model_path, dev)
+    model, mcfg, tcfg, meta = load_model(model_path, dev, execution)
     data = load_lfads_h5(input_h5, splits=SPLITS)
     n = n_samples or tcfg.posterior_samples
     seed = tcfg.seed if seed is None else seed

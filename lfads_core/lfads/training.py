@@ -52,9 +52,9 @@ from .checkpoint import (checkpoint_mismatch, load_checkpoint, save_checkpoint, 
 from .config import ModelConfig, TrainConfig
 from .data import LFADSData, SplitData, load_lfads_h5
 from .devices import select_device
+from .execution import ExecutionConfig, resolve_execution
 from .epochs import EpochRunner, NonFiniteValue, StopRequested, TrainingPreempted
 from .model import LFADS
-from .model.native import library as native_library
 from .stitching import init_from_alignment
 
 __all__ = ["train", "TrainingPreempted", "TrainResult", "NonFiniteLossError", "model_config_for_data"]
@@ -240,6 +240,7 @@ def train(
     resume: bool | str = True,
     loss_hook: Callable[[int, int, torch.Tensor], torch.Tensor] | None = None,
     start_from: str | Path | None = None,
+    execution: ExecutionConfig | dict | None = None,
 ) -> TrainResult:
     """Train LFADS on ``input_h5``; outputs go to ``out_dir`` (see module docstring).
 
@@ -263,20 +264,21 @@ def train(
       ``train_cfg.seed``. Training then runs up to ``train_cfg.max_epochs`` in all. The
       checkpoint this run writes records the parent's checksum, so after an interruption it
       resumes from its own checkpoint only when that started from the same parent.
+    execution: how the loops run (:mod:`.execution`; default ``auto``), resolved for the
+      device; not part of the settings a checkpoint is matched on.
     """
     model_cfg = model_cfg or ModelConfig()
     train_cfg = train_cfg or TrainConfig()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     dev = select_device(device)
-    if model_cfg.native_kernels and dev.type == "cpu":
-        native_library()  # built or loaded now: without a C compiler training stops before it starts
+    ex = resolve_execution(execution, dev)
     paths = list(input_h5) if isinstance(input_h5, (list, tuple)) else [input_h5]
     sessions = [load_lfads_h5(path, model_cfg.sv_rate, model_cfg.sv_seed) for path in paths]
     mcfg = model_config_for_data(model_cfg, sessions)
 
     _seed_everything(train_cfg.seed)
-    model = LFADS(mcfg)
+    model = LFADS(mcfg, ex)
     for k, session in enumerate(sessions):
         model.init_readout(_training_recon(session.train), session=k)
     if len(sessions) > 1:

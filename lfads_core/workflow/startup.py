@@ -95,12 +95,40 @@ def check_config(config: dict, schema: dict, sources: list[tuple[str, dict]]) ->
     """Validate the merged ``config`` against ``schema``. The first error (in key order) raises
     :class:`InputDataError` naming the source that set the key (see :func:`config_sources`),
     the key's path (``lfads.training.lr``) and the allowed values, without the schema."""
+    check_moved_execution_keys(config, sources)
     errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(config),
                     key=lambda e: [str(p) for p in e.absolute_path])
     if errors:
         key_path, message = _describe(errors[0])
         raise InputDataError(source_of(key_path, sources), ".".join(map(str, key_path)) or "<root>",
                              message)
+
+
+# Settings of how the loops run that moved out of the model into ``lfads.execution``: what to
+# write instead.
+MOVED_TO_EXECUTION = {
+    "model.impl": "lfads.execution.loops: reference (or fast)",
+    "model.native_kernels": "lfads.execution.loops: native",
+    "model.cuda_graphs": "lfads.execution.loops: cuda_graphs (the default, auto, uses them on CUDA)",
+    "model.triton_decoder": "lfads.execution.loops: triton",
+    "training.compile": "lfads.execution.compile: true",
+}
+
+
+def check_moved_execution_keys(config: dict, sources: list[tuple[str, dict]]) -> None:
+    """A setting of how the loops run under ``lfads.model``/``training`` (or an override's)
+    is an error that says what to write in ``lfads.execution`` instead."""
+    lfads = config.get("lfads") or {}
+    blocks = [(["lfads"], lfads)] + [(["lfads", "overrides", str(name)], block or {})
+                                     for name, block in (lfads.get("overrides") or {}).items()]
+    for prefix, block in blocks:
+        for moved, instead in MOVED_TO_EXECUTION.items():
+            part, key = moved.split(".")
+            if isinstance(block.get(part), Mapping) and key in block[part]:
+                key_path = [*prefix, part, key]
+                raise InputDataError(source_of(key_path, sources), ".".join(key_path),
+                                     "how the loops run is no longer a model setting (changing "
+                                     f"it retrains nothing): write {instead} instead")
 
 
 def check_override_names(overrides: Mapping, names: Iterable[str], simulations: Iterable[str],

@@ -10,4 +10,5 @@ with rule_logging(snakemake) as log, claim_device(snakemake.config["lfads"]["dev
     log.info("sampling on %s with %d CPU threads (session %d of the model)", device,
              snakemake.threads, session)
     run_posterior(snakemake.input.model, snakemake.input.data, snakemake.output.posterior,
-                  batch_size=snakemake.params.batch_size, device=str(device), session=session)
+                  batch_size=snakemake.params.batch_size, device=str(device), session=session,
+                  execution=snakemake.config["lfads"].get("execution"))

@@ -8,7 +8,8 @@ from lfads_core.lfads.devices import claim_device
 from lfads_core.workflow.scripting import rule_logging
 from lfads_core.lfads.training import train
 
-# The device is read from the config, not from params: moving to another device retrains nothing.
+# The device and how the loops run are read from the config, not from params: changing them
+# retrains nothing.
 with rule_logging(snakemake) as log, claim_device(snakemake.config["lfads"]["device"]) as device:
     torch.set_num_threads(snakemake.threads)
     settings = snakemake.params.lfads
@@ -18,7 +19,8 @@ with rule_logging(snakemake) as log, claim_device(snakemake.config["lfads"]["dev
     data = list(snakemake.input.data)  # one session, or a group's sessions (stitched)
     data = data if len(data) > 1 else data[0]
     result = train(data, Path(snakemake.output.model).parent,
-                   model_cfg, train_cfg, device=device, resume="if_compatible")
+                   model_cfg, train_cfg, device=device, resume="if_compatible",
+                   execution=snakemake.config["lfads"].get("execution"))
     log.info("done: %s; best epoch %d of %d", result.stop_reason, result.best_epoch,
              result.epochs_run)
     with open(snakemake.output.config, "w") as f:

@@ -14,7 +14,8 @@ from lfads_core.lfads.training import NonFiniteLossError, train
 from lfads_core.workflow.pbt import member_training_settings, pbt_settings
 from lfads_core.workflow.scripting import rule_logging
 
-# The device is read from the config, not from params: moving to another device retrains nothing.
+# The device and how the loops run are read from the config, not from params: changing them
+# retrains nothing.
 with rule_logging(snakemake) as log, claim_device(snakemake.config["lfads"]["device"]) as device:
     torch.set_num_threads(snakemake.threads)
     started = time.perf_counter()
@@ -31,7 +32,8 @@ with rule_logging(snakemake) as log, claim_device(snakemake.config["lfads"]["dev
     try:
         data = list(snakemake.input.data)  # one session, or a group's sessions (stitched)
         result = train(data if len(data) > 1 else data[0], out_dir, model_cfg, train_cfg,
-                       device=device, resume="if_compatible", start_from=parent)
+                       device=device, resume="if_compatible", start_from=parent,
+                       execution=snakemake.config["lfads"].get("execution"))
         loss, epochs, stop = float(result.best_metric), result.epochs_run, result.stop_reason
     except NonFiniteLossError as exc:  # replaced in the next generation, never copied
         log.warning("member %d diverged; its loss counts as NaN: %s", member, exc)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .native import dropout_draw, runs_on
+from ..loops.native import dropout_draw, runs_on
 
 __all__ = ["CoordinatedDropout", "SampleValidation", "pad_to"]
 
@@ -35,7 +35,7 @@ def pad_to(mask: torch.Tensor, shape: torch.Size | tuple[int, ...], value: bool 
 
 class CoordinatedDropout:
     def __init__(self, rate: float, native: bool = False):
-        """``native``: draw the masks with the compiled kernels (``model.native_kernels``) where
+        """``native``: draw the masks with the compiled kernels (``Execution.native``) where
         they serve the input (float32 on CPU) and no generator is given."""
         if not 0.0 <= rate < 1.0:
             raise ValueError("coordinated dropout rate must be in [0, 1)")

@@ -18,9 +18,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from .generator import gru_update
-from .kernels import gru_scan
-from .native import dropout
-from .native import runs_on as native_runs_on
+from ..loops.kernels import gru_scan
+from ..loops.native import dropout
+from ..loops.native import runs_on as native_runs_on
 
 __all__ = ["ICEncoder", "CIEncoder", "bidirectional_gru"]
 

@@ -19,9 +19,10 @@ Two implementations of the same computation share all parameters:
   All random draws (sampling noise, dropout masks) are made before the loop
   in the same order for both, so they agree to float rounding.
 
-``ModelConfig.native_kernels`` (CPU, fast path): the loops compiled from C
-(:mod:`.native`), and dropout masks drawn there too (another random stream, so
-with dropout on a run differs from one without by its draws, not in kind).
+Which implementation runs is not the model's setting: :attr:`LFADS.execution` holds the
+choice :func:`..execution.resolve_execution` made (the fast path by default).  With the C
+loops (``Execution.native``, CPU) the dropout masks are drawn there too (another random
+stream, so with dropout on a run differs from one without by its draws, not in kind).
 
 :meth:`LFADS.encode` and :meth:`LFADS.decode_repeated` split the model for posterior
 sampling: the encoders once per batch of trials, the decoder for many draws of each at once.
@@ -36,12 +37,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import ModelConfig
+from ..execution import Execution
+from ..loops.decoder_scan import decoder_scan
+from ..loops.kernels import gru_scan
+from ..loops.native import dropout, dropout_mask, runs_on
 from .controller import Controller
 from .encoders import CIEncoder, ICEncoder
 from .generator import Generator
-from .native import dropout, dropout_mask, runs_on
-from .decoder_scan import decoder_scan
-from .kernels import gru_scan
 from .likelihoods import get_likelihood
 from .priors import GaussianPrior, make_co_prior
 from .readout import ReadIn, ReadOut
@@ -67,11 +69,14 @@ class LFADS(nn.Module):
     Per-session read-in/read-out around a shared core; ``session`` picks them.
     ``cfg.con_dim == 0`` (or ``co_dim == 0``) removes the controller and the
     controller-input encoder: the generator is then driven only by its initial
-    condition (and external inputs, if any).
+    condition (and external inputs, if any).  ``execution``: how the loops run (resolved by
+    :func:`..execution.resolve_execution`; default the fast path); not part of the model,
+    so it may be swapped at any time (:attr:`execution`).
     """
 
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, execution: Execution | None = None):
         super().__init__()
+        self.execution = execution or Execution()
         cfg.validate()
         if cfg.n_sessions < 1 or cfg.encod_seq_len < 1:
             raise ValueError("ModelConfig needs data dimensions (encod_data_dims, recon_data_dims, seq lens)")
@@ -110,8 +115,8 @@ class LFADS(nn.Module):
         finite: entries not observed (NaN in the data) are 0 here, as :class:`.data.SplitData`
         makes them, like the entries coordinated dropout drops; ext_input: B x T_r x ext_dim
         (shorter inputs are zero-padded)."""
-        cfg = self.cfg
-        impl = impl or cfg.impl
+        cfg, ex = self.cfg, self.execution
+        impl = impl or ex.impl
         B = encod_data.shape[0]
         Tr = cfg.recon_seq_len
         ic_mean, ic_std, ci = self.encode(encod_data, session, impl)
@@ -127,7 +132,7 @@ class LFADS(nn.Module):
             co_eps = torch.randn(Tr, B, self.co_dim, device=x.device, dtype=x.dtype)
         gen_masks = None
         p = cfg.dropout_rate
-        if self.training and p > 0 and runs_on(cfg.native_kernels and impl == "fast", x):
+        if self.training and p > 0 and runs_on(ex.native and impl == "fast", x):
             gen_masks = dropout_mask((Tr + 1, B, cfg.gen_dim), p)
         elif self.training and p > 0:
             gen_masks = torch.empty(Tr + 1, B, cfg.gen_dim, device=x.device, dtype=x.dtype)
@@ -152,8 +157,8 @@ class LFADS(nn.Module):
         """Read-in (with dropout in training mode) and both encoders: returns the IC posterior
         (mean, std; B x ic_dim each) and the controller inputs (B x T_r x 2 ci_enc_dim, or None
         without controller)."""
-        impl = impl or self.cfg.impl
-        native = self.cfg.native_kernels and impl == "fast"
+        impl = impl or self.execution.impl
+        native = self.execution.native and impl == "fast"
         x = dropout(self.dropout, self.readin(encod_data, session), native)
         ic_mean, ic_std = self.ic_encoder(x, impl, native)
         ci = self.ci_encoder(x, self.cfg.recon_seq_len, impl, native) if self.use_controller else None
@@ -180,7 +185,7 @@ class LFADS(nn.Module):
         of the B' trials.  Returns time-major gen states (T_r x k B' x gen_dim) and controller
         output params (T_r x k B' x 2 co_dim, or None).  The fast path uses the encodings of
         the B' trials for all draws without copying them."""
-        impl = impl or self.cfg.impl
+        impl = impl or self.execution.impl
         rows = ic_sample.shape[0]
         fast_repeats = impl == "fast" and self.use_controller  # the decoder scan broadcasts them
         if ci is not None and ci.shape[0] != rows and not fast_repeats:
@@ -245,7 +250,7 @@ class LFADS(nn.Module):
             gx = cell_g.bias_ih.expand(Tr, B, -1)
         if con is None:
             gs = gru_scan(gx.unsqueeze(0), g0.unsqueeze(0), cell_g.weight_hh.unsqueeze(0),
-                          cell_g.bias_hh.unsqueeze(0), cell_g.clip, native=self.cfg.native_kernels)[0]
+                          cell_g.bias_hh.unsqueeze(0), cell_g.clip, native=self.execution.native)[0]
             gds = gs * gen_masks[1:] if gen_masks is not None else gs
             return gs, gds, None, None
         cell_c = con.cell
@@ -256,7 +261,8 @@ class LFADS(nn.Module):
         gs, gds, cps, cos = decoder_scan(
             g0, hc0, cx, gx, w_gc, cell_c.weight_hh, cell_c.bias_hh, con.to_co.weight, con.to_co.bias,
             w_ih_g[:, :co_dim], cell_g.weight_hh, cell_g.bias_hh, gen_masks, co_eps, cell_g.clip,
-            cuda_graphs=self.cfg.cuda_graphs, native=self.cfg.native_kernels, triton=self.cfg.triton_decoder,
+            cuda_graphs=self.execution.cuda_graphs, native=self.execution.native,
+            triton=self.execution.triton,
         )
         return gs, gds, cps, cos
 

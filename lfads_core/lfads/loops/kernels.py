@@ -5,7 +5,7 @@
 * :func:`.decoder_scan.decoder_scan` (in :mod:`.decoder_scan`): the controller + generator
   recurrence, from the step helpers here.
 
-Gate convention as in :mod:`.generator` (PyTorch/cuDNN: reset gate applied after the
+Gate convention as in :mod:`..model.generator` (PyTorch/cuDNN: reset gate applied after the
 recurrent matmul; gate order reset, update, candidate). ``impl="reference"`` computes the
 same with plain autograd loops; tests check that both agree to float tolerance.
 
@@ -25,7 +25,8 @@ dispatch, more than its arithmetic):
   kernel launches).
 * Weight gradients are one matmul over all steps after the backward loop.
 
-With ``native`` (``ModelConfig.native_kernels``, CPU float32 only) the forward and backward
+With ``native`` (``Execution.native``, execution ``loops: native``; CPU float32 only) the
+forward and backward
 loops run compiled from C instead (:mod:`.native`): same saved gates and returned gradients,
 to float rounding; the weight gradients are formed here either way.
 """

@@ -166,8 +166,8 @@ def _triton_kernels():
     try:
         from .triton_decoder import decoder_backward_loop, decoder_forward, runs_on
     except ImportError as e:
-        raise RuntimeError(f"model.triton_decoder needs Triton ({e}); install it (pip install triton) "
-                           "or set model.triton_decoder: false") from e
+        raise RuntimeError(f"the Triton loops need Triton ({e}); install it (pip install triton) "
+                           "or set lfads.execution.loops: auto") from e
     return decoder_forward, decoder_backward_loop, runs_on
 
 

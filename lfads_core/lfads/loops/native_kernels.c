@@ -1,4 +1,4 @@
-/* The fast path's recurrences as compiled loops (ModelConfig.native_kernels; see native.py).
+/* The fast path's recurrences as compiled loops (execution loops: native; see native.py).
  *
  * Same computation as the Python loops of kernels.py (gate convention there): per step the
  * recurrent matmuls go to the BLAS sgemm_ that PyTorch itself uses (MKL inside libtorch_cpu),

@@ -1,4 +1,4 @@
-"""CUDA graphs for the controller-generator loop (``ModelConfig.cuda_graphs``, off by default).
+"""CUDA graphs for the controller-generator loop (execution ``loops: cuda_graphs``; what ``auto`` runs on CUDA).
 
 The decoder scan of :mod:`.kernels` launches a few hundred small kernels a step on a GPU;
 :class:`DecoderScanGraphed` captures its forward and backward loops once per batch shape and
@@ -67,7 +67,7 @@ def _graph_key(args, clip, tag):
 
 class DecoderScanGraphed(torch.autograd.Function):
     """:class:`.decoder_scan.DecoderScan` with its forward and backward loops each replayed as one
-    CUDA graph per batch shape (``ModelConfig.cuda_graphs``).  ``loops``: the plain loops,
+    CUDA graph per batch shape (``Execution.cuda_graphs``).  ``loops``: the plain loops,
     ``(forward(*args, clip, save=True) -> (outputs, saved), backward(saved, clip, *grads))``.  The forward's saved tensors stay in the
     graph's memory until the backward: one forward, then its backward (as in training); a
     second forward before the backward is detected and raises."""
@@ -96,7 +96,7 @@ class DecoderScanGraphed(torch.autograd.Function):
         if fwd.replays != ctx.replay:
             raise RuntimeError("cuda_graphs: another forward pass of the same shape ran before this backward "
                                "(its saved tensors were overwritten); run one forward per backward, or set "
-                               "model.cuda_graphs: false")
+                               "lfads.execution.loops: fast")
         saved = fwd.static_out[1]
         grads = (d_gs.contiguous(), d_gds.contiguous(), d_cps.contiguous(), d_cos.contiguous())
         if "bwd" not in state:

@@ -1,4 +1,4 @@
-"""The fast path's recurrence loops as compiled C on CPU (``ModelConfig.native_kernels``).
+"""The fast path's recurrence loops as compiled C on CPU (execution ``loops: native``).
 
 :mod:`.kernels` runs the GRU scans and the controller-generator loop as Python loops of small
 tensor operations; on CPU each costs a few microseconds of dispatch, and a training step is
@@ -66,8 +66,8 @@ def _build(target: Path) -> None:
     cc = shutil.which(os.environ.get("CC", "cc"))
     if cc is None:
         raise NativeKernelsUnavailable(
-            "model.native_kernels needs a C compiler (none found as $CC or cc); install one "
-            "(e.g. gcc) or set model.native_kernels: false")
+            "the C loops need a C compiler (none found as $CC or cc); install one "
+            "(e.g. gcc) or set lfads.execution.loops: fast")
     lib_dir = _torch_lib_dir()
     link = [f"-L{lib_dir}", "-ltorch_cpu", f"-Wl,-rpath,{lib_dir}"]
     gomp = sorted(lib_dir.glob("libgomp*.so*"))
@@ -83,8 +83,8 @@ def _build(target: Path) -> None:
                 os.replace(tmp, target)  # atomic: concurrent jobs building it do not clash
                 return
         raise NativeKernelsUnavailable(
-            f"model.native_kernels: building {SOURCE.name} failed ({' '.join(cmd)}):\n"
-            f"{proc.stderr.strip()[-2000:]}\nset model.native_kernels: false to use the Python loops")
+            f"C loops: building {SOURCE.name} failed ({' '.join(cmd)}):\n"
+            f"{proc.stderr.strip()[-2000:]}\nset lfads.execution.loops: fast to use the Python loops")
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -127,7 +127,7 @@ def library() -> ctypes.CDLL:
     try:
         lib = ctypes.CDLL(str(path))
     except OSError as e:
-        raise NativeKernelsUnavailable(f"model.native_kernels: cannot load {path}: {e}") from e
+        raise NativeKernelsUnavailable(f"C loops: cannot load {path}: {e}") from e
     for name, argtypes in _SIGNATURES.items():
         fn = getattr(lib, name)
         fn.argtypes, fn.restype = argtypes, None

@@ -1,4 +1,4 @@
-"""The controller-generator loop as two Triton kernels (``ModelConfig.triton_decoder``, CUDA,
+"""The controller-generator loop as two Triton kernels (execution ``loops: triton``, CUDA,
 off by default).
 
 On a GPU the Python loop of :mod:`.decoder_scan` launches a few hundred small kernels a time
