@@ -420,8 +420,8 @@ def write_factors_nwb(output: LfadsFactors, source_nwb: str | Path, out_nwb: str
         source_ids = np.asarray(source_table.id.data[:], dtype=np.int64) \
             if source_table is not None else np.array([], np.int64)
         if not np.array_equal(source_ids, output.all_trials.index.to_numpy(np.int64)):
-            raise ValueError(f"{source_nwb}'s table intervals/{table_name} is not the trials "
-                             "table ingested (other trial ids)")
+            raise ValueError(f"{source_nwb}'s trials table (intervals/{table_name}) is not the "
+                             "one ingested (other trial ids)")
         described = {c: source_table[c].description for c in source_table.colnames}
         sha = settings["source_sha256"]
         source_name = Path(settings["source"] or source_nwb).name
