@@ -212,7 +212,8 @@ def _data(r: RunRecord) -> str:
     trial_filter = f" after the trial filter `{s['trial_filter']}`" if s.get("trial_filter") else ""
     table = str(meta.get("trials_table") or ing.get("trials_table") or "trials")
     # the recording's table the trials came from, named where it is not NWB's trials table
-    of_table = f" of the recording's `{table}` table (intervals/{table})" if table != "trials" else ""
+    of_table = "" if table == "trials" else \
+        f" of the recording's `{table}` table (intervals/{table})"
     table_words = "trials table's" if table == "trials" else f"`{table}` table's"
     n_train, n_valid, n_test = (int(al.get(f"{k}_trials", 0)) for k in ("train", "valid", "test"))
     if meta.get("split_mode", s.get("split")) == "random":

@@ -34,8 +34,8 @@ from ..errors import InputDataError
 from ..nwb import reading as nr
 from ..nwb.alignment import (SPLITS, AlignSettings, assign_split, heldout_warning, resolved_heldout,
                              resolved_split, test_fraction_value, trial_window_flags, window_bins)
-from ..nwb.ingest import (DEFAULT_TRIALS_TABLE, IngestSettings, hidden_column_warning, read_trials, read_units,
-                          trial_drop_reasons, unit_drop_reasons)
+from ..nwb.ingest import (DEFAULT_TRIALS_TABLE, IngestSettings, hidden_column_warning,
+                          read_trials, read_units, trial_drop_reasons, unit_drop_reasons)
 from ..nwb.intervals import inside_intervals, intersect_intervals, merge_intervals
 from ..values import split_list
 
@@ -180,6 +180,7 @@ def _check_file(f, nwb: Path, settings: dict, config: dict, where: str, offset_s
     reason[kept] = np.where(np.isin(labels, SPLITS), "", labels)
     counts = {name: int(np.sum(labels == name)) for name in SPLITS}
     drops = pd.Series(reason[reason != ""]).value_counts().to_dict()
+    in_table = "" if table == DEFAULT_TRIALS_TABLE else f" (table '{table}')"
     for stage, which, need, why in minimum_trials(settings, config):
         if counts[which] >= need:
             continue
@@ -188,10 +189,9 @@ def _check_file(f, nwb: Path, settings: dict, config: dict, where: str, offset_s
             where, field,
             f"{stage} needs at least {need} {which} trials {why}, but at most "
             f"{counts['train']} train, {counts['valid']} valid and {counts['test']} test trials "
-            f"of the {len(trials)} in {nwb}"
-            f"{'' if table == DEFAULT_TRIALS_TABLE else f' (table {table!r})'} are left (window {align.window_start_ms:g}.."
-            f"{align.window_end_ms:g} ms + {align.fp_bins} forward bins around "
-            f"'{align.align_event}', split '{split}'; dropped: {drops or 'none'})")
+            f"of the {len(trials)} in {nwb}{in_table} are left (window "
+            f"{align.window_start_ms:g}..{align.window_end_ms:g} ms + {align.fp_bins} forward "
+            f"bins around '{align.align_event}', split '{split}'; dropped: {drops or 'none'})")
     return {"units": n_units, "heldout_units": n_heldout, **counts,
             "windows_outside_trial": int(np.sum(outside & (reason == ""))), "dropped": drops,
             "split": split, "heldout": heldout_mode, "no_heldout": no_heldout,

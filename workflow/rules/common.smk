@@ -150,11 +150,9 @@ def sheet_settings(stage):
 
     def of_dataset(wildcards):
         settings = DATASETS[wildcards.dataset]
-        return {
-            name: settings[name]
-            for name in names
-            if name not in SETTINGS_ADDED or settings.get(name, SETTINGS_ADDED[name]) != SETTINGS_ADDED[name]
-        }
+        added = {name: default for name, default in SETTINGS_ADDED.items()
+                 if settings.get(name, default) == default}
+        return {name: settings[name] for name in names if name not in added}
 
     return of_dataset
 
