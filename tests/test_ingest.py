@@ -129,7 +129,8 @@ def test_bad_unit_query_names_the_setting(small_recording, tmp_path):
 
 def test_no_trials_table(make_nwb, tmp_path):
     nwb = make_nwb(spike_times=[[0.2]], with_trials=False)
-    assert_fails(nwb, tmp_path, "trials", "no trials table")
+    err = assert_fails(nwb, tmp_path, "trials_table", "no trials table")
+    assert "no tables under intervals/" in str(err)
 
 
 def test_alignment_column_missing(make_nwb, tmp_path):

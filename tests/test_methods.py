@@ -94,6 +94,18 @@ def test_a_run_with_test_trials():
     assert "forward prediction" not in text  # no forward-prediction bins
 
 
+def test_trials_from_another_table_are_named_with_it():
+    default = methods_markdown(record())
+    assert "Of the 100 trials, 95 were modelled" in default
+    assert "taken from the trials table's `split` column" in default
+    text = methods_markdown(record(metadata={**METADATA, "trials_table": "encoding_table"},
+                                   ingest={**INGEST, "trials_table": "encoding_table"}))
+    assert ("Of the 100 trials of the recording's `encoding_table` table "
+            "(intervals/encoding_table), 95 were modelled") in text
+    assert "taken from the `encoding_table` table's `split` column" in text
+    assert "trials table" not in text
+
+
 def test_without_test_trials_the_scores_are_named_optimistic():
     r = record(metrics=metrics(splits=("valid",)), decoding=None,
                alignment={**ALIGNMENT, "test_trials": 0, "train_trials": 79})

@@ -49,7 +49,8 @@ def test_a_good_file_passes_with_its_counts(lab):
     found = check_dataset("lab", settings_for(lab, behavior="hand_vel"), SHEET, CONFIG)
     assert found == {"n_window": 140, "units": 4, "heldout_units": 1, "train": 16, "valid": 4,
                      "test": 0, "windows_outside_trial": 0, "dropped": {}, "split": "file",
-                     "heldout": "file", "no_heldout": None}
+                     "heldout": "file", "no_heldout": None, "trials_table": "trials",
+                     "warnings": []}
     found = check_dataset("lab", settings_for(lab, test_fraction=0.2), SHEET, CONFIG)
     assert (found["train"], found["valid"], found["test"]) == (12, 4, 4)
 

@@ -18,7 +18,8 @@ Splits: training reads ``train``; every choice made while training (early stoppi
 learning-rate plateau, sweep and PBT selection) reads ``valid``; nothing in training reads
 ``test``, so scores on the test trials are scores on trials no choice saw.
 - attrs: ``bin_width_s``, ``window_start_s``, ``window_end_s``, ``fp_bins``, ``n_heldin``,
-  ``n_heldout``, ``source_sha256``.
+  ``n_heldout``, ``align_event``, ``trials_table`` (the table under the NWB file's
+  ``intervals/`` the trials came from), ``source_sha256``.
 
 The window is snapped to the bin grid: it starts at the bin edge nearest to
 ``event + window_start``. A trial is dropped (and counted, with the reason) if its event is
@@ -270,8 +271,9 @@ def align_trials(binned_h5, out_h5, settings: AlignSettings, metadata_json=None)
         units = read_table(src["units"])
         observed_intervals = src["observed_intervals"][()]
         event = settings.align_event
+        table = str(src.attrs.get("trials_table", "trials"))  # the table ingestion read
         if event not in trials:
-            raise fail(f"trials.{event}", "alignment column missing")
+            raise fail(f"{table}.{event}", "alignment column missing")
 
         reason = np.where(trials["kept"].to_numpy(bool), "", trials["drop_reason"]).astype(object)
         event_times = trials[event].to_numpy(float)
@@ -362,6 +364,7 @@ def align_trials(binned_h5, out_h5, settings: AlignSettings, metadata_json=None)
             "n_heldin": n_heldin,
             "n_heldout": int(heldout.sum()),
             "align_event": event,
+            "trials_table": table,
             "source_sha256": src.attrs["source_sha256"],
         }
         metadata = {
@@ -423,6 +426,7 @@ def align_trials(binned_h5, out_h5, settings: AlignSettings, metadata_json=None)
                 write_json(metadata, metadata_json)
 
     summary = {
+        "trials_table": table,
         "trials_in_file": int(len(trials)),
         "train_trials": int(len(rows["train"])),
         "valid_trials": int(len(rows["valid"])),

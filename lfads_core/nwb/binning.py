@@ -242,6 +242,7 @@ def bin_session(session_h5, out_h5, bin_width: float) -> dict:
             for key in ("source", "source_sha256", "lfads_core_version"):
                 out.attrs[key] = src.attrs[key]
             out.attrs["heldout_column"] = bool(src.attrs.get("heldout_column", True))
+            out.attrs["trials_table"] = str(src.attrs.get("trials_table", "trials"))
             for kind in ("behavior", "truth"):
                 for name, group in src.get(kind, {}).items():
                     stamps, values = prefilter_series(group["timestamps_s"][()],

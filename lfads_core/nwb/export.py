@@ -28,7 +28,11 @@ forward-prediction bins.
 - ``intervals/trials``: every trial of the recording's trials table (same rows, order and
   ids) with every column NWB stores as one number, boolean or text per trial, and
   ``lfads_split``. Columns not copied (ragged, multi-dimensional, references) are named with
-  the reason in the table's description and in ``data_collection``.
+  the reason in the table's description and in ``data_collection``. Where the recording's
+  trials came from another table under ``intervals/`` (the setting ``trials_table``, e.g.
+  ``encoding_table``), they are still written as ``intervals/trials`` (``nwbfile.trials`` in
+  pynwb, ``trials`` in pynapple), and the table's description and ``data_collection``
+  (``trials_table``) name the source table.
 - ``processing/ecephys`` (NWB's module of processed extracellular electrophysiology):
 
   - ``lfads_channels``: one row per LFADS channel (the columns of the rates): ``unit_id``
@@ -51,8 +55,9 @@ forward-prediction bins.
 - ``trials/``: every trial of the recording: ``id``, its columns and ``lfads_split``.
 - ``channels/``: ``unit_id``, ``heldout``.
 - attrs: ``bin_width_s``, ``align_event``, ``window_start_s`` and ``window_end_s`` (relative
-  to the event), ``fp_bins``, ``trial_columns_skipped`` (JSON: column -> why), the source and
-  its SHA-256, the posterior's SHA-256, ``lfads_core_version``, ``layout``.
+  to the event), ``fp_bins``, ``trial_columns_skipped`` (JSON: column -> why),
+  ``trials_table`` (the recording's table under ``intervals/`` the trials came from), the
+  source and its SHA-256, the posterior's SHA-256, ``lfads_core_version``, ``layout``.
 
 Trials whose windows overlap (or a trials table not in time order) give timestamps that are
 not ascending: a warning is issued (NWB best practice asks for ascending timestamps) and the
@@ -104,7 +109,10 @@ _SUBJECT_FIELDS = ("age", "age__reference", "description", "genotype", "sex", "s
 _FILE_FIELDS = ("session_id", "experimenter", "institution", "lab", "experiment_description",
                 "protocol", "related_publications")
 _SETTINGS_PREFIX = "LFADS export settings and provenance (JSON): "
-_PROVENANCE = ("source", "source_sha256", "posterior_sha256", "lfads_input_json", "posterior_h5")
+_PROVENANCE = ("source", "source_sha256", "posterior_sha256", "lfads_input_json", "posterior_h5",
+               "trials_table")
+#: The recording's trials table where a file records none: NWB's ``intervals/trials``
+DEFAULT_TRIALS_TABLE = "trials"
 
 
 @dataclass
@@ -119,7 +127,8 @@ class LfadsFactors:
     recording (``lfads_split`` ``none`` where not modelled). ``channels``: one row per channel
     (the last axis of ``rates``): ``unit_id`` and ``heldout``. ``window_start_s``: the window's
     start relative to the alignment event ``align_event`` (s). ``skipped_trial_columns``: the
-    recording's trial columns not carried (column -> why). ``info``: source, checksums and,
+    recording's trial columns not carried (column -> why). ``info``: source, checksums, the
+    recording's table the trials came from (``trials_table``) and,
     from an NWB file, its identity.
     """
 
@@ -222,6 +231,7 @@ def collect_factors(posterior_h5: str | Path, lfads_input_json: str | Path,
                          f"{len(unit_ids)} unit ids")
     with h5py.File(session_h5, "r") as f:
         session_sha = f.attrs.get("source_sha256")
+        trials_table = str(f.attrs.get("trials_table", DEFAULT_TRIALS_TABLE))
     if session_sha is not None and "source_sha256" in meta and session_sha != meta["source_sha256"]:
         raise ValueError(f"{session_h5} and {lfads_input_json} come from different recordings "
                          f"(sha256 {session_sha} and {meta['source_sha256']})")
@@ -315,7 +325,8 @@ def collect_factors(posterior_h5: str | Path, lfads_input_json: str | Path,
         info={"source": str(meta.get("source", "")),
               "source_sha256": str(meta.get("source_sha256", "unknown")),
               "posterior_sha256": sha256sum(posterior_h5),
-              "lfads_input_json": str(lfads_input_json), "posterior_h5": str(posterior_h5)})
+              "lfads_input_json": str(lfads_input_json), "posterior_h5": str(posterior_h5),
+              "trials_table": trials_table})
 
 
 def _settings(output: LfadsFactors) -> dict:
@@ -402,14 +413,16 @@ def write_factors_nwb(output: LfadsFactors, source_nwb: str | Path, out_nwb: str
     _check_ascending(output)
     settings = _settings(output)
     skipped = output.skipped_trial_columns
+    table_name = output.info.get("trials_table", DEFAULT_TRIALS_TABLE)
     with NWBHDF5IO(str(source_nwb), "r") as io_src:
         src = io_src.read()
-        source_ids = np.asarray(src.trials.id.data[:], dtype=np.int64) \
-            if src.trials is not None else np.array([], np.int64)
+        source_table = _interval_table(src, table_name)
+        source_ids = np.asarray(source_table.id.data[:], dtype=np.int64) \
+            if source_table is not None else np.array([], np.int64)
         if not np.array_equal(source_ids, output.all_trials.index.to_numpy(np.int64)):
-            raise ValueError(f"{source_nwb}'s trials table is not the one ingested "
-                             "(other trial ids)")
-        described = {c: src.trials[c].description for c in src.trials.colnames}
+            raise ValueError(f"{source_nwb}'s trials table (intervals/{table_name}) is not the "
+                             "one ingested (other trial ids)")
+        described = {c: source_table[c].description for c in source_table.colnames}
         sha = settings["source_sha256"]
         source_name = Path(settings["source"] or source_nwb).name
         extra = {k: getattr(src, k) for k in _FILE_FIELDS if getattr(src, k, None) is not None}
@@ -443,14 +456,17 @@ def write_factors_nwb(output: LfadsFactors, source_nwb: str | Path, out_nwb: str
     for name in ["start_time", "stop_time"] + [c for c in table.columns
                                                if c not in ("start_time", "stop_time")]:
         description = SPLIT_DESCRIPTION if name == SPLIT_COLUMN else \
-            described.get(name) or f"{name} of the recording's trials table"
+            described.get(name) or f"{name} of the recording's trials table " \
+            f"(intervals/{table_name})"
         columns.append(VectorData(name=name, description=description,
                                   data=_column_data(table[name])))
     not_copied = "; ".join(f"{k} ({v})" for k, v in skipped.items())
+    from_table = "" if table_name == DEFAULT_TRIALS_TABLE else \
+        f" (the recording's intervals/{table_name}, the table its trials came from)"
     nwb.trials = TimeIntervals(
         name="trials", id=table.index.to_numpy(np.int64), columns=columns,
-        description="Every trial of the recording's trials table, in its order and with its "
-                    "ids and columns, and the LFADS split of each"
+        description=f"Every trial of the recording's trials table{from_table}, in its order and "
+                    "with its ids and columns, and the LFADS split of each"
                     + (f". Columns not copied: {not_copied}" if not_copied else ""))
 
     bin_width_s = output.bin_width_s
@@ -517,6 +533,17 @@ def write_factors_nwb(output: LfadsFactors, source_nwb: str | Path, out_nwb: str
     return out_nwb
 
 
+def _interval_table(nwbfile, name: str):
+    """The table ``intervals/{name}`` of a pynwb ``NWBFile`` (``trials`` is ``nwbfile.trials``),
+    None if absent."""
+    if name == DEFAULT_TRIALS_TABLE and nwbfile.trials is not None:
+        return nwbfile.trials
+    try:
+        return nwbfile.get_time_intervals(name)
+    except KeyError:
+        return None
+
+
 def _reference(first: int, count: int, series):
     from pynwb.base import TimeSeriesReference
 
@@ -568,7 +595,7 @@ def _load_h5(path: Path) -> LfadsFactors:
                        windows["start_time"].to_numpy(float), windows["stop_time"].to_numpy(float),
                        windows[SPLIT_COLUMN].to_numpy(object))
     info = {k: settings[k] for k in ("source", "source_sha256", "posterior_sha256",
-                                     "lfads_core_version") if k in settings}
+                                     "lfads_core_version", "trials_table") if k in settings}
     return LfadsFactors(trials=trials, all_trials=all_trials, channels=channels,
                         skipped_trial_columns=skipped, info=info,
                         **_settings_of(settings, **arrays))
@@ -605,7 +632,8 @@ def _load_nwb(path: Path) -> LfadsFactors:
         info = {"identifier": nwb.identifier, "session_start_time": nwb.session_start_time,
                 "session_description": nwb.session_description,
                 **{k: settings[k] for k in ("source", "source_sha256", "source_identifier",
-                                            "posterior_sha256", "lfads_core_version")
+                                            "posterior_sha256", "lfads_core_version",
+                                            "trials_table")
                    if k in settings}}
         return LfadsFactors(
             channels=pd.DataFrame({"unit_id": np.asarray(channels["unit_id"].data[:]),

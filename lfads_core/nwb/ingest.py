@@ -1,5 +1,10 @@
 """NWB ingestion: any NWB file with a Units table and a trials table -> one normalised HDF5.
 
+The trials table is ``intervals/trials`` unless the setting ``trials_table`` names another
+table under ``intervals/`` (any ``TimeIntervals``, e.g. ``intervals/encoding_table``); whichever
+it is, ``session.h5`` stores it as ``trials/`` and records its name (attr ``trials_table``, and
+``trials_table`` in the summary), so the later stages read one layout.
+
 The NWB file is read with h5py (:mod:`lfads_core.nwb.reading`), every dataset checked before
 its values are read; spike times are streamed unit by unit into the output, so memory stays
 at one unit's spikes however large the file is.
@@ -10,19 +15,26 @@ Output ``session.h5`` (times in seconds on the recording's clock):
   ``drop_reason`` and the file's other scalar unit columns.
 - ``spikes/times_s`` (float64, kept units' spikes, concatenated unit by unit, each sorted) and
   ``spikes/unit_offsets`` (kept units + 1): unit ``k``'s spikes are ``times[off[k]:off[k+1]]``.
-- ``trials/``: table of every trial with the file's scalar columns, ``kept`` and ``drop_reason``.
+- ``trials/``: table of every trial of the chosen table with its scalar columns (those left
+  out of the table's ``colnames`` too, with a warning), ``kept`` and ``drop_reason``.
 - ``observed_intervals`` (n x 2): where every kept unit was observed (``obs_intervals``), or the
   whole recording if the file has none.
 - ``behavior/{name}`` and ``truth/{name}``: ``data`` (samples x dims) with attrs ``unit`` and
   ``columns``, plus ``timestamps_s`` (samples, s).
 - attrs: ``source``, ``source_sha256``, ``recording_start_s``, ``recording_stop_s``,
-  ``heldout_column`` (whether the file's units table has a ``heldout`` column).
+  ``heldout_column`` (whether the file's units table has a ``heldout`` column),
+  ``trials_table`` (the table under ``intervals/`` the trials came from).
 
 Spike-time policy: spike times that are not sorted within a unit are sorted, with a warning
 (counted in the summary); negative or non-finite spike times are rejected with an error, since
 NWB times count from the session start and such values mean a corrupt or mis-converted file.
 What ingestion leaves out (units, trials, table columns it cannot store) is counted by reason
 in the summary.
+
+Event-time policy (the ``align_event`` column): negative times are rejected with an error
+naming the file, the table, the column and how many; a trial whose event is NaN or after the
+recording's end is dropped (drop reason ``{event} is NaN`` or ``{event} after recording end``)
+and counted in a warning (the rule's log and the summary's ``warnings``).
 """
 
 from __future__ import annotations
@@ -48,6 +60,8 @@ BEHAVIOR_MODULE = nr.BEHAVIOR_MODULE
 TRUTH_MODULE = nr.TRUTH_MODULE
 #: Columns ingestion adds to the trials table of ``session.h5``; the others are the file's.
 TRIAL_COLUMNS_ADDED = ("kept", "drop_reason")
+#: The trials table read where the setting ``trials_table`` names none: NWB's ``intervals/trials``
+DEFAULT_TRIALS_TABLE = "trials"
 
 
 @dataclass
@@ -59,6 +73,7 @@ class IngestSettings:
     unit_filter: str = ""
     min_rate_hz: float = 0.0
     trial_filter: str = ""
+    trials_table: str = DEFAULT_TRIALS_TABLE  # the table under intervals/ holding the trials
 
     @classmethod
     def from_settings(cls, settings: dict) -> "IngestSettings":
@@ -70,6 +85,7 @@ class IngestSettings:
             unit_filter=settings["unit_filter"],
             min_rate_hz=float(settings["min_rate_hz"]),
             trial_filter=settings["trial_filter"],
+            trials_table=settings.get("trials_table") or DEFAULT_TRIALS_TABLE,
         )
 
 
@@ -83,6 +99,7 @@ class Units:
     obs: tuple[h5py.Dataset, np.ndarray] | None
     skipped_columns: dict[str, str]
     heldout_column: bool
+    hidden_columns: list[str] = field(default_factory=list)
 
     @property
     def starts(self) -> np.ndarray:
@@ -111,39 +128,94 @@ def read_units(f: h5py.File, path) -> Units:
     if obs is not None and (obs[0].ndim != 2 or obs[0].shape[1] != 2):
         raise InputDataError(path, "units.obs_intervals",
                              f"has shape {obs[0].shape}; (intervals, 2) expected")
-    table, skipped = nr.scalar_table(group, path, "units")
+    table, skipped, hidden = nr.scalar_table(group, path, "units")
     if len(table) == 0:
         raise InputDataError(path, "units", "the Units table has no rows")
     ends = spikes[1]
     table["n_spikes"] = ends - np.concatenate([[0], ends[:-1]])
     has_heldout = "heldout" in table
     table["heldout"] = table["heldout"].astype(bool) if has_heldout else False
-    return Units(table, spikes[0], ends, obs, skipped, has_heldout)
+    return Units(table, spikes[0], ends, obs, skipped, has_heldout, hidden)
 
 
-def read_trials(f: h5py.File, path, event: str) -> tuple[pd.DataFrame, dict[str, str]]:
-    """The trials table's scalar columns; times and the alignment column must be numbers."""
-    group = nr.table_group(f, "intervals/trials", path, "trials")
-    if group is None:
-        raise InputDataError(path, "trials", "the file has no trials table (intervals/trials)")
-    trials, skipped = nr.scalar_table(group, path, "trials")
+@dataclass
+class TrialsTable:
+    """The checked trials table: its scalar columns (``table``), the name of the table under
+    ``intervals/`` it came from, the columns not read (column -> why), the columns read
+    although its ``colnames`` leaves them out, and warnings about it (hidden columns, NaN
+    event times)."""
+
+    table: pd.DataFrame
+    name: str
+    skipped: dict[str, str]
+    hidden: list[str]
+    warnings: list[str]
+
+
+def hidden_column_warning(table: str, hidden: list[str], skipped: dict[str, str]) -> str:
+    """The warning about columns stored in a table's group but not in its ``colnames``."""
+    read = [c for c in hidden if c not in skipped]
+    not_read = {c: skipped[c] for c in hidden if c in skipped}
+    return (f"table '{table}': column{'s' if len(hidden) > 1 else ''} {hidden} "
+            f"{'are' if len(hidden) > 1 else 'is'} stored in its group but not listed in its "
+            "'colnames' attribute (pynwb does not show them)"
+            + (f"; read all the same: {read}" if read else "")
+            + (f"; not read: {not_read}" if not_read else ""))
+
+
+def read_trials(f: h5py.File, path, event: str, table: str = DEFAULT_TRIALS_TABLE
+                ) -> TrialsTable:
+    """The trials table ``intervals/{table}``'s scalar columns; times and the alignment column
+    must be numbers, and alignment times not negative. A missing table is an error listing the
+    tables the file has under ``intervals/`` (field ``trials_table``)."""
+    tables = nr.interval_tables(f)
+    location = f"intervals/{table}"
+    if table not in tables:
+        there = f"the tables there are {tables}" if tables else \
+            "it has no tables under intervals/ at all"
+        what = f"{location} is not a table" if location in f else \
+            f"the file has no table '{table}' under intervals/"
+        raise InputDataError(path, "trials_table", f"no trials table: {what}; {there}")
+    group = nr.table_group(f, location, path, table)
+    trials, skipped, hidden = nr.scalar_table(group, path, table)
+    notes = [hidden_column_warning(table, hidden, skipped)] if hidden else []
     if len(trials) == 0:
-        raise InputDataError(path, "trials", "the trials table has no rows")
+        raise InputDataError(path, table, f"the trials table '{table}' has no rows")
     for column in ("start_time", "stop_time"):
         if column not in trials:
-            raise InputDataError(path, f"trials.{column}", "required trials column is missing")
+            raise InputDataError(path, f"{table}.{column}", "required trials column is missing")
     if event not in trials:
-        raise InputDataError(path, f"trials.{event}",
-                             f"alignment column missing; trial columns are {list(trials.columns)}")
+        raise InputDataError(path, f"{table}.{event}", f"alignment column missing; the columns "
+                             f"of table '{table}' are {list(trials.columns)}")
     for column in ("start_time", "stop_time", event):
         values = trials[column]
         if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
             what = "text" if pd.api.types.is_string_dtype(values) else str(values.dtype)
-            raise InputDataError(path, f"trials.{column}",
+            raise InputDataError(path, f"{table}.{column}",
                                  f"holds {what} values, not times in seconds")
-    if np.all(np.isnan(trials[event].to_numpy(dtype=float))):
-        raise InputDataError(path, f"trials.{event}", "alignment column is NaN for every trial")
-    return trials, skipped
+    times = trials[event].to_numpy(dtype=float)
+    if np.all(np.isnan(times)):
+        raise InputDataError(path, f"{table}.{event}", "alignment column is NaN for every trial")
+    negative = times < 0
+    if negative.any():
+        raise InputDataError(path, f"{table}.{event}",
+                             f"{int(negative.sum())} of the {len(times)} trials of table "
+                             f"'{table}' have a negative '{event}' time (the lowest "
+                             f"{np.nanmin(times):.6g} s); NWB times count from the session "
+                             "start, so the file was converted with another clock or the "
+                             "column holds no times")
+    n_nan = int(np.isnan(times).sum())
+    if n_nan:
+        notes.append(f"table '{table}': {n_nan} of the {len(times)} trials have no '{event}' "
+                     f"time (NaN); they are dropped (drop reason '{event} is NaN')")
+    return TrialsTable(trials, table, skipped, hidden, notes)
+
+
+def late_event_warning(table: str, event: str, n_late: int, n_trials: int,
+                       recording_stop: float) -> str:
+    return (f"table '{table}': {n_late} of the {n_trials} trials have a '{event}' time after "
+            f"the recording's end ({recording_stop:.6g} s, the last trial's stop or spike); they "
+            f"are dropped (drop reason '{event} after recording end')")
 
 
 def read_session_trials(session_h5: str | Path) -> pd.DataFrame:
@@ -189,16 +261,21 @@ def unit_drop_reasons(units: Units, observed_s: np.ndarray, settings: IngestSett
     return reason
 
 
-def trial_drop_reasons(trials: pd.DataFrame, settings: IngestSettings, path) -> np.ndarray:
-    """Why each trial is dropped by ingestion (``""`` if kept)."""
+def trial_drop_reasons(trials: pd.DataFrame, settings: IngestSettings, path,
+                       recording_stop: float = np.inf) -> np.ndarray:
+    """Why each trial is dropped by ingestion (``""`` if kept): the trial filter, a NaN event,
+    an event after ``recording_stop``."""
     reason = np.full(len(trials), "", dtype=object)
     reason[~apply_query(trials, settings.trial_filter, path, "trial_filter")] = "trial_filter"
     event = settings.align_event
-    reason[(reason == "") & np.isnan(trials[event].to_numpy(dtype=float))] = f"{event} is NaN"
+    times = trials[event].to_numpy(dtype=float)
+    reason[(reason == "") & np.isnan(times)] = f"{event} is NaN"
+    reason[(reason == "") & (times > recording_stop)] = f"{event} after recording end"
     if not (reason == "").any():
         raise InputDataError(path, "trial_filter", f"no trials left: trial_filter "
-                             f"{settings.trial_filter!r} and non-NaN '{event}' keep none of the "
-                             f"{len(trials)} trials")
+                             f"{settings.trial_filter!r} and non-NaN '{event}' within the "
+                             f"recording keep none of the {len(trials)} trials of table "
+                             f"'{settings.trials_table}'")
     return reason
 
 
@@ -251,7 +328,12 @@ def _read_series(f, names, path, module):
 def _ingest(path: Path, f: h5py.File, out_h5: Path, settings: IngestSettings,
             progress_every: int):
     units = read_units(f, path)
-    trials, trial_columns_skipped = read_trials(f, path, settings.align_event)
+    read = read_trials(f, path, settings.align_event, settings.trials_table)
+    trials, trial_columns_skipped = read.table, read.skipped
+    notes = list(read.warnings)
+    if units.hidden_columns:
+        notes.insert(0, hidden_column_warning("units", units.hidden_columns,
+                                              units.skipped_columns))
     unit_table = units.table
 
     recording_stop = max(float(np.nanmax(trials["stop_time"])), last_spike(units, path))
@@ -266,7 +348,13 @@ def _ingest(path: Path, f: h5py.File, out_h5: Path, settings: IngestSettings,
         valid = units.intervals(k, recording_stop, path) if valid is None else \
             intersect_intervals(valid, units.intervals(k, recording_stop, path))
 
-    trial_reason = trial_drop_reasons(trials, settings, path)
+    trial_reason = trial_drop_reasons(trials, settings, path, recording_stop)
+    n_late = int(np.sum(trial_reason == f"{settings.align_event} after recording end"))
+    if n_late:
+        notes.append(late_event_warning(read.name, settings.align_event, n_late, len(trials),
+                                        recording_stop))
+    for note in notes:
+        warnings.warn(f"{path}: {note}", stacklevel=2)
     trials["kept"] = trial_reason == ""
     trials["drop_reason"] = trial_reason.astype(str)
 
@@ -279,6 +367,7 @@ def _ingest(path: Path, f: h5py.File, out_h5: Path, settings: IngestSettings,
 
     summary = {
         "source": str(path),
+        "trials_table": read.name,
         "units_in_file": int(len(unit_table)),
         "units_kept": int(kept.sum()),
         "unit_drop_reasons": pd.Series(reason[~kept]).value_counts().to_dict(),
@@ -287,6 +376,8 @@ def _ingest(path: Path, f: h5py.File, out_h5: Path, settings: IngestSettings,
         "trial_drop_reasons": pd.Series(trial_reason[trial_reason != ""]).value_counts().to_dict(),
         "columns_not_ingested": {"units": units.skipped_columns,
                                  "trials": trial_columns_skipped},
+        "columns_not_in_colnames": {"units": units.hidden_columns, "trials": read.hidden},
+        "warnings": notes,
         "heldout_column": units.heldout_column,
         "units_resorted": 0,
         "recording_stop_s": recording_stop,
@@ -342,6 +433,7 @@ def _ingest(path: Path, f: h5py.File, out_h5: Path, settings: IngestSettings,
         out.attrs["recording_start_s"] = 0.0
         out.attrs["recording_stop_s"] = recording_stop
         out.attrs["heldout_column"] = units.heldout_column
+        out.attrs["trials_table"] = read.name
         out.attrs["lfads_core_version"] = __version__
         summary["source_sha256"] = out.attrs["source_sha256"]
         summary["spikes_kept"] = int(n_kept_spikes)

@@ -7,10 +7,12 @@ as fill values), and a ragged column's index must fit its data. So memory is bou
 the file stores, and a corrupt or hostile file ends in an :class:`InputDataError` naming the
 file and the field, never a ``MemoryError`` or ``IndexError``.
 
-Layout read (NWB 2.x): ``/units`` and ``/intervals/trials`` (DynamicTables: ``colnames``
-attribute, an ``id`` dataset, one dataset per column, ragged columns as ``{name}`` plus
-``{name}_index``), TimeSeries in ``/processing/{module}`` and ``/acquisition`` (``data``;
-``timestamps`` or ``starting_time`` with a ``rate`` attribute; ``conversion`` and ``offset``).
+Layout read (NWB 2.x): ``/units`` and a trials table under ``/intervals/`` (``trials`` unless
+the setting ``trials_table`` names another), DynamicTables: a ``colnames`` attribute (a
+column's dataset it leaves out is read too, with a warning), an ``id`` dataset, one dataset
+per column, ragged columns as ``{name}`` plus ``{name}_index``; TimeSeries in
+``/processing/{module}`` and ``/acquisition`` (``data``; ``timestamps`` or ``starting_time``
+with a ``rate`` attribute; ``conversion`` and ``offset``).
 """
 
 from __future__ import annotations
@@ -140,15 +142,42 @@ def ragged(group: h5py.Group, name: str, path, field: str, n_rows: int
     return data, ends
 
 
-def scalar_table(group: h5py.Group, path, field: str) -> tuple[pd.DataFrame, dict[str, str]]:
-    """The columns holding one number or text per row, and ``{column: why}`` of the others
-    (ragged, several values per row, references or compound values)."""
+def interval_tables(f: h5py.File) -> list[str]:
+    """The names of the tables (``TimeIntervals``, or any group with an ``id`` dataset) under
+    ``intervals/``: ``trials``, ``epochs``, ``invalid_times`` and any a lab adds."""
+    group = f.get("intervals")
+    if not isinstance(group, h5py.Group):
+        return []
+    return sorted(name for name, obj in group.items()
+                  if isinstance(obj, h5py.Group) and (
+                      obj.attrs.get("neurodata_type") in ("TimeIntervals", b"TimeIntervals")
+                      or isinstance(obj.get("id"), h5py.Dataset)))
+
+
+def hidden_columns(group: h5py.Group, names: list[str]) -> list[str]:
+    """Datasets of a table's group that its ``colnames`` attribute does not list (``names``):
+    columns a tool wrote but left out of ``colnames`` (pynwb then does not show them). The
+    ``id`` and the ``*_index`` datasets of ragged columns are not columns."""
+    datasets = [name for name, obj in group.items() if isinstance(obj, h5py.Dataset)]
+    index_of = {f"{name}_index" for name in datasets}
+    return [name for name in datasets
+            if name != "id" and name not in names and name not in index_of]
+
+
+def scalar_table(group: h5py.Group, path, field: str
+                 ) -> tuple[pd.DataFrame, dict[str, str], list[str]]:
+    """The columns holding one number or text per row, ``{column: why}`` of the others
+    (ragged, several values per row, references or compound values), and the columns read
+    although the table's ``colnames`` does not list them (:func:`hidden_columns`; read like the
+    others, so that no column stored in the file is lost)."""
     ids = read(group["id"], path, f"{field}.id")
     n = len(ids)
-    names = [str(c) for c in np.atleast_1d(group.attrs.get("colnames", []))]
+    names = [str(c.decode() if isinstance(c, bytes) else c)
+             for c in np.atleast_1d(group.attrs.get("colnames", []))]
+    hidden = hidden_columns(group, names)
     index_targets = {name[:-len("_index")] for name in group if name.endswith("_index")}
     columns, skipped = {"id": ids}, {}
-    for name in names:
+    for name in names + hidden:
         ds = dataset(group, name, path, f"{field}.{name}")
         if ds is None:
             raise InputDataError(path, f"{field}.{name}", "listed in 'colnames' but absent")
@@ -163,12 +192,18 @@ def scalar_table(group: h5py.Group, path, field: str) -> tuple[pd.DataFrame, dic
             skipped[name] = f"values of type {ds.dtype} (not numbers or text)"
             continue
         if len(ds) != n:
+            if name in hidden:
+                skipped[name] = f"{len(ds)} values for {n} rows (not listed in 'colnames')"
+                continue
             raise InputDataError(path, f"{field}.{name}",
                                  f"has {len(ds)} values but the table has {n} rows")
         check_stored(ds, path, f"{field}.{name}")
         values = read(ds.asstr() if text else ds, path, f"{field}.{name}")
         columns[name] = np.asarray(values, dtype=object) if text else values
-    return pd.DataFrame(columns), skipped
+    for name in hidden:
+        if name in skipped and "colnames" not in skipped[name]:
+            skipped[name] += " (not listed in 'colnames')"
+    return pd.DataFrame(columns), skipped, hidden
 
 
 # --- TimeSeries ----------------------------------------------------------------------------

@@ -210,19 +210,24 @@ def _data(r: RunRecord) -> str:
                 + (f", followed by {_plural(fp, 'forward-prediction bin')} that the model "
                    "predicted without seeing them" if fp else "") + ".")
     trial_filter = f" after the trial filter `{s['trial_filter']}`" if s.get("trial_filter") else ""
+    table = str(meta.get("trials_table") or ing.get("trials_table") or "trials")
+    # the recording's table the trials came from, named where it is not NWB's trials table
+    of_table = "" if table == "trials" else \
+        f" of the recording's `{table}` table (intervals/{table})"
+    table_words = "trials table's" if table == "trials" else f"`{table}` table's"
     n_train, n_valid, n_test = (int(al.get(f"{k}_trials", 0)) for k in ("train", "valid", "test"))
     if meta.get("split_mode", s.get("split")) == "random":
         split = (f"drawn at random (seed {s.get('seed', 0)}; validation fraction "
                  f"{_num(float(s.get('valid_fraction', 0)))}, test fraction "
                  f"{_num(float(s.get('test_fraction', 0) or 0))})")
     else:
-        split = f"taken from the trials table's `split` column (labels: {s.get('split_labels')})"
+        split = f"taken from the {table_words} `split` column (labels: {s.get('split_labels')})"
         if n_test and float(s.get("test_fraction") or 0) > 0:
             split += (f", with {_num(float(s['test_fraction']))} of the trials held out for "
                       "testing (the file's test-labelled trials, or, where it labels none, "
                       f"drawn from its training trials with seed {s.get('seed', 0)})")
     drops = al.get("drop_reasons") or {}
-    text.append(f"Of the {al.get('trials_in_file')} trials{trial_filter}, "
+    text.append(f"Of the {al.get('trials_in_file')} trials{of_table}{trial_filter}, "
                 f"{n_train + n_valid + n_test} were modelled: {n_train} training, {n_valid} "
                 f"validation and {n_test} test trials, {split}"
                 + (f"; {al.get('dropped_trials')} were left out ({_reasons(drops)})"

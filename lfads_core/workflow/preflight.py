@@ -2,7 +2,9 @@
 NWB file's metadata, so that a setting the file cannot satisfy is named at once, with the
 sheet, the dataset, the field and the file, rather than by a later stage.
 
-Only metadata and small tables are read (h5py): the units and trials tables, the spike
+Only metadata and small tables are read (h5py): the units table and the trials table (the
+one the setting ``trials_table`` names under ``intervals/``; a wrong name is an error listing
+the tables there are), the spike
 index, observation intervals and the datasets' shapes, types and stored sizes; never the
 spike times or behaviour samples. Counts of usable trials are upper bounds where the file
 must be read to know more (the recording's end needs the last spike; NaN behaviour needs the
@@ -32,7 +34,8 @@ from ..errors import InputDataError
 from ..nwb import reading as nr
 from ..nwb.alignment import (SPLITS, AlignSettings, assign_split, heldout_warning, resolved_heldout,
                              resolved_split, test_fraction_value, trial_window_flags, window_bins)
-from ..nwb.ingest import IngestSettings, read_trials, read_units, trial_drop_reasons, unit_drop_reasons
+from ..nwb.ingest import (DEFAULT_TRIALS_TABLE, IngestSettings, hidden_column_warning,
+                          read_trials, read_units, trial_drop_reasons, unit_drop_reasons)
 from ..nwb.intervals import inside_intervals, intersect_intervals, merge_intervals
 from ..values import split_list
 
@@ -83,7 +86,11 @@ def check_dataset(name: str, settings: dict, sheet, config: dict, read_file: boo
         with nr.open_nwb_h5(nwb) as f:
             found.update(_check_file(f, nwb, settings, config, where, offset_s, n_window))
     except InputDataError as exc:
-        raise exc if exc.path == where else _in_file(exc, where, _setting_of(exc.field))
+        if exc.path == where:
+            raise
+        if exc.field == "trials_table":
+            raise _where_file(exc, where)
+        raise _in_file(exc, where, _setting_of(exc.field))
     return found
 
 
@@ -94,20 +101,28 @@ def _setting_of(field: str) -> str | None:
     return None
 
 
+def _where_file(exc: InputDataError, where: str) -> InputDataError:
+    """A file error about a sheet setting itself (``trials_table``): named as a setting of
+    the sheet's dataset, with the file."""
+    return InputDataError(where, exc.field, f"{exc.path}: {exc.reason}")
+
+
 def _check_file(f, nwb: Path, settings: dict, config: dict, where: str, offset_s: float,
                 n_window: int) -> dict:
     ingest = IngestSettings.from_settings(settings)
     align = AlignSettings.from_settings(settings)
     units = read_units(f, nwb)
-    trials, _ = read_trials(f, nwb, ingest.align_event)
+    read = read_trials(f, nwb, ingest.align_event, ingest.trials_table)
+    trials, table = read.table, read.name
     for column in align.condition_columns:
         if column not in trials:
-            raise InputDataError(where, "condition_columns", f"{nwb}: trials table has no "
-                                 f"column '{column}'; its columns are {list(trials.columns)}")
+            raise InputDataError(where, "condition_columns", f"{nwb}: trials table '{table}' has "
+                                 f"no column '{column}'; its columns are {list(trials.columns)}")
     split = resolved_split(align.split, trials)
     if split == "file" and "split" not in trials:
-        raise InputDataError(where, "split", f"split is 'file' but the trials table of {nwb} has "
-                             "no 'split' column; set split to 'random' for this dataset")
+        raise InputDataError(where, "split", f"split is 'file' but the trials table '{table}' of "
+                             f"{nwb} has no 'split' column; set split to 'random' for this "
+                             "dataset")
     for series in ingest.behavior:
         group = nr.find_series(f, series, nwb)
         nr.check_series(group, nwb, f"processing/{nr.BEHAVIOR_MODULE}/{series}")
@@ -115,6 +130,10 @@ def _check_file(f, nwb: Path, settings: dict, config: dict, where: str, offset_s
     # Units: the stop of the last trial bounds the recording from below, so rates (where the
     # file has no obs_intervals) are upper bounds and the kept units a superset.
     stop = float(np.nanmax(trials["stop_time"]))
+    notes = list(read.warnings)
+    if units.hidden_columns:
+        notes.insert(0, hidden_column_warning("units", units.hidden_columns,
+                                              units.skipped_columns))
     if units.obs is not None:
         data, ends = units.obs
         all_obs = nr.read(data, nwb, "units.obs_intervals").astype(float)
@@ -161,6 +180,7 @@ def _check_file(f, nwb: Path, settings: dict, config: dict, where: str, offset_s
     reason[kept] = np.where(np.isin(labels, SPLITS), "", labels)
     counts = {name: int(np.sum(labels == name)) for name in SPLITS}
     drops = pd.Series(reason[reason != ""]).value_counts().to_dict()
+    in_table = "" if table == DEFAULT_TRIALS_TABLE else f" (table '{table}')"
     for stage, which, need, why in minimum_trials(settings, config):
         if counts[which] >= need:
             continue
@@ -169,12 +189,13 @@ def _check_file(f, nwb: Path, settings: dict, config: dict, where: str, offset_s
             where, field,
             f"{stage} needs at least {need} {which} trials {why}, but at most "
             f"{counts['train']} train, {counts['valid']} valid and {counts['test']} test trials "
-            f"of the {len(trials)} in {nwb} are left (window {align.window_start_ms:g}.."
-            f"{align.window_end_ms:g} ms + {align.fp_bins} forward bins around "
-            f"'{align.align_event}', split '{split}'; dropped: {drops or 'none'})")
+            f"of the {len(trials)} in {nwb}{in_table} are left (window "
+            f"{align.window_start_ms:g}..{align.window_end_ms:g} ms + {align.fp_bins} forward "
+            f"bins around '{align.align_event}', split '{split}'; dropped: {drops or 'none'})")
     return {"units": n_units, "heldout_units": n_heldout, **counts,
             "windows_outside_trial": int(np.sum(outside & (reason == ""))), "dropped": drops,
-            "split": split, "heldout": heldout_mode, "no_heldout": no_heldout}
+            "split": split, "heldout": heldout_mode, "no_heldout": no_heldout,
+            "trials_table": table, "warnings": notes}
 
 
 def _short_field(which: str, split: str, drops: dict, n_kept: int, need: int) -> str:

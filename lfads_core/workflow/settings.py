@@ -58,9 +58,10 @@ def load_dataset_sheet(sheet: str | Path, defaults: dict, schema: dict,
                        selecting: bool = False) -> dict[str, dict]:
     """Read the dataset sheet and return ``{dataset: settings}``.
 
-    Each row's non-empty cells override ``defaults``; the merged settings are validated against
-    ``schema`` (the workflow's is ``workflow/schemas/datasets.schema.yaml``). Errors name the
-    sheet, the dataset and the column. ``test_fraction: auto`` becomes
+    Each row's non-empty cells override ``defaults`` (and a setting neither gives takes the
+    schema's ``default`` where it has one, e.g. ``trials_table``); the merged settings are
+    validated against ``schema`` (the workflow's is ``workflow/schemas/datasets.schema.yaml``).
+    Errors name the sheet, the dataset and the column. ``test_fraction: auto`` becomes
     :data:`AUTO_TEST_FRACTION` where a sweep or PBT chooses among models on the validation
     trials (``selecting``), else 0 (the validation trials then see only early stopping).
     """
@@ -87,6 +88,9 @@ def load_dataset_sheet(sheet: str | Path, defaults: dict, schema: dict,
         name = row["dataset"].strip()
         where = f"{sheet} (dataset '{name}')"
         settings = dict(defaults)
+        for key, spec in schema["properties"].items():  # settings with a default may be left out
+            if "default" in spec:
+                settings.setdefault(key, spec["default"])
         for column, cell in row.items():
             cell = cell.strip()
             if cell == "":

@@ -167,8 +167,10 @@ def _dataset_line(name: str, settings: dict, found: dict) -> str:
     heldout = {"file": "the file's heldout column", "none": "none held out"}.get(
         found["heldout"], f"a random {found['heldout']}")
     trials = ", ".join(f"{found[s]} {s}" for s in ("train", "valid", "test"))
+    table = found.get("trials_table", "trials")
+    source = "" if table == "trials" else f", from intervals/{table}"
     return (f"{name}: {found['units']} units, {found['heldout_units']} held out ({heldout}); "
-            f"trials {trials} (split {found['split']}); {bins}; behaviour {behaviour}")
+            f"trials {trials} (split {found['split']}{source}); {bins}; behaviour {behaviour}")
 
 
 def training_jobs(runs: Mapping[str, list[str]], selecting: Iterable[str], pbt) -> tuple[int, str]:
@@ -196,10 +198,13 @@ def startup_summary(datasets: Mapping[str, dict], found: Mapping[str, dict],
                     groups: Mapping[str, list[str]], runs: Mapping[str, list[str]],
                     selecting: Iterable[str], pbt) -> str:
     """What the run will do, before any job: one line per dataset (units kept and held out,
-    trials per split, bins per window, behaviour), warnings (no held-out unit: no co-bps), the
-    stitched groups, and how many training jobs."""
+    trials per split and the trials table where it is not ``trials``, bins per window,
+    behaviour), warnings (the file's: columns left out of a table's ``colnames``, NaN alignment
+    events; no held-out unit: no co-bps), the stitched groups, and how many training jobs."""
     lines = [_dataset_line(name, settings, found[name]) for name, settings in datasets.items()]
     for name, info in found.items():
+        for note in info.get("warnings", []):
+            lines.append(f"warning: {name}: {note}")
         if info.get("no_heldout"):
             lines.append(f"warning: {name}: no unit is held out ({info['no_heldout']}): no co-bps "
                          "or other held-out metrics; set heldout to a fraction such as 0.2")

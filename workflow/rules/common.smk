@@ -136,13 +136,23 @@ print(
 
 # Each rule's params are exactly the settings its stage reads, so that changing a setting
 # reruns that stage and what depends on it, and nothing else.
+# Settings added after results may exist, with the value that behaves as before: a stage's
+# params carry them only when set otherwise, so that results made before they existed do not
+# rerun.
+SETTINGS_ADDED = {"trials_table": "trials"}
+
+
 def sheet_settings(stage):
     """Input function: the dataset settings (sheet row over config defaults) read by a stage
-    whose settings are the dataclass `stage`."""
+    whose settings are the dataclass `stage` (those of `SETTINGS_ADDED` only when they are
+    not their default)."""
     names = [field.name for field in dataclasses.fields(stage)]
 
     def of_dataset(wildcards):
-        return {name: DATASETS[wildcards.dataset][name] for name in names}
+        settings = DATASETS[wildcards.dataset]
+        added = {name: default for name, default in SETTINGS_ADDED.items()
+                 if settings.get(name, default) == default}
+        return {name: settings[name] for name in names if name not in added}
 
     return of_dataset
 
