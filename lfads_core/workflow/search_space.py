@@ -112,8 +112,8 @@ def parse_range(spec, where: str) -> SearchRange:
     if missing:
         _bad(where, f"a range needs `{missing[0]}`; a range is {GRAMMAR}")
     if "scale" not in spec:
-        _bad(where, "a range needs its scale: add `scale: log` (log-uniform draws) or "
-                    "`scale: linear` (uniform draws)")
+        _bad(where, "a range needs its scale: add `scale: log` or `scale: linear` (log-uniform "
+                    "or uniform draws)")
     low, high, scale = spec["low"], spec["high"], spec["scale"]
     if scale not in SCALES:
         _bad(f"{where}.scale", f"{scale!r} is not allowed: must be one of 'linear', 'log'")
