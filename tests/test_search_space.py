@@ -287,3 +287,19 @@ def test_the_old_grammar_stops_the_start_naming_file_and_key(tmp_path):
     refused(result, "Error: config/config.yaml: field 'lfads.pbt.parameters.model.cd_rate': "
                     "a range needs its scale: add `scale: log` or `scale: linear`")
     assert not (work / "results").exists()
+
+
+def test_the_documented_ranges_parse():
+    """Every range the READMEs write, in a YAML block or in a comment or code span of one line,
+    is a range of the grammar."""
+    import re
+
+    found = 0
+    for doc in ("README.md", "config/README.md", "config/config.yaml"):
+        text = (ROOT / doc).read_text()
+        for spec in re.findall(r"\{low: [^{}]*\}", text):
+            if "..." in spec or "|" in spec:  # the grammar itself, not an example
+                continue
+            parse_range(yaml.safe_load(spec), doc)
+            found += 1
+    assert found >= 5
