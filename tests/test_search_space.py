@@ -303,3 +303,33 @@ def test_the_documented_ranges_parse():
             parse_range(yaml.safe_load(spec), doc)
             found += 1
     assert found >= 5
+
+
+def test_an_overlay_in_the_old_form_is_named_as_it_wrote_it():
+    """A `--configfile` overlay's range merges into config/config.yaml's: the error names the
+    overlay and answers what the overlay wrote, not the merged range."""
+    from snakemake.utils import update_config
+
+    from lfads_core.workflow.startup import check_config
+
+    base = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    overlay = {"lfads": {"pbt": {"parameters": {
+        "training.lr": {"low": 1.0e-3, "high": 1.0e-2, "log": True}}}}}
+    merged = yaml.safe_load(yaml.safe_dump(base))
+    update_config(merged, overlay)
+    assert merged["lfads"]["pbt"]["parameters"]["training.lr"]["scale"] == "log"
+    sources = [("config/config.yaml", base), ("overlay.yaml", overlay),
+               ("--config (command line)", {})]
+    with pytest.raises(InputDataError) as err:
+        check_config(merged, SCHEMA, sources)
+    assert str(err.value) == (
+        "overlay.yaml: field 'lfads.pbt.parameters.training.lr': `log:` is the old form of a "
+        "range's scale; replace `log: true` with `scale: log`. A range is {low: ..., high: ..., "
+        "scale: linear|log} (config/README.md, \"Search ranges\")")
+    # a range the merged configuration leaves without its scale: named in the file that set it
+    overlay = {"lfads": {"sweep": {"parameters": {"training.lr": {"low": 1.0e-3, "high": 0.1}}}}}
+    merged = yaml.safe_load(yaml.safe_dump(base))
+    update_config(merged, overlay)
+    with pytest.raises(InputDataError) as err:
+        check_config(merged, SCHEMA, [("config/config.yaml", base), ("overlay.yaml", overlay)])
+    assert err.value.path == "overlay.yaml" and "add `scale: log` or `scale: linear`" in str(err.value)

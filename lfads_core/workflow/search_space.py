@@ -128,10 +128,11 @@ def parse_range(spec, where: str) -> SearchRange:
     return SearchRange(low, high, scale)
 
 
-def check_search_ranges(config: Mapping) -> None:
-    """Check every range of a configuration (:data:`RANGE_SECTIONS`) with :func:`parse_range`.
-    Only mappings are ranges here (a sweep's list of values is not); sections that are not
-    mappings are left to the schema."""
+def check_search_ranges(config: Mapping, old_form_only: bool = False) -> None:
+    """Check every range of a configuration (:data:`RANGE_SECTIONS`) with :func:`parse_range`;
+    with ``old_form_only``, only that none is written in the old form (``log:``), for a file
+    whose ranges may be completed by another it is merged with. Only mappings are ranges here
+    (a sweep's list of values is not); sections that are not mappings are left to the schema."""
     for section in RANGE_SECTIONS:
         node = config
         for key in section:
@@ -139,5 +140,8 @@ def check_search_ranges(config: Mapping) -> None:
         if not isinstance(node, Mapping):
             continue
         for name, spec in node.items():
-            if isinstance(spec, Mapping):
-                parse_range(spec, ".".join([*section, str(name)]))
+            where = ".".join([*section, str(name)])
+            if isinstance(spec, Mapping) and not old_form_only:
+                parse_range(spec, where)
+            elif isinstance(spec, Mapping) and "log" in spec:
+                _migration(spec, where)

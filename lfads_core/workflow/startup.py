@@ -106,7 +106,13 @@ def check_config(config: dict, schema: dict, sources: list[tuple[str, dict]]) ->
     :class:`InputDataError` naming the source that set the key (see :func:`config_sources`),
     the key's path (``lfads.training.lr``) and the allowed values, without the schema. The
     search ranges are checked first, so that a range's error says what to write
-    (:func:`lfads_core.workflow.search_space.check_search_ranges`)."""
+    (:func:`lfads_core.workflow.search_space.check_search_ranges`): the old form in each
+    source as written there, then every range as merged."""
+    for name, values in sources:
+        try:
+            check_search_ranges(values, old_form_only=True)
+        except InputDataError as exc:
+            raise InputDataError(name, exc.field, exc.reason)
     try:
         check_search_ranges(config)
     except InputDataError as exc:
