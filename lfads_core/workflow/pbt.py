@@ -179,11 +179,10 @@ def explore(values: dict[str, float], settings: PBTSettings,
     out = {}
     for name, r in settings.parameters.items():
         if rng.uniform() < settings.resample_probability:
-            value = r.draw(rng)
+            out[name] = r.clip(r.draw(rng))  # a log-uniform draw may round past an end
         else:
             factor = settings.explore_factors[int(rng.integers(len(settings.explore_factors)))]
-            value = r.perturb(values[name], factor)
-        out[name] = r.clip(value)
+            out[name] = r.perturb(values[name], factor)
     return out
 
 
