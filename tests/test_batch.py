@@ -140,7 +140,8 @@ def test_bad_sweep_is_named(tmp_path):
     assert result.returncode != 0
     assert "lfads.sweep.parameters" in result.stdout and "learning_rate" in result.stdout
     config["lfads"]["sweep"] = {"method": "grid",
-                                "parameters": {"training.lr": {"low": 0.001, "high": 0.01}}}
+                                "parameters": {"training.lr": {"low": 0.001, "high": 0.01,
+                                                               "scale": "log"}}}
     work = workflow_dir(tmp_path / "range", TINY_SHEET, yaml.safe_dump(config))
     result = run_snakemake(work, "-n", check=False)
     assert result.returncode != 0

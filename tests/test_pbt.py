@@ -41,9 +41,11 @@ def test_the_defaults_are_valid_and_off():
 
 @pytest.mark.parametrize("change, key, words", [
     ({"population": 1}, "lfads.pbt.population", "integer >= 2"),
-    ({"parameters": {"training.lr": {"low": 0.01, "high": 0.001}}},
-     "lfads.pbt.parameters.training.lr", "low <= high"),
-    ({"parameters": {"model.gen_dim": {"low": 10, "high": 100}}},
+    ({"parameters": {"training.lr": {"low": 0.01, "high": 0.001, "scale": "log"}}},
+     "lfads.pbt.parameters.training.lr", "low < high"),
+    ({"parameters": {"training.lr": {"low": 0.001, "high": 0.01}}},
+     "lfads.pbt.parameters.training.lr", "add `scale: log` or `scale: linear`"),
+    ({"parameters": {"model.gen_dim": {"low": 10, "high": 100, "scale": "linear"}}},
      "lfads.pbt.parameters.model.gen_dim", "unknown setting for PBT"),
     ({"parameters": {"training.lr": {"low": 0.0, "high": 0.01, "scale": "log"}}},
      "lfads.pbt.parameters.training.lr", "low > 0"),

@@ -170,9 +170,9 @@ def test_an_interrupted_rerun_makes_the_same_plans_and_weights(pbt_run, tmp_path
 
 @pytest.mark.parametrize("change, words", [
     ({"population": 1}, "lfads.pbt.population"),
-    ({"parameters": {"training.lr": {"low": 0.01, "high": 0.001}}},
-     "field 'lfads.pbt.parameters.training.lr': range needs numbers low <= high"),
-    ({"parameters": {"model.gen_dim": {"low": 10, "high": 100}}},
+    ({"parameters": {"training.lr": {"low": 0.01, "high": 0.001, "scale": "log"}}},
+     "config/config.yaml: field 'lfads.pbt.parameters.training.lr': a range needs low < high"),
+    ({"parameters": {"model.gen_dim": {"low": 10, "high": 100, "scale": "linear"}}},
      "field 'lfads.pbt.parameters.model.gen_dim': unknown setting for PBT"),
 ])
 def test_bad_pbt_settings_stop_before_any_job(tmp_path, change, words):

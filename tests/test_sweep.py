@@ -28,9 +28,9 @@ def test_grid_is_the_product_with_the_last_parameter_fastest():
 
 def test_random_points_are_seeded_and_inside_their_ranges():
     sweep = {"method": "random", "n_runs": 50, "seed": 3, "parameters": {
-        "training.lr": {"low": 1e-4, "high": 1e-2, "log": True},
-        "model.dropout_rate": {"low": 0.0, "high": 0.3},
-        "model.gen_dim": {"low": 16, "high": 20},
+        "training.lr": {"low": 1e-4, "high": 1e-2, "scale": "log"},
+        "model.dropout_rate": {"low": 0.0, "high": 0.3, "scale": "linear"},
+        "model.gen_dim": {"low": 16, "high": 20, "scale": "linear"},
         "model.co_prior": ["ar1", "gaussian"]}}
     runs = sweep_points(sweep)
     assert runs == sweep_points(sweep) and runs != sweep_points({**sweep, "seed": 4})
@@ -49,13 +49,17 @@ def test_random_points_are_seeded_and_inside_their_ranges():
     ({"method": "grid"}, "lfads.sweep.parameters"),
     ({"method": "grid", "parameters": {"lr": [0.1]}}, "lfads.sweep.parameters"),
     ({"method": "grid", "parameters": {"training.lr": []}}, "lfads.sweep.parameters.training.lr"),
-    ({"method": "grid", "parameters": {"training.lr": {"low": 0.1, "high": 1}}},
+    ({"method": "grid", "parameters": {"training.lr": {"low": 0.1, "high": 1, "scale": "log"}}},
      "lfads.sweep.parameters.training.lr"),
     ({"method": "random", "parameters": {"training.lr": [0.1]}}, "lfads.sweep.n_runs"),
-    ({"method": "random", "n_runs": 2, "parameters": {"training.lr": {"low": 1, "high": 0.1}}},
+    ({"method": "random", "n_runs": 2,
+      "parameters": {"training.lr": {"low": 1, "high": 0.1, "scale": "linear"}}},
      "lfads.sweep.parameters.training.lr"),
     ({"method": "random", "n_runs": 2,
-      "parameters": {"training.lr": {"low": 0, "high": 1, "log": True}}},
+      "parameters": {"training.lr": {"low": 0, "high": 1, "scale": "log"}}},
+     "lfads.sweep.parameters.training.lr"),
+    ({"method": "random", "n_runs": 2,
+      "parameters": {"training.lr": {"low": 0.1, "high": 1, "log": True}}},
      "lfads.sweep.parameters.training.lr"),
 ])
 def test_malformed_sweep_names_the_field(sweep, field):

@@ -12,8 +12,8 @@ Config ``lfads.pbt`` (defaults and their sources: ``config/config.yaml``, ``conf
     explore_factors: [0.8, 1.25] # each setting is multiplied by one of these ...
     resample_probability: 0.25   # ... or, with this probability, drawn afresh from its range
     configured_member: false     # true: member 0 starts from the configured settings
-    parameters:                  # "model.<key>" or "training.<key>" -> range and scale
-      training.lr: {low: 1.0e-4, high: 1.0e-2, scale: log}
+    parameters:                  # "model.<key>" or "training.<key>" -> its range
+      training.lr: {low: 1.0e-4, high: 1.0e-2, scale: log}   # (search_space.py)
 
 A *plan* says, for every member of one generation, which member of the previous generation it
 starts from (``parent``: its weights, optimiser state and training progress; none in the first
@@ -47,6 +47,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputDataError
+from .search_space import SearchRange, parse_range
 
 _WHERE = "lfads.pbt"
 # Settings a member may change between generations: they change neither the model's shape nor
@@ -56,26 +57,6 @@ SEARCHABLE = (
     "training.kl_co_scale", "training.weight_decay", "training.grad_clip",
     "model.dropout_rate", "model.cd_rate",
 )
-SCALES = ("log", "linear")
-
-
-@dataclass(frozen=True)
-class SearchRange:
-    """The range ``[low, high]`` of one searched setting; ``log``: drawn log-uniformly."""
-
-    low: float
-    high: float
-    scale: str = "log"
-
-    def draw(self, rng: np.random.Generator) -> float:
-        if self.scale == "log":
-            return float(np.exp(rng.uniform(np.log(self.low), np.log(self.high))))
-        return float(rng.uniform(self.low, self.high))
-
-    def clip(self, value: float) -> float:
-        return float(min(max(value, self.low), self.high))
-
-
 @dataclass(frozen=True)
 class PBTSettings:
     """Config ``lfads.pbt``, checked (see the module docstring)."""
@@ -150,17 +131,7 @@ def pbt_settings(pbt: dict | None, sweep: dict | None = None) -> PBTSettings | N
         if name not in SEARCHABLE:
             _bad(key, f"unknown setting for PBT; the settings a member can change between "
                       f"generations are {list(SEARCHABLE)}")
-        if not isinstance(spec, dict) or set(spec) - {"low", "high", "scale"} or \
-                not {"low", "high"} <= set(spec):
-            _bad(key, f"must be {{low: ..., high: ..., scale: log|linear}}, got {spec!r}")
-        low, high, scale = spec["low"], spec["high"], spec.get("scale", "log")
-        if not (_number(low) and _number(high)) or low > high:
-            _bad(key, f"range needs numbers low <= high, got low={low!r}, high={high!r}")
-        if scale not in SCALES:
-            _bad(f"{key}.scale", f"must be one of {list(SCALES)}, got {scale!r}")
-        if scale == "log" and low <= 0:
-            _bad(key, f"a log range needs low > 0, got {low!r}")
-        ranges[name] = SearchRange(float(low), float(high), scale)
+        ranges[name] = parse_range(spec, f"{_WHERE}.{key}")
     configured = pbt.get("configured_member", False)
     if not isinstance(configured, bool):
         _bad("configured_member", f"must be true or false, got {configured!r}")
@@ -208,11 +179,10 @@ def explore(values: dict[str, float], settings: PBTSettings,
     out = {}
     for name, r in settings.parameters.items():
         if rng.uniform() < settings.resample_probability:
-            value = r.draw(rng)
+            out[name] = r.clip(r.draw(rng))  # a log-uniform draw may round past an end
         else:
             factor = settings.explore_factors[int(rng.integers(len(settings.explore_factors)))]
-            value = values[name] * factor
-        out[name] = r.clip(value)
+            out[name] = r.perturb(values[name], factor)
     return out
 
 

@@ -13,6 +13,7 @@ import jsonschema
 import yaml
 
 from ..errors import InputDataError
+from .search_space import check_search_ranges
 
 T = TypeVar("T")
 COMMAND_LINE = "--config (command line)"
@@ -42,17 +43,26 @@ def _load(path: Path) -> dict:
         return yaml.safe_load(f) or {}
 
 
+def _sets(values, key_path: list) -> bool:
+    """Whether ``values`` sets ``key_path``; a key may itself hold dots (``training.lr`` of
+    ``lfads.pbt.parameters``), so a path split at every dot still finds it."""
+    if not key_path:
+        return True
+    if not isinstance(values, Mapping):
+        return False
+    for n in range(1, len(key_path) + 1):
+        key = ".".join(map(str, key_path[:n]))
+        if key in values and _sets(values[key], key_path[n:]):
+            return True
+    return False
+
+
 def source_of(key_path: Iterable, sources: list[tuple[str, dict]]) -> str:
     """The last source (the one that wins) that sets ``key_path``, or its nearest parent."""
     key_path = list(key_path)
     for depth in range(len(key_path), 0, -1):
         for name, values in reversed(sources):
-            node = values
-            for key in key_path[:depth]:
-                if not isinstance(node, Mapping) or key not in node:
-                    break
-                node = node[key]
-            else:
+            if _sets(values, key_path[:depth]):
                 return name
     return sources[-2][0] if len(sources) > 1 else "config"
 
@@ -94,7 +104,19 @@ def _describe(error: jsonschema.ValidationError) -> tuple[list, str]:
 def check_config(config: dict, schema: dict, sources: list[tuple[str, dict]]) -> None:
     """Validate the merged ``config`` against ``schema``. The first error (in key order) raises
     :class:`InputDataError` naming the source that set the key (see :func:`config_sources`),
-    the key's path (``lfads.training.lr``) and the allowed values, without the schema."""
+    the key's path (``lfads.training.lr``) and the allowed values, without the schema. The
+    search ranges are checked first, so that a range's error says what to write
+    (:func:`lfads_core.workflow.search_space.check_search_ranges`): the old form in each
+    source as written there, then every range as merged."""
+    for name, values in sources:
+        try:
+            check_search_ranges(values, old_form_only=True)
+        except InputDataError as exc:
+            raise InputDataError(name, exc.field, exc.reason)
+    try:
+        check_search_ranges(config)
+    except InputDataError as exc:
+        raise InputDataError(source_of(exc.field.split("."), sources), exc.field, exc.reason)
     check_moved_execution_keys(config, sources)
     errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(config),
                     key=lambda e: [str(p) for p in e.absolute_path])

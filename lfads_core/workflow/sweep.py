@@ -6,13 +6,15 @@ A sweep (config ``lfads.sweep``) names one training run per point::
     n_runs: 8               # random only: number of points drawn
     seed: 0                 # random only
     parameters:             # "model.<key>" or "training.<key>" -> values
-      training.lr: [0.002, 0.004]                     # grid and random: a list of choices
-      model.dropout_rate: {low: 0.0, high: 0.3}       # random only: a range,
-      training.l2_gen_scale: {low: 10, high: 3000, log: true}   # log-uniform if ``log``
+      training.lr: [0.002, 0.004]                                   # grid and random: a list
+      model.dropout_rate: {low: 0.0, high: 0.3, scale: linear}      # random only: a range
+      training.l2_gen_scale: {low: 10, high: 3000, scale: log}      # (search_space.py)
 
 Grid points are the Cartesian product of the lists, in the order the parameters are written
 (the last varies fastest). Random points draw every parameter independently from a
-``numpy.random.default_rng(seed)``; ranges with integer ends draw integers (ends included).
+``numpy.random.default_rng(seed)``: a choice from a list, or a draw from a range
+(:mod:`lfads_core.workflow.search_space`, the grammar PBT shares); ranges with integer ends
+draw integers (ends included).
 Runs are named ``sweep_000``, ``sweep_001``, ...; without a sweep the single run is
 ``default``.
 """
@@ -20,8 +22,6 @@ Runs are named ``sweep_000``, ``sweep_001``, ...; without a sweep the single run
 from __future__ import annotations
 
 import itertools
-import math
-import numbers
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +29,7 @@ import pandas as pd
 import yaml
 
 from ..errors import InputDataError
+from .search_space import SearchRange, parse_range
 
 DEFAULT_RUN = "default"
 SELECTED_RUN = "selected"
@@ -40,14 +41,11 @@ def _bad(field: str, why: str):
     raise InputDataError("config", f"{_WHERE}.{field}", why)
 
 
-def _is_number(value) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) \
-        and math.isfinite(value)
-
-
-def _check_parameters(parameters: dict, method: str) -> None:
+def _check_parameters(parameters: dict, method: str) -> dict[str, list | SearchRange]:
+    """Each parameter's list of values, or (random) its range."""
     if not parameters:
         _bad("parameters", f"method '{method}' needs at least one parameter")
+    checked = {}
     for name, values in parameters.items():
         section, _, key = str(name).partition(".")
         if section not in ("model", "training") or not key:
@@ -55,30 +53,22 @@ def _check_parameters(parameters: dict, method: str) -> None:
         if isinstance(values, list):
             if not values:
                 _bad(f"parameters.{name}", "the list of values is empty")
+            checked[name] = values
         elif isinstance(values, dict) and method == "random":
-            unknown = set(values) - {"low", "high", "log"}
-            if unknown or not {"low", "high"} <= set(values):
-                _bad(f"parameters.{name}", "a range is {low: ..., high: ..., log: true|false}")
-            low, high = values["low"], values["high"]
-            if not (_is_number(low) and _is_number(high) and low <= high):
-                _bad(f"parameters.{name}", f"range needs numbers low <= high, got {low}, {high}")
-            if values.get("log", False) and low <= 0:
-                _bad(f"parameters.{name}", "a log range needs low > 0")
+            checked[name] = parse_range(values, f"{_WHERE}.parameters.{name}")
         else:
-            kind = "a list of values" + (" or a {low, high} range" if method == "random" else "")
+            kind = "a list of values" + (" or a range {low: ..., high: ..., scale: linear|log}"
+                                         if method == "random" else "")
             _bad(f"parameters.{name}", f"must be {kind} for method '{method}', got {values!r}")
+    return checked
 
 
-def _draw(values, rng: np.random.Generator):
-    """One random value of a parameter: a choice from a list, or a draw from a range."""
+def _draw(values: list | SearchRange, rng: np.random.Generator):
+    """One random value of a parameter: a choice from a list, or a draw from a range (whole
+    numbers when both its ends are)."""
     if isinstance(values, list):
         return values[int(rng.integers(len(values)))]
-    low, high, log = values["low"], values["high"], values.get("log", False)
-    integer = isinstance(low, numbers.Integral) and isinstance(high, numbers.Integral)
-    if log:
-        value = float(np.exp(rng.uniform(np.log(low), np.log(high))))
-        return int(round(value)) if integer else value
-    return int(rng.integers(low, high + 1)) if integer else float(rng.uniform(low, high))
+    return values.draw(rng, integers=True)
 
 
 def sweep_points(sweep: dict | None) -> dict[str, dict[str, dict]]:
@@ -93,8 +83,7 @@ def sweep_points(sweep: dict | None) -> dict[str, dict[str, dict]]:
         _bad("method", f"must be one of {METHODS}, got {method!r}")
     if method == "none":
         return {DEFAULT_RUN: {"model": {}, "training": {}}}
-    parameters = sweep.get("parameters") or {}
-    _check_parameters(parameters, method)
+    parameters = _check_parameters(sweep.get("parameters") or {}, method)
     names = list(parameters)
     if method == "grid":
         points = [dict(zip(names, combo))
