@@ -8,7 +8,7 @@ from pathlib import Path
 from snakemake.utils import min_version
 
 from lfads_core.workflow.startup import check_config, config_sources, exit_on_bad_input
-from lfads_core.workflow.settings import read_schema
+from lfads_core.workflow.settings import fill_defaults, read_schema
 
 from lfads_core.workflow.cluster import gpu_partitions_or_exit
 
@@ -17,13 +17,16 @@ min_version("9.0")
 
 # A project folder's own config/config.yaml (the working directory's); without one, the
 # workflow's own (found beside this Snakefile), which --configfile and --config can amend.
+# The workflow's own holds every key's default: a project's need hold only what differs.
 PROJECT_CONFIG = Path("config/config.yaml")
+WORKFLOW_CONFIG = workflow.source_path("config/config.yaml")
 
 
-configfile: PROJECT_CONFIG if PROJECT_CONFIG.is_file() else workflow.source_path("config/config.yaml")
+configfile: PROJECT_CONFIG if PROJECT_CONFIG.is_file() else WORKFLOW_CONFIG
 
 
-CONFIG_SOURCES = config_sources(workflow)
+CONFIG_SOURCES = config_sources(workflow, WORKFLOW_CONFIG)
+fill_defaults(config, CONFIG_SOURCES[0][1])
 exit_on_bad_input(
     CONFIG_SOURCES,
     check_config,

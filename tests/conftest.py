@@ -174,8 +174,12 @@ CONFIG = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
 
 
 def tiny_config(**changes) -> str:
-    """The text of .test/config/config.yaml with top-level keys replaced by ``changes``."""
-    config = yaml.safe_load((TEST_CONFIG / "config.yaml").read_text())
+    """The tiny configuration (.test/config/config.yaml with the workflow's defaults filled in,
+    as the workflow fills them) with top-level keys replaced by ``changes``."""
+    from lfads_core.workflow.settings import fill_defaults
+
+    config = fill_defaults(yaml.safe_load((TEST_CONFIG / "config.yaml").read_text()),
+                           yaml.safe_load((ROOT / "config" / "config.yaml").read_text()))
     config.update(changes)
     return yaml.safe_dump(config)
 

@@ -5,7 +5,7 @@ import yaml
 
 from conftest import ROOT
 from lfads_core.errors import InputDataError
-from lfads_core.workflow.settings import load_dataset_sheet, read_schema
+from lfads_core.workflow.settings import fill_defaults, load_dataset_sheet, read_schema
 
 DEFAULTS = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())["defaults"]
 SCHEMA = read_schema(ROOT / "workflow" / "schemas" / "datasets.schema.yaml")
@@ -65,3 +65,28 @@ def test_duplicate_dataset_names(tmp_path):
 def test_project_sheets_are_valid():
     for name in ("datasets.tsv", "datasets_mc_maze_small.tsv"):
         assert load_dataset_sheet(ROOT / "config" / name, DEFAULTS, SCHEMA)
+
+
+def test_a_project_configuration_holds_only_what_differs():
+    """Keys a project leaves out take the workflow's values, at any depth; blocks keyed by the
+    project's own names are taken whole from whichever configuration sets them."""
+    workflow = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    project = {"datasets": "config/mine.tsv", "defaults": {"bin_width_ms": 10},
+               "simulations": {"tiny": {"system": "lorenz"}},
+               "lfads": {"training": {"lr": 0.01},
+                         "pbt": {"parameters": {"training.lr": {"low": 1e-3, "high": 1e-2,
+                                                                "scale": "log"}}}}}
+    config = fill_defaults(project, workflow)
+    assert config["datasets"] == "config/mine.tsv"
+    assert config["defaults"]["bin_width_ms"] == 10
+    assert config["defaults"]["window_start_ms"] == workflow["defaults"]["window_start_ms"]
+    assert config["lfads"]["training"]["lr"] == 0.01
+    assert config["lfads"]["training"]["max_epochs"] == workflow["lfads"]["training"]["max_epochs"]
+    assert config["lfads"]["model"] == workflow["lfads"]["model"]
+    assert config["simulations"] == {"tiny": {"system": "lorenz"}}  # no `lorenz` joins it
+    assert list(config["lfads"]["pbt"]["parameters"]) == ["training.lr"]
+    assert config["lfads"]["pbt"]["population"] == workflow["lfads"]["pbt"]["population"]
+    assert config["lfads"]["overrides"] == workflow["lfads"]["overrides"]  # not set: the workflow's
+    # the test configuration holds only its simulation and its model's size
+    test = yaml.safe_load((ROOT / ".test" / "config" / "config.yaml").read_text())
+    assert set(test) == {"simulations", "lfads"} and set(test["lfads"]) == {"overrides"}

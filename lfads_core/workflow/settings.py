@@ -14,6 +14,28 @@ from ..errors import InputDataError
 AUTO_TEST_FRACTION = 0.2
 
 
+# Blocks keyed by names a project chooses (datasets, groups, searched settings): a project
+# configuration that writes one replaces the workflow's whole, so no name of the workflow's
+# own (its simulated `lorenz`, its PBT ranges) joins a project's.
+NAMED_BLOCKS = (("simulations",), ("lfads", "overrides"), ("lfads", "sweep", "parameters"),
+                ("lfads", "pbt", "parameters"))
+
+
+def fill_defaults(config: dict, defaults: dict, _path: tuple = ()) -> dict:
+    """Fill ``config`` in place with the keys of ``defaults`` (the workflow's own
+    config/config.yaml) that it leaves out, recursively, so that a project's configuration
+    need hold only what differs; the blocks of :data:`NAMED_BLOCKS` are taken whole from
+    whichever sets them. Returns ``config``."""
+    for key, value in defaults.items():
+        path = (*_path, key)
+        if key not in config:
+            config[key] = value
+        elif (isinstance(value, dict) and isinstance(config[key], dict)
+              and path not in NAMED_BLOCKS):
+            fill_defaults(config[key], value, path)
+    return config
+
+
 def read_schema(path: str | Path) -> dict:
     """Read a JSON schema written as YAML (the workflow's are in ``workflow/schemas/``)."""
     with open(path) as f:

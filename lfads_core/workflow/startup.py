@@ -5,6 +5,7 @@ and the overrides' names (:func:`check_override_names`)."""
 
 from __future__ import annotations
 
+import copy
 import difflib
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, TypeVar
@@ -19,13 +20,16 @@ T = TypeVar("T")
 COMMAND_LINE = "--config (command line)"
 
 
-def config_sources(workflow) -> list[tuple[str, dict]]:
+def config_sources(workflow, defaults: str | Path) -> list[tuple[str, dict]]:
     """Where a Snakemake run's configuration came from, in the order it was merged (a later
-    source overrides an earlier one): the Snakefile's ``configfile``, each ``--configfile``,
-    then ``--config`` values. ``workflow``: Snakemake's workflow object."""
+    source overrides an earlier one): ``defaults`` (the workflow's own configuration, which
+    fills in what the others leave out), the Snakefile's ``configfile``, each
+    ``--configfile``, then ``--config`` values. ``workflow``: Snakemake's workflow object."""
     cli = [Path(p).absolute() for p in workflow.overwrite_configfiles]
     files = [Path(p).absolute() for p in workflow.configfiles if Path(p).absolute() not in cli]
-    sources = [(_shown(p), _load(p)) for p in files + cli]
+    sources = [(_shown(p), _load(p)) for p in [Path(defaults).absolute()] + files + cli]
+    if getattr(workflow.modifier, "skip_configfile", False):  # a module: its config is given
+        sources.append(("the config given to the module", copy.deepcopy(dict(workflow.config))))
     sources.append((COMMAND_LINE, dict(workflow.config_settings.config)))
     return sources
 
