@@ -107,7 +107,8 @@ def test_seam_is_a_linear_cross_fade(overlap):
     k = np.arange(overlap)[:, None]
     expected = (a_val * (overlap - k) + b_val * (k + 1)) / (overlap + 1)
     np.testing.assert_allclose(merged[n_bins - overlap:n_bins], expected, rtol=1e-6)
-    np.testing.assert_array_equal(merged[:n_bins - overlap], a_val[None].repeat(n_bins - overlap, 0))
+    np.testing.assert_array_equal(merged[:n_bins - overlap],
+                                  a_val[None].repeat(n_bins - overlap, 0))
     np.testing.assert_array_equal(merged[n_bins:], b_val[None].repeat(n_grid - n_bins, 0))
     # the blend moves monotonically from one segment's value to the other's
     assert np.all(np.diff(merged[n_bins - overlap - 1:n_bins + 1, 0]) > 0)

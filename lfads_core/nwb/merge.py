@@ -203,9 +203,10 @@ def merge_segments(segments, start_bins, n_grid_bins: int, overlap_bins: int, ou
     block_segments = int(block_segments)
     if block_segments < 1:
         raise ValueError(f"block_segments must be at least 1, got {block_segments}")
+    block_segments = min(block_segments, max(1, len(start)))
     # accumulator over grid bins [lo, lo + capacity): weighted sums and summed weights;
     # a multiple of the output's row chunks, so that every write but the last is chunk-aligned
-    capacity = -(-(block_segments * n_bins + n_bins + align) // align) * align
+    capacity = -(-(min(block_segments * n_bins, n_grid_bins) + n_bins + align) // align) * align
     nan_rows = align * max(1, CHUNK_BYTES // max(1, 4 * dims * align))  # NaN rows per write
     num = np.zeros((capacity, dims), np.float64)
     den = np.zeros(capacity, np.float64)
