@@ -96,9 +96,9 @@ def condition_colors(n: int) -> list:
 def plot_training_curves(train_log_csv: str | Path, out_stem: str | Path,
                          return_figure: bool = False) -> SavedFigure:
     """Three panels from ``train_log.csv`` against epoch: reconstruction loss (train, valid,
-    smoothed valid metric; nats per trial), KL terms (nats per trial) and the learning rate
-    with the KL ramp weights."""
-    log = pd.read_csv(train_log_csv)
+    smoothed valid loss; nats per trial), KL terms (nats per trial) and the learning rate
+    with the KL ramp weights. A log of an earlier version (``valid_metric_smooth``) is read too."""
+    log = pd.read_csv(train_log_csv).rename(columns={"valid_metric_smooth": "valid_loss_smooth"})
     if "epoch" not in log or log.empty:
         raise ValueError(f"{train_log_csv}: no 'epoch' column or no rows")
     epoch = log["epoch"].to_numpy()
@@ -112,7 +112,7 @@ def plot_training_curves(train_log_csv: str | Path, out_stem: str | Path,
 
     line(ax_recon, "train_recon", "train", color="C0")
     line(ax_recon, "valid_recon", "valid", color="C1")
-    line(ax_recon, "valid_metric_smooth", "valid metric (smoothed)", color="k", ls="--")
+    line(ax_recon, "valid_loss_smooth", "valid loss (smoothed)", color="k", ls="--")
     ax_recon.set_ylabel("Reconstruction NLL (nats / trial)")
     ax_recon.set_title("Reconstruction")
 

@@ -157,6 +157,16 @@ def _device(device: str) -> str:
     return {"cpu": "the CPU", "mps": "an Apple GPU (MPS)"}.get(device, device)
 
 
+def _best_loss(run: dict, keys=("best_valid_loss_smooth", "best_valid_metric_smooth")) -> float:
+    """The kept epoch's smoothed validation loss of a run's ``config.yaml`` (nats per trial),
+    the first of ``keys`` present (``best_valid_metric_smooth``: the name of earlier versions;
+    a PBT member's own ``valid_loss_smooth`` first for PBT)."""
+    for key in keys:
+        if run.get(key) is not None:
+            return float(run[key])
+    return float("nan")
+
+
 def _choices(selections) -> str:
     """What chose on the validation trials, in words."""
     return _join([CHOICES.get(s, s) for s in selections])
@@ -331,7 +341,8 @@ def _training(r: RunRecord) -> str:
                if float(cfg.get("resample_probability", 0)) else "")
             + f" (seed {cfg.get('seed', 0)}). The model with the lowest smoothed validation "
             f"loss in the last generation "
-            f"({_num(float(c.get('valid_loss_smooth', float('nan'))), 5)} nats per trial) was "
+            f"({_num(_best_loss(c, ('valid_loss_smooth', 'best_valid_loss_smooth')), 5)} "
+            "nats per trial) was "
             f"used; its settings: {_settings_text(chosen)}.")
     else:
         parts.append(
@@ -349,7 +360,7 @@ def _training(r: RunRecord) -> str:
             f"improvement (counted after {t['early_stop_burn_in']} epochs). It ran "
             f"{c.get('epochs_run')} epochs ({c.get('stop_reason')}); the weights of epoch "
             f"{c.get('best_epoch')}, whose smoothed validation loss was the lowest "
-            f"({_num(float(c.get('best_valid_metric_smooth', float('nan'))), 5)} nats per "
+            f"({_num(_best_loss(c), 5)} nats per "
             f"trial), were kept.")
         if method == "sweep":
             table = r.search.get("table")
