@@ -124,7 +124,7 @@ def test_factor_trajectories_name_the_conditions_and_mark_the_event(tmp_path):
     assert title == "choice, contrast" and names[3] == "right, NaN"
     stem = tmp_path / "named"
     saved = plotting.plot_factor_trajectories(
-        factors, conditions, stem, n_components=2, bin_width_s=0.01, window_start_s=-0.1,
+        factors, conditions, stem, n_components=2, bin_width_s=0.01, window_start_offset_s=-0.1,
         event="move_onset_time", condition_names=names, condition_title=title,
         return_figure=True)
     fig = check_saved(saved, stem)

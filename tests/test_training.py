@@ -149,7 +149,7 @@ def test_tiny_training_beats_smoothing(dataset, tmp_path):
         for s, n in (("train", N_TRAIN), ("valid", N_VALID)):
             assert f[f"{s}_rates"].shape == (n, T + FP, N_IN + N_OUT)
             assert f[f"{s}_factors"].shape == (n, T + FP, 6)
-            assert f[f"{s}_inputs"].shape == (n, T + FP, 0)
+            assert f[f"{s}_inferred_inputs"].shape == (n, T + FP, 0)
             assert f[f"{s}_ic_mean"].shape == f[f"{s}_ic_std"].shape == (n, 8)
             assert np.array_equal(f[f"{s}_inds"][()], np.arange(N_TRAIN + N_VALID)[:N_TRAIN] if s == "train"
                                   else np.arange(N_TRAIN, N_TRAIN + N_VALID))

@@ -17,9 +17,13 @@ Output ``lfads_input.h5`` (arrays are trials x time bins x channels):
 Splits: training reads ``train``; every choice made while training (early stopping, the
 learning-rate plateau, sweep and PBT selection) reads ``valid``; nothing in training reads
 ``test``, so scores on the test trials are scores on trials no choice saw.
-- attrs: ``bin_width_s``, ``window_start_s``, ``window_end_s``, ``fp_bins``, ``n_heldin``,
+- attrs: ``bin_width_s``, ``window_start_offset_s`` and ``window_end_offset_s`` (the window's
+  edges relative to the alignment event), ``fp_bins``, ``n_heldin``,
   ``n_heldout``, ``align_event``, ``trials_table`` (the table under the NWB file's
   ``intervals/`` the trials came from), ``source_sha256``.
+
+The metadata JSON (``lfads_input.json``) repeats the attrs and adds, among others,
+``window_start_times_s``: each split's windows' start times on the recording's clock (s).
 
 The window is snapped to the bin grid: it starts at the bin edge nearest to
 ``event + window_start``. A trial is dropped (and counted, with the reason) if its event is
@@ -54,6 +58,21 @@ SPLITS = ("train", "valid", "test")
 #: The file's split labels (lower case) of each split under ``split: file``: NLB's by default.
 DEFAULT_SPLIT_LABELS = "train=train; valid=val,valid; test=test"
 BLOCK_ENTRIES = 1 << 24  # counts per block of trials written at once
+#: The window's edges relative to the alignment event (s), as lfads_input.h5's attrs and
+#: lfads_input.json name them -> their names in files of earlier versions
+WINDOW_OFFSET_KEYS = {"window_start_offset_s": "window_start_s",
+                      "window_end_offset_s": "window_end_s"}
+
+
+def window_offsets_s(attrs) -> tuple[float, float]:
+    """``(start, end)`` of the window relative to the alignment event (s, NaN where absent)
+    from lfads_input.h5's attrs, lfads_input.json or any file that records them; files of
+    earlier versions name them ``window_start_s`` and ``window_end_s``."""
+    values = []
+    for key, old in WINDOW_OFFSET_KEYS.items():
+        value = attrs[key] if key in attrs else attrs.get(old, np.nan)
+        values.append(float(value))
+    return values[0], values[1]
 
 
 @dataclass
@@ -358,8 +377,8 @@ def align_trials(binned_h5, out_h5, settings: AlignSettings, metadata_json=None)
         position = {name: first_position[k] + np.arange(len(rows[name])) for k, name in enumerate(splits)}
         attrs = {
             "bin_width_s": bin_width,
-            "window_start_s": settings.window_start_ms / 1e3,
-            "window_end_s": settings.window_end_ms / 1e3,
+            "window_start_offset_s": settings.window_start_ms / 1e3,
+            "window_end_offset_s": settings.window_end_ms / 1e3,
             "fp_bins": settings.fp_bins,
             "n_heldin": n_heldin,
             "n_heldout": int(heldout.sum()),

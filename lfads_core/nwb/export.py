@@ -54,8 +54,8 @@ forward-prediction bins.
   ``trials/``), ``lfads_split``, ``start_time``, ``stop_time`` (s).
 - ``trials/``: every trial of the recording: ``id``, its columns and ``lfads_split``.
 - ``channels/``: ``unit_id``, ``heldout``.
-- attrs: ``bin_width_s``, ``align_event``, ``window_start_s`` and ``window_end_s`` (relative
-  to the event), ``fp_bins``, ``trial_columns_skipped`` (JSON: column -> why),
+- attrs: ``bin_width_s``, ``align_event``, ``window_start_offset_s`` and
+  ``window_end_offset_s`` (the window's edges relative to the event), ``fp_bins``, ``trial_columns_skipped`` (JSON: column -> why),
   ``trials_table`` (the recording's table under ``intervals/`` the trials came from), the
   source and its SHA-256, the posterior's SHA-256, ``lfads_core_version``, ``layout``.
 
@@ -80,6 +80,7 @@ import pandas as pd
 
 from .. import __version__
 from ..fileio import atomic_path, read_table, sha256sum, write_table
+from .alignment import window_offsets_s
 from .ingest import read_session_trials
 
 log = logging.getLogger(__name__)
@@ -96,11 +97,13 @@ SERIES = {  # name -> (posterior key, unit, description)
     "rates": ("rates", "Hz",
               "LFADS inferred firing rate of every channel (posterior mean over samples), in "
               "spikes per second; columns follow the rows of lfads_channels"),
-    "inferred_inputs": ("inputs", "a.u.",
+    "inferred_inputs": ("inferred_inputs", "a.u.",
                         "LFADS inferred inputs: mean of the controller's output distribution "
                         "(posterior mean over samples)"),
 }
 UNITS = {name: unit for name, (_, unit, _) in SERIES.items()}
+#: posterior.h5 keys of earlier versions, read where the current one is absent
+_OLD_POSTERIOR = {"inferred_inputs": "inputs"}
 SPLIT_DESCRIPTION = ("LFADS data split of the trial: 'train' (trained on), 'valid' (read by "
                      "early stopping and model selection), 'test' (held out from all training "
                      "and selection), 'none' (not modelled)")
@@ -122,11 +125,12 @@ class LfadsFactors:
     ``factors`` (a.u.), ``rates`` (Hz) and ``inferred_inputs`` (a.u.; 0 columns without a
     controller): float32 arrays, modelled trials x bins x dims. ``trials``: one row per row of
     the arrays, indexed by ``trial_id`` (the recording's trial id): the recording's trial
-    columns, ``lfads_split``, ``window_start_s`` and ``window_stop_s`` (s, recording clock) and
-    ``trial_row`` (row of the recording's trials table). ``all_trials``: every trial of the
-    recording (``lfads_split`` ``none`` where not modelled). ``channels``: one row per channel
-    (the last axis of ``rates``): ``unit_id`` and ``heldout``. ``window_start_s``: the window's
-    start relative to the alignment event ``align_event`` (s). ``skipped_trial_columns``: the
+    columns, ``lfads_split``, ``window_start_time_s`` and ``window_stop_time_s`` (s, the
+    recording's clock) and ``trial_row`` (row of the recording's trials table). ``all_trials``:
+    every trial of the recording (``lfads_split`` ``none`` where not modelled). ``channels``:
+    one row per channel (the last axis of ``rates``): ``unit_id`` and ``heldout``.
+    ``window_start_offset_s``, ``window_end_offset_s``: the window's edges relative to the
+    alignment event ``align_event`` (s), the same for every trial. ``skipped_trial_columns``: the
     recording's trial columns not carried (column -> why). ``info``: source, checksums, the
     recording's table the trials came from (``trials_table``) and,
     from an NWB file, its identity.
@@ -140,8 +144,8 @@ class LfadsFactors:
     channels: pd.DataFrame
     bin_width_s: float
     align_event: str
-    window_start_s: float
-    window_end_s: float
+    window_start_offset_s: float
+    window_end_offset_s: float
     fp_bins: int
     skipped_trial_columns: dict[str, str] = field(default_factory=dict)
     info: dict = field(default_factory=dict)
@@ -154,14 +158,14 @@ class LfadsFactors:
     @property
     def timestamps(self) -> np.ndarray:
         """Bin centres on the recording's clock (s), trials x bins."""
-        starts = self.trials["window_start_s"].to_numpy(float)
+        starts = self.trials["window_start_time_s"].to_numpy(float)
         return starts[:, None] + (np.arange(self.factors.shape[1]) + 0.5) * self.bin_width_s
 
     @property
     def bin_times(self) -> np.ndarray:
         """Bin centres relative to the alignment event (s), one per bin (windows start at the
         bin edge nearest to event + window start, so this is exact to half a bin)."""
-        return self.window_start_s + (np.arange(self.factors.shape[1]) + 0.5) * self.bin_width_s
+        return self.window_start_offset_s + (np.arange(self.factors.shape[1]) + 0.5) * self.bin_width_s
 
     def to_pynapple(self) -> dict:
         """The output as pynapple objects on the recording's clock: ``factors``, ``rates``
@@ -176,8 +180,8 @@ class LfadsFactors:
         except ImportError:
             raise ImportError("LfadsFactors.to_pynapple needs pynapple, an optional "
                               "dependency: pip install pynapple") from None
-        starts = self.trials["window_start_s"].to_numpy(float)
-        stops = self.trials["window_stop_s"].to_numpy(float)
+        starts = self.trials["window_start_time_s"].to_numpy(float)
+        stops = self.trials["window_stop_time_s"].to_numpy(float)
         order = np.argsort(starts, kind="stable")
         overlap = np.flatnonzero(starts[order][1:] < stops[order][:-1] - 1e-9)
         if overlap.size:
@@ -214,7 +218,8 @@ def collect_factors(posterior_h5: str | Path, lfads_input_json: str | Path,
     """The LFADS output of one dataset in the recording's trial order.
 
     posterior_h5: ``{split}_rates`` (expected counts per bin), ``{split}_factors``,
-    ``{split}_inputs`` (trials x bins x dims) and ``{split}_inds`` (rows of the trials table);
+    ``{split}_inferred_inputs`` (trials x bins x dims; ``{split}_inputs`` in files of earlier
+    versions) and ``{split}_inds`` (rows of the trials table);
     lfads_input_json: alignment's metadata (unit ids, trial ids and window start times per
     split); session_h5: ingestion's ``session.h5`` (the recording's trials table);
     ingest_summary_json: ingestion's summary (the trial columns it could not store);
@@ -285,7 +290,9 @@ def collect_factors(posterior_h5: str | Path, lfads_input_json: str | Path,
                                  f"rows of {lfads_input_json}'s trial ids (files of different "
                                  f"runs?)")
             for name, (key, _, _) in SERIES.items():
-                values = post[f"{split}_{key}"][()] if f"{split}_{key}" in post else \
+                stored = [k for k in (f"{split}_{key}", f"{split}_{_OLD_POSTERIOR.get(key)}")
+                          if k in post]
+                values = post[stored[0]][()] if stored else \
                     np.zeros(rates.shape[:2] + (0,), np.float32)
                 if values.shape[:2] != rates.shape[:2]:
                     raise ValueError(f"{split}_{key} {values.shape} does not match the trials "
@@ -309,8 +316,8 @@ def collect_factors(posterior_h5: str | Path, lfads_input_json: str | Path,
     split_of[rows] = np.asarray(splits, dtype=object)
     all_trials[SPLIT_COLUMN] = split_of
     modelled = all_trials.iloc[rows[order]].copy()
-    modelled["window_start_s"] = starts
-    modelled["window_stop_s"] = starts + n_bins * width
+    modelled["window_start_time_s"] = starts
+    modelled["window_stop_time_s"] = starts + n_bins * width
     modelled["trial_row"] = rows[order]
     if skipped:
         log.info("trial columns not carried into the LFADS output: %s", skipped)
@@ -319,8 +326,7 @@ def collect_factors(posterior_h5: str | Path, lfads_input_json: str | Path,
         inferred_inputs=arrays["inferred_inputs"], trials=modelled, all_trials=all_trials,
         channels=pd.DataFrame({"unit_id": unit_ids, "heldout": heldout}),
         bin_width_s=width, align_event=str(meta.get("align_event", "")),
-        window_start_s=float(meta.get("window_start_s", np.nan)),
-        window_end_s=float(meta.get("window_end_s", np.nan)), fp_bins=int(meta.get("fp_bins", 0)),
+        **_offsets(meta), fp_bins=int(meta.get("fp_bins", 0)),
         skipped_trial_columns=skipped,
         info={"source": str(meta.get("source", "")),
               "source_sha256": str(meta.get("source_sha256", "unknown")),
@@ -332,7 +338,8 @@ def collect_factors(posterior_h5: str | Path, lfads_input_json: str | Path,
 def _settings(output: LfadsFactors) -> dict:
     """What both files record besides the arrays and tables."""
     return {"bin_width_s": output.bin_width_s, "align_event": output.align_event,
-            "window_start_s": output.window_start_s, "window_end_s": output.window_end_s,
+            "window_start_offset_s": output.window_start_offset_s,
+            "window_end_offset_s": output.window_end_offset_s,
             "fp_bins": output.fp_bins, "units": dict(UNITS),
             "trial_columns_skipped": output.skipped_trial_columns,
             "lfads_core_version": __version__,
@@ -355,8 +362,8 @@ def write_factors_h5(output: LfadsFactors, out_h5: str | Path) -> Path:
         "trial_id": output.trials.index.to_numpy(np.int64),
         "trial_row": output.trials["trial_row"].to_numpy(np.int64),
         SPLIT_COLUMN: output.trials[SPLIT_COLUMN].to_numpy(object),
-        "start_time": output.trials["window_start_s"].to_numpy(float),
-        "stop_time": output.trials["window_stop_s"].to_numpy(float)})
+        "start_time": output.trials["window_start_time_s"].to_numpy(float),
+        "stop_time": output.trials["window_stop_time_s"].to_numpy(float)})
     settings = _settings(output)
     with atomic_path(out_h5) as tmp, h5py.File(tmp, "w") as out:
         for name, (_, unit, description) in SERIES.items():
@@ -516,7 +523,7 @@ def write_factors_nwb(output: LfadsFactors, source_nwb: str | Path, out_nwb: str
     windows.add_column("trial_id", "id of the trial in the recording's trials table")
     windows.add_column(SPLIT_COLUMN, SPLIT_DESCRIPTION)
     trial_rows = output.trials["trial_row"].to_numpy(np.int64)
-    starts = output.trials["window_start_s"].to_numpy(float)
+    starts = output.trials["window_start_time_s"].to_numpy(float)
     splits = output.trials[SPLIT_COLUMN].to_numpy(object)
     ids = output.trials.index.to_numpy(np.int64)
     for k in range(n_trials):
@@ -565,18 +572,23 @@ def _modelled(all_trials: pd.DataFrame, rows: np.ndarray, starts: np.ndarray,
               stops: np.ndarray, splits: np.ndarray) -> pd.DataFrame:
     trials = all_trials.iloc[rows].copy()
     trials[SPLIT_COLUMN] = splits
-    trials["window_start_s"] = starts
-    trials["window_stop_s"] = stops
+    trials["window_start_time_s"] = starts
+    trials["window_stop_time_s"] = stops
     trials["trial_row"] = rows
     return trials
+
+
+def _offsets(settings) -> dict:
+    """The window's edges relative to the event (s) as :class:`LfadsFactors` fields, from
+    settings that name them as now or as earlier versions did (``window_start_s``)."""
+    start, end = window_offsets_s(settings)
+    return dict(window_start_offset_s=start, window_end_offset_s=end)
 
 
 def _settings_of(settings: dict, **arrays) -> dict:
     return dict(bin_width_s=float(settings["bin_width_s"]),
                 align_event=str(settings.get("align_event", "")),
-                window_start_s=float(settings.get("window_start_s", np.nan)),
-                window_end_s=float(settings.get("window_end_s", np.nan)),
-                fp_bins=int(settings.get("fp_bins", 0)), **arrays)
+                **_offsets(settings), fp_bins=int(settings.get("fp_bins", 0)), **arrays)
 
 
 def _load_h5(path: Path) -> LfadsFactors:

@@ -18,6 +18,7 @@ import pandas as pd
 import yaml
 
 from ..fileio import atomic_path
+from ..nwb.alignment import window_offsets_s
 
 REFERENCES = {
     "lfads": "Sussillo D, Jozefowicz R, Abbott LF, Pandarinath C (2016). LFADS - Latent Factor "
@@ -209,7 +210,7 @@ def _data(r: RunRecord) -> str:
     else:
         text.append(f"No unit was held out; all {n_in} were input to the model.")
     bin_ms = 1e3 * float(meta["bin_width_s"])
-    start_ms, end_ms = 1e3 * float(meta["window_start_s"]), 1e3 * float(meta["window_end_s"])
+    start_ms, end_ms = (1e3 * value for value in window_offsets_s(meta))
     event = meta.get("align_event", s.get("align_event"))
     fp = int(al.get("fp_bins", 0) or 0)
     text.append(f"Spikes were counted in {_num(bin_ms)} ms bins on one grid from the recording's "
