@@ -123,7 +123,8 @@ def test_round_trip_in_the_recordings_order(exported, source, which):
     assert back.units == {"factors": "a.u.", "rates": "Hz", "inferred_inputs": "a.u."}
     starts = session.trials["move_onset_time"].to_numpy()[rows] - 0.25
     np.testing.assert_allclose(back.trials["window_start_time_s"], starts, atol=1e-9)
-    np.testing.assert_allclose(back.trials["window_stop_time_s"], starts + N_BINS * BIN_S, atol=1e-9)
+    np.testing.assert_allclose(back.trials["window_stop_time_s"], starts + N_BINS * BIN_S,
+                               atol=1e-9)
     np.testing.assert_allclose(back.timestamps, starts[:, None] + (np.arange(N_BINS) + 0.5) * BIN_S,
                                atol=1e-9)
     np.testing.assert_allclose(back.bin_times[[0, 25]], [-0.245, 0.005], atol=1e-9)
@@ -152,7 +153,7 @@ def test_units_are_stated_in_both_files(exported):
     from pynwb import NWBHDF5IO
 
     with NWBHDF5IO(str(nwb), "r") as io:
-        module = io.read().processing["ecephys"]
+        module = io.read().processing["misc"]
         assert module["lfads_rates"].unit == "Hz" and module["lfads_factors"].unit == "a.u."
         assert module["lfads_inferred_inputs"].unit == "a.u."
 
@@ -185,6 +186,31 @@ def test_no_inferred_inputs(source, tmp_path):
         back = load_factors(path)
         assert back.inferred_inputs.shape == (11, N_BINS, 0)
         assert back.factors.shape == (11, N_BINS, 5)
+
+
+def test_files_of_earlier_versions_are_read(source, tmp_path, monkeypatch):
+    """posterior.h5 with {split}_inputs, lfads_input.json with window_start_s and
+    window_end_s, factors.nwb with its output in processing/ecephys."""
+    import lfads_core.nwb.export as export_module
+
+    now = export(tmp_path / "now", source)
+    meta_path, post_path, posterior, meta, _ = make_inputs(tmp_path / "old", source)
+    meta["window_start_s"] = meta.pop("window_start_offset_s")
+    meta["window_end_s"] = meta.pop("window_end_offset_s")
+    meta_path.write_text(json.dumps(meta))
+    with h5py.File(post_path, "a") as f:
+        for split in ("train", "valid", "test"):
+            f.move(f"{split}_inferred_inputs", f"{split}_inputs")
+    output = collect_factors(post_path, meta_path, source[2], source[3], BIN_S)
+    monkeypatch.setattr(export_module, "MODULE", "ecephys")
+    old = write_factors_nwb(output, source[0], tmp_path / "old" / "factors.nwb")
+    monkeypatch.undo()
+    for back in (output, load_factors(old)):
+        expected = load_factors(now[0])
+        assert back.window_start_offset_s == -0.25 and back.window_end_offset_s == 0.45
+        for name in ("factors", "rates", "inferred_inputs"):
+            np.testing.assert_allclose(getattr(back, name), getattr(expected, name))
+        pd.testing.assert_frame_equal(back.trials, expected.trials)
 
 
 def test_errors_leave_no_file(source, tmp_path):

@@ -33,7 +33,8 @@ forward-prediction bins.
   ``encoding_table``), they are still written as ``intervals/trials`` (``nwbfile.trials`` in
   pynwb, ``trials`` in pynapple), and the table's description and ``data_collection``
   (``trials_table``) name the source table.
-- ``processing/ecephys`` (NWB's module of processed extracellular electrophysiology):
+- ``processing/misc`` (NWB's module for processed data of no one modality; files of earlier
+  versions: ``processing/ecephys``, still read):
 
   - ``lfads_channels``: one row per LFADS channel (the columns of the rates): ``unit_id``
     (id in the recording's Units table) and ``heldout``.
@@ -85,7 +86,16 @@ from .ingest import read_session_trials
 
 log = logging.getLogger(__name__)
 
-MODULE = "ecephys"
+# The processing module of the output. nwbinspector (check_processing_module_name) asks for
+# one of NWB's schema names: ecephys, icephys, behavior, ophys, misc, ogen, retinotopy. The
+# output is a model's latent variables (factors, inferred inputs) and inferred rates, derived
+# from the recording but no extracellular signal itself, and the same model runs on other
+# modalities (the gamma and zero-inflated gamma likelihoods are for calcium imaging), so
+# ``misc``, NWB's module for processed data of no one modality, fits it; ``ecephys`` would
+# claim an electrophysiological signal.
+MODULE = "misc"
+#: Where earlier versions put the output; :func:`load_factors` reads those files too
+OLD_MODULES = ("ecephys",)
 PREFIX = "lfads_"
 SPLITS = ("train", "valid", "test")
 SPLIT_COLUMN = "lfads_split"
@@ -478,7 +488,7 @@ def write_factors_nwb(output: LfadsFactors, source_nwb: str | Path, out_nwb: str
 
     bin_width_s = output.bin_width_s
     module = nwb.create_processing_module(
-        MODULE, f"Processed extracellular electrophysiology: output of an LFADS model fitted "
+        MODULE, f"Output of an LFADS model fitted "
                 f"to {source_name} (lfads_* objects): posterior means of the factors, rates "
                 f"and inferred inputs of every modelled trial, at {bin_width_s * 1e3:g} ms "
                 f"bins on the recording's clock, trials in the recording's order")
@@ -619,11 +629,13 @@ def _load_nwb(path: Path) -> LfadsFactors:
     with NWBHDF5IO(str(path), "r") as io:
         nwb = io.read()
         text = nwb.data_collection or ""
-        if MODULE not in nwb.processing or not text.startswith(_SETTINGS_PREFIX):
+        names = [m for m in (MODULE, *OLD_MODULES) if m in nwb.processing
+                 and f"{PREFIX}windows" in nwb.processing[m].data_interfaces]
+        if not names or not text.startswith(_SETTINGS_PREFIX):
             raise ValueError(f"{path} is not an LFADS output file of this version (no "
                              f"processing/{MODULE}/{PREFIX}* objects and settings)")
         settings = json.loads(text[len(_SETTINGS_PREFIX):])
-        module = nwb.processing[MODULE]
+        module = nwb.processing[names[0]]
         channels = module[f"{PREFIX}channels"]
         windows = module[f"{PREFIX}windows"]
         n_trials = len(windows)
