@@ -421,15 +421,37 @@ def write_factors_nwb(output: LfadsFactors, source_nwb: str | Path, out_nwb: str
                       ) -> Path:
     """Write ``factors.nwb`` (layout in the module doc) with the identity of the recording
     ``source_nwb``, atomically; returns ``out_nwb``."""
-    from hdmf.backends.hdf5 import H5DataIO
-    from hdmf.common import DynamicTable, VectorData
-    from pynwb import NWBHDF5IO, NWBFile, TimeSeries
-    from pynwb.epoch import TimeIntervals
+    from pynwb import NWBHDF5IO
 
     out_nwb = Path(out_nwb)
     _check_ascending(output)
+    nwb, described, source_name = _nwb_file(output, source_nwb)
+    _add_trials(nwb, output, described)
+    module = nwb.create_processing_module(
+        MODULE, f"Output of an LFADS model fitted "
+                f"to {source_name} (lfads_* objects): posterior means of the factors, rates "
+                f"and inferred inputs of every modelled trial, at "
+                f"{output.bin_width_s * 1e3:g} ms bins on the recording's clock, trials in the "
+                f"recording's order")
+    module.add(_channels_table(output))
+    written = _add_series(module, output)
+    module.add(_windows_table(output, nwb.trials, written))
+    with atomic_path(out_nwb) as tmp:
+        with NWBHDF5IO(str(tmp), "w") as io:
+            io.write(nwb)
+    return out_nwb
+
+
+def _nwb_file(output: LfadsFactors, source_nwb: str | Path):
+    """``(nwbfile, described, source_name)``: a new in-memory ``NWBFile`` with the identity of
+    the recording ``source_nwb`` (start time, subject, session and lab fields; an identifier
+    derived from the source's and the posterior's checksum; the export's settings as JSON in
+    ``data_collection``), the descriptions of the source trials table's columns (name ->
+    text) and the source file's name. Raises ValueError when the source's trial ids are not
+    ``output.all_trials``'s."""
+    from pynwb import NWBHDF5IO, NWBFile
+
     settings = _settings(output)
-    skipped = output.skipped_trial_columns
     table_name = output.info.get("trials_table", DEFAULT_TRIALS_TABLE)
     with NWBHDF5IO(str(source_nwb), "r") as io_src:
         src = io_src.read()
@@ -467,7 +489,18 @@ def write_factors_nwb(output: LfadsFactors, source_nwb: str | Path, out_nwb: str
             data_collection=_SETTINGS_PREFIX + json.dumps(settings),
             **extra,
         )
+    return nwb, described, source_name
 
+
+def _add_trials(nwb, output: LfadsFactors, described: dict[str, str]) -> None:
+    """Set ``nwb.trials`` (``intervals/trials``) to every trial of the recording (rows, ids
+    and order of ``output.all_trials``): ``start_time``, ``stop_time`` (s, the recording's
+    clock), the recording's columns with their descriptions (``described``: name -> text)
+    and ``lfads_split``; the description names the columns not copied and the source table."""
+    from hdmf.common import VectorData
+    from pynwb.epoch import TimeIntervals
+
+    table_name = output.info.get("trials_table", DEFAULT_TRIALS_TABLE)
     table = output.all_trials
     columns = []
     for name in ["start_time", "stop_time"] + [c for c in table.columns
@@ -477,7 +510,7 @@ def write_factors_nwb(output: LfadsFactors, source_nwb: str | Path, out_nwb: str
             f"(intervals/{table_name})"
         columns.append(VectorData(name=name, description=description,
                                   data=_column_data(table[name])))
-    not_copied = "; ".join(f"{k} ({v})" for k, v in skipped.items())
+    not_copied = "; ".join(f"{k} ({v})" for k, v in output.skipped_trial_columns.items())
     from_table = "" if table_name == DEFAULT_TRIALS_TABLE else \
         f" (the recording's intervals/{table_name}, the table its trials came from)"
     nwb.trials = TimeIntervals(
@@ -486,13 +519,13 @@ def write_factors_nwb(output: LfadsFactors, source_nwb: str | Path, out_nwb: str
                     "with its ids and columns, and the LFADS split of each"
                     + (f". Columns not copied: {not_copied}" if not_copied else ""))
 
-    bin_width_s = output.bin_width_s
-    module = nwb.create_processing_module(
-        MODULE, f"Output of an LFADS model fitted "
-                f"to {source_name} (lfads_* objects): posterior means of the factors, rates "
-                f"and inferred inputs of every modelled trial, at {bin_width_s * 1e3:g} ms "
-                f"bins on the recording's clock, trials in the recording's order")
-    module.add(DynamicTable(
+
+def _channels_table(output: LfadsFactors):
+    """``lfads_channels``: one row per channel (column of the rates, held-in first, then
+    held-out): ``unit_id`` (the recording's Units table's id) and ``heldout``."""
+    from hdmf.common import DynamicTable, VectorData
+
+    return DynamicTable(
         name=f"{PREFIX}channels",
         description="LFADS channels in model order (held-in first, then held-out); row i is "
                     "column i of lfads_rates. unit_id is the id in the recording's Units "
@@ -502,7 +535,16 @@ def write_factors_nwb(output: LfadsFactors, source_nwb: str | Path, out_nwb: str
                             description="id of the unit in the recording's Units table"),
                  VectorData(name="heldout", data=output.channels["heldout"].to_numpy(bool),
                             description="True if the unit was held out of the model's input "
-                                        "(its rates are predicted, not reconstructed)")]))
+                                        "(its rates are predicted, not reconstructed)")])
+
+
+def _add_series(module, output: LfadsFactors) -> list:
+    """Add ``lfads_factors`` (a.u.), ``lfads_rates`` (Hz) and ``lfads_inferred_inputs`` (a.u.;
+    left out with 0 dims) to ``module``: TimeSeries of (modelled trials x bins) samples x dims,
+    trial after trial, stamped at bin centres on the recording's clock (s; the later series
+    link to the first's timestamps). Returns the series written, in that order."""
+    from hdmf.backends.hdf5 import H5DataIO
+    from pynwb import TimeSeries
 
     n_trials, n_bins = output.factors.shape[:2]
     stamps = output.timestamps.reshape(-1)
@@ -519,17 +561,27 @@ def write_factors_nwb(output: LfadsFactors, source_nwb: str | Path, out_nwb: str
             description=f"{description}. Modelled trials one after the other in the order of "
                         f"the recording's trials table; lfads_windows gives each trial's "
                         f"samples.",
-            comments=f"Bin width {bin_width_s:g} s; time stamps are bin centres.")
+            comments=f"Bin width {output.bin_width_s:g} s; time stamps are bin centres.")
         module.add(series)
         first = series if first is None else first
         written.append(series)
+    return written
 
+
+def _windows_table(output: LfadsFactors, trials, written: list):
+    """``lfads_windows``: one row per modelled trial in the series' order: its window
+    (``start_time``, ``stop_time``: s, the recording's clock; window plus forward bins),
+    ``trial`` (its row of ``trials``, the file's trials table), ``trial_id``, ``lfads_split``
+    and ``timeseries`` (its first sample and sample count, bins, in each of ``written``)."""
+    from pynwb.epoch import TimeIntervals
+
+    n_trials, n_bins = output.factors.shape[:2]
     windows = TimeIntervals(
         name=f"{PREFIX}windows",
         description="LFADS window (plus forward-prediction bins) of each modelled trial, in "
                     "the order of the lfads_* series (the recording's trial order); "
                     "timeseries gives its first sample and sample count in each series")
-    windows.add_column("trial", "the trial's row of intervals/trials", table=nwb.trials)
+    windows.add_column("trial", "the trial's row of intervals/trials", table=trials)
     windows.add_column("trial_id", "id of the trial in the recording's trials table")
     windows.add_column(SPLIT_COLUMN, SPLIT_DESCRIPTION)
     trial_rows = output.trials["trial_row"].to_numpy(np.int64)
@@ -538,16 +590,11 @@ def write_factors_nwb(output: LfadsFactors, source_nwb: str | Path, out_nwb: str
     ids = output.trials.index.to_numpy(np.int64)
     for k in range(n_trials):
         windows.add_row(start_time=float(starts[k]),
-                        stop_time=float(starts[k]) + n_bins * bin_width_s,
+                        stop_time=float(starts[k]) + n_bins * output.bin_width_s,
                         trial=int(trial_rows[k]), trial_id=int(ids[k]),
                         lfads_split=str(splits[k]),
                         timeseries=[_reference(k * n_bins, n_bins, s) for s in written])
-    module.add(windows)
-
-    with atomic_path(out_nwb) as tmp:
-        with NWBHDF5IO(str(tmp), "w") as io:
-            io.write(nwb)
-    return out_nwb
+    return windows
 
 
 def _interval_table(nwbfile, name: str):
