@@ -15,7 +15,8 @@ from lfads_core.workflow.methods import (RunRecord, collect_versions, headline_s
 
 SETTINGS = {**CONFIG["defaults"], "dataset": "maze", "nwb": "data/maze.nwb",
             "behavior": "hand_vel", "condition_columns": "trial_type", "test_fraction": 0.2}
-METADATA = {"bin_width_s": 0.005, "window_start_offset_s": -0.25, "window_end_offset_s": 0.45, "fp_bins": 0,
+METADATA = {"bin_width_s": 0.005, "window_start_offset_s": -0.25, "window_end_offset_s": 0.45,
+            "fp_bins": 0,
             "align_event": "move_onset_time", "source": "data/maze.nwb",
             "source_sha256": "ab" * 32, "behavior_columns": ["hand_vel_x", "hand_vel_y"],
             "conditions": {"columns": ["trial_type"], "values": [[1], [2], [3]]},

@@ -68,7 +68,8 @@ def pulse_bins(pulse_times_s: np.ndarray, window_start_times_s: np.ndarray,
     """Bin (within each trial's window) holding each input pulse's onset, as int64.
 
     ``pulse_times_s`` and ``window_start_times_s`` (trials,) on the recording's clock (s)."""
-    offset = (np.asarray(pulse_times_s, float) - np.asarray(window_start_times_s, float)) / bin_width_s
+    offset = (np.asarray(pulse_times_s, float)
+              - np.asarray(window_start_times_s, float)) / bin_width_s
     return np.floor(offset + 1e-9).astype(np.int64)
 
 

@@ -194,11 +194,13 @@ def _run_epochs(tr: "EpochRunner", tcfg: TrainConfig, save, rollback, ckpt_path:
         lr_used = tr.scheduler.lr
         s = tcfg.loss_smoothing
         smooth = st.valid_loss_smooth
-        st.valid_loss_smooth = vam["metric"] if smooth is None else s * smooth + (1 - s) * vam["metric"]
+        st.valid_loss_smooth = vam["metric"] if smooth is None else \
+            s * smooth + (1 - s) * vam["metric"]
         tr.scheduler.step(st.valid_loss_smooth)
         if epoch >= tcfg.early_stop_burn_in:
             if st.valid_loss_smooth < st.best_valid_loss_smooth:
-                st.best_valid_loss_smooth, st.best_epoch, st.bad_epochs = st.valid_loss_smooth, epoch, 0
+                st.best_valid_loss_smooth, st.best_epoch = st.valid_loss_smooth, epoch
+                st.bad_epochs = 0
                 st.best_state = {k: v.detach().cpu().clone() for k, v in tr.model.state_dict().items()}
             else:
                 st.bad_epochs += 1
@@ -225,7 +227,8 @@ def _run_epochs(tr: "EpochRunner", tcfg: TrainConfig, save, rollback, ckpt_path:
             "epoch %d/%d | train loss %.3f recon %.3f kl_ic %.3f kl_co %.3f l2 %.3f | valid recon %.3f "
             "(smooth %.3f) | lr %.2e | %.1fs | elapsed %s, left at most %s",
             epoch + 1, tcfg.max_epochs, trm["loss"], trm["recon"], trm["kl_ic"], trm["kl_co"], trm["l2"],
-            vam["recon"], st.valid_loss_smooth, lr_used, row["time_s"], _clock(elapsed), _clock(left),
+            vam["recon"], st.valid_loss_smooth, lr_used, row["time_s"], _clock(elapsed),
+            _clock(left),
         )
         if progress is not None:
             progress(dict(row))

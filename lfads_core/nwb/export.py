@@ -56,7 +56,8 @@ forward-prediction bins.
 - ``trials/``: every trial of the recording: ``id``, its columns and ``lfads_split``.
 - ``channels/``: ``unit_id``, ``heldout``.
 - attrs: ``bin_width_s``, ``align_event``, ``window_start_offset_s`` and
-  ``window_end_offset_s`` (the window's edges relative to the event), ``fp_bins``, ``trial_columns_skipped`` (JSON: column -> why),
+  ``window_end_offset_s`` (the window's edges relative to the event), ``fp_bins``,
+  ``trial_columns_skipped`` (JSON: column -> why),
   ``trials_table`` (the recording's table under ``intervals/`` the trials came from), the
   source and its SHA-256, the posterior's SHA-256, ``lfads_core_version``, ``layout``.
 
@@ -175,7 +176,8 @@ class LfadsFactors:
     def bin_times(self) -> np.ndarray:
         """Bin centres relative to the alignment event (s), one per bin (windows start at the
         bin edge nearest to event + window start, so this is exact to half a bin)."""
-        return self.window_start_offset_s + (np.arange(self.factors.shape[1]) + 0.5) * self.bin_width_s
+        bins = np.arange(self.factors.shape[1])
+        return self.window_start_offset_s + (bins + 0.5) * self.bin_width_s
 
     def to_pynapple(self) -> dict:
         """The output as pynapple objects on the recording's clock: ``factors``, ``rates``
