@@ -80,7 +80,7 @@ def main():
     with h5py.File(work / "binned.h5", "r") as f:
         pulse_time = read_table(f["trials"])["pulse_time"].to_numpy()[data["valid_inds"]]
     window_start = json.loads((work / "lfads_input.json").read_text())["window_start_times_s"]
-    errors = input_peak_error_bins(post["valid_inputs"], pulse_bins(
+    errors = input_peak_error_bins(post["valid_inferred_inputs"], pulse_bins(
         pulse_time, np.asarray(window_start["valid"]), bin_width))
     r2 = rate_r2(post["valid_rates"], data["valid_truth_rates"])
     smooth_r2, sigma = smoothing_baseline_r2(data["train_recon_data"], data["train_truth_rates"],

@@ -64,9 +64,9 @@ def test_selection_keeps_the_lowest_smoothed_validation_loss(sweep_run):
     # the loss comes from the run's own training log: its smoothed loss at the epoch kept
     for row in table.itertuples():
         log = pd.read_csv(lfads / row.run / "train_log.csv")
-        kept = log.loc[log["epoch"] == row.best_epoch, "valid_metric_smooth"].item()
-        assert row.valid_loss_smooth == pytest.approx(kept)
-    best = table.loc[table["valid_loss_smooth"].idxmin(), "run"]
+        kept = log.loc[log["epoch"] == row.best_epoch, "valid_loss_smooth"].item()
+        assert row.best_valid_loss_smooth == pytest.approx(kept)
+    best = table.loc[table["best_valid_loss_smooth"].idxmin(), "run"]
     assert table.loc[table["selected"], "run"].tolist() == [best]
     # downstream stages use the selected model
     assert (lfads / "selected" / "model.pt").read_bytes() == (lfads / best / "model.pt").read_bytes()

@@ -134,7 +134,7 @@ def test_triton_decoder_matches_plain_fast_path_on_cuda():
     for m in (plain, fused):  # batched posterior sampling: the forward kernel on a repeated batch
         torch.manual_seed(3)
         estimates.append(sample_split(m, split, n_samples=20, batch_size=16, device=dev))
-    for k in ("rates", "factors", "inputs"):
+    for k in ("rates", "factors", "inferred_inputs"):
         np.testing.assert_allclose(estimates[1][k], estimates[0][k], rtol=1e-4, atol=1e-5, err_msg=k)
 
 
@@ -188,7 +188,7 @@ def test_posterior_sampling_on_cuda():
     seq = sample_split(m, split, n_samples=8, batch_size=16, method="sequential")
     torch.manual_seed(3)
     bat = sample_split(m, split, n_samples=8, batch_size=16)
-    for k in ("rates", "factors", "inputs", "ic_mean", "ic_std"):
+    for k in ("rates", "factors", "inferred_inputs", "ic_mean", "ic_std"):
         np.testing.assert_allclose(bat[k], seq[k], rtol=1e-4, atol=1e-5, err_msg=k)
     cpu = sample_split(m.cpu(), split, n_samples=200, batch_size=16)
     np.testing.assert_allclose(bat["ic_mean"], cpu["ic_mean"], rtol=1e-4, atol=1e-5)

@@ -95,7 +95,7 @@ def test_batched_sampling_agrees_within_sampling_noise():
     for name, method, seed in (("seq1", "sequential", 1), ("seq2", "sequential", 2), ("batched", "batched", 3)):
         torch.manual_seed(seed)
         runs[name] = sample_split(m, split, n_samples=40, batch_size=16, method=method)
-    for key in ("rates", "factors", "inputs"):
+    for key in ("rates", "factors", "inferred_inputs"):
         noise = np.sqrt(np.mean((runs["seq2"][key] - runs["seq1"][key]) ** 2))
         diff = np.sqrt(np.mean((runs["batched"][key] - runs["seq1"][key]) ** 2))
         assert noise > 0, key

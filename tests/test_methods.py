@@ -15,7 +15,8 @@ from lfads_core.workflow.methods import (RunRecord, collect_versions, headline_s
 
 SETTINGS = {**CONFIG["defaults"], "dataset": "maze", "nwb": "data/maze.nwb",
             "behavior": "hand_vel", "condition_columns": "trial_type", "test_fraction": 0.2}
-METADATA = {"bin_width_s": 0.005, "window_start_s": -0.25, "window_end_s": 0.45, "fp_bins": 0,
+METADATA = {"bin_width_s": 0.005, "window_start_offset_s": -0.25, "window_end_offset_s": 0.45,
+            "fp_bins": 0,
             "align_event": "move_onset_time", "source": "data/maze.nwb",
             "source_sha256": "ab" * 32, "behavior_columns": ["hand_vel_x", "hand_vel_y"],
             "conditions": {"columns": ["trial_type"], "values": [[1], [2], [3]]},
@@ -34,7 +35,7 @@ def training(**changes) -> dict:
     lfads = CONFIG["lfads"]
     return {"model": dict(lfads["model"], readin_dim=None), "training": dict(lfads["training"]),
             "device": "cuda:0", "stop_reason": "early stopping", "best_epoch": 212,
-            "best_valid_metric_smooth": 1234.5678, "epochs_run": 413, **changes}
+            "best_valid_loss_smooth": 1234.5678, "epochs_run": 413, **changes}
 
 
 def metrics(splits=("valid", "test")) -> pd.DataFrame:
@@ -144,7 +145,7 @@ def test_population_based_training_is_described_and_cited():
 def test_a_sweep_names_the_chosen_run():
     sweep = {"method": "grid", "parameters": {"training.lr": [0.002, 0.004]}}
     table = pd.DataFrame({"run": ["sweep_000", "sweep_001"], "training.lr": [0.002, 0.004],
-                          "valid_loss_smooth": [12.0, 11.0], "selected": [False, True]})
+                          "best_valid_loss_smooth": [12.0, 11.0], "selected": [False, True]})
     text = methods_markdown(record(search={"method": "sweep", "config": sweep, "table": table}))
     assert "2 such models were trained over a grid sweep of `training.lr`" in text
     assert "(sweep_001: training.lr = 0.004)" in text

@@ -54,7 +54,7 @@ def make_inputs(folder, source, co_dim=2, bin_width_s=BIN_S, shift_ids=False):
     split_rows = {"train": rows[:6], "valid": rows[6:9], "test": rows[9:11]}  # rows[11]: none
     order = np.concatenate([np.flatnonzero(~session.heldout), np.flatnonzero(session.heldout)])
     meta = {"bin_width_s": bin_width_s, "source": str(path), "source_sha256": sha256sum(path),
-            "window_start_s": -0.25, "window_end_s": 0.45, "fp_bins": 2,
+            "window_start_offset_s": -0.25, "window_end_offset_s": 0.45, "fp_bins": 2,
             "align_event": "move_onset_time",
             "unit_ids": order.tolist(), "heldout": session.heldout[order].tolist(),
             "trial_ids": {s: (r + (100 if shift_ids else 0)).tolist()
@@ -65,7 +65,8 @@ def make_inputs(folder, source, co_dim=2, bin_width_s=BIN_S, shift_ids=False):
         n = len(r)
         posterior[f"{split}_rates"] = rng.uniform(0.01, 0.3, (n, N_BINS, 20)).astype(np.float32)
         posterior[f"{split}_factors"] = rng.normal(size=(n, N_BINS, 5)).astype(np.float32)
-        posterior[f"{split}_inputs"] = rng.normal(size=(n, N_BINS, co_dim)).astype(np.float32)
+        posterior[f"{split}_inferred_inputs"] = \
+            rng.normal(size=(n, N_BINS, co_dim)).astype(np.float32)
         posterior[f"{split}_ic_mean"] = rng.normal(size=(n, 8)).astype(np.float32)
         posterior[f"{split}_inds"] = r.astype(np.int64)
     folder.mkdir(parents=True, exist_ok=True)
@@ -112,17 +113,18 @@ def test_round_trip_in_the_recordings_order(exported, source, which):
     assert back.trials.index.tolist() == rows.tolist()  # simulated ids are the rows
     split_of = {int(r): s for s, rr in split_rows.items() for r in rr}
     assert back.trials["lfads_split"].tolist() == [split_of[r] for r in rows]
-    for name, key in (("factors", "factors"), ("rates", "rates"), ("inferred_inputs", "inputs")):
-        expected = np.empty((len(session.trials), N_BINS, posterior[f"train_{key}"].shape[2]))
+    for name in ("factors", "rates", "inferred_inputs"):  # posterior.h5 uses the same names
+        expected = np.empty((len(session.trials), N_BINS, posterior[f"train_{name}"].shape[2]))
         for split, r in split_rows.items():
-            expected[r] = posterior[f"{split}_{key}"]
+            expected[r] = posterior[f"{split}_{name}"]
         if name == "rates":
             expected = expected / BIN_S  # expected counts per bin -> Hz
         np.testing.assert_allclose(getattr(back, name), expected[rows], rtol=1e-6)
     assert back.units == {"factors": "a.u.", "rates": "Hz", "inferred_inputs": "a.u."}
     starts = session.trials["move_onset_time"].to_numpy()[rows] - 0.25
-    np.testing.assert_allclose(back.trials["window_start_s"], starts, atol=1e-9)
-    np.testing.assert_allclose(back.trials["window_stop_s"], starts + N_BINS * BIN_S, atol=1e-9)
+    np.testing.assert_allclose(back.trials["window_start_time_s"], starts, atol=1e-9)
+    np.testing.assert_allclose(back.trials["window_stop_time_s"], starts + N_BINS * BIN_S,
+                               atol=1e-9)
     np.testing.assert_allclose(back.timestamps, starts[:, None] + (np.arange(N_BINS) + 0.5) * BIN_S,
                                atol=1e-9)
     np.testing.assert_allclose(back.bin_times[[0, 25]], [-0.245, 0.005], atol=1e-9)
@@ -138,7 +140,7 @@ def test_round_trip_in_the_recordings_order(exported, source, which):
     assert back.channels["unit_id"].tolist() == meta["unit_ids"]
     assert back.channels["heldout"].tolist() == meta["heldout"]
     assert back.bin_width_s == BIN_S and back.align_event == "move_onset_time"
-    assert back.window_start_s == -0.25 and back.fp_bins == 2
+    assert back.window_start_offset_s == -0.25 and back.fp_bins == 2
     assert back.info["source_sha256"] == meta["source_sha256"]
 
 
@@ -151,7 +153,7 @@ def test_units_are_stated_in_both_files(exported):
     from pynwb import NWBHDF5IO
 
     with NWBHDF5IO(str(nwb), "r") as io:
-        module = io.read().processing["ecephys"]
+        module = io.read().processing["misc"]
         assert module["lfads_rates"].unit == "Hz" and module["lfads_factors"].unit == "a.u."
         assert module["lfads_inferred_inputs"].unit == "a.u."
 
@@ -178,12 +180,37 @@ def test_nwbinspector_has_nothing_to_say(exported):
     assert inspect(exported[0]) == []
 
 
-def test_no_controller_outputs(source, tmp_path):
+def test_no_inferred_inputs(source, tmp_path):
     nwb, h5, *_ = export(tmp_path, source, co_dim=0)
     for path in (nwb, h5):
         back = load_factors(path)
         assert back.inferred_inputs.shape == (11, N_BINS, 0)
         assert back.factors.shape == (11, N_BINS, 5)
+
+
+def test_files_of_earlier_versions_are_read(source, tmp_path, monkeypatch):
+    """posterior.h5 with {split}_inputs, lfads_input.json with window_start_s and
+    window_end_s, factors.nwb with its output in processing/ecephys."""
+    import lfads_core.nwb.export as export_module
+
+    now = export(tmp_path / "now", source)
+    meta_path, post_path, posterior, meta, _ = make_inputs(tmp_path / "old", source)
+    meta["window_start_s"] = meta.pop("window_start_offset_s")
+    meta["window_end_s"] = meta.pop("window_end_offset_s")
+    meta_path.write_text(json.dumps(meta))
+    with h5py.File(post_path, "a") as f:
+        for split in ("train", "valid", "test"):
+            f.move(f"{split}_inferred_inputs", f"{split}_inputs")
+    output = collect_factors(post_path, meta_path, source[2], source[3], BIN_S)
+    monkeypatch.setattr(export_module, "MODULE", "ecephys")
+    old = write_factors_nwb(output, source[0], tmp_path / "old" / "factors.nwb")
+    monkeypatch.undo()
+    for back in (output, load_factors(old)):
+        expected = load_factors(now[0])
+        assert back.window_start_offset_s == -0.25 and back.window_end_offset_s == 0.45
+        for name in ("factors", "rates", "inferred_inputs"):
+            np.testing.assert_allclose(getattr(back, name), getattr(expected, name))
+        pd.testing.assert_frame_equal(back.trials, expected.trials)
 
 
 def test_errors_leave_no_file(source, tmp_path):
@@ -258,7 +285,7 @@ def lab_recording(make_nwb, tmp_path):
             post[f"{split}_rates"] = (counts + 0.5).astype(np.float32)
             post[f"{split}_factors"] = np.repeat(data[f"{split}_inds"][()][:, None, None],
                                                  counts.shape[1], axis=1).astype(np.float32)
-            post[f"{split}_inputs"] = np.zeros(counts.shape[:2] + (1,), np.float32)
+            post[f"{split}_inferred_inputs"] = np.zeros(counts.shape[:2] + (1,), np.float32)
             post[f"{split}_inds"] = data[f"{split}_inds"][()]
     output = collect_factors(folder / "posterior.h5", folder / "lfads_input.json", session,
                              summary, BIN_S)
@@ -291,7 +318,7 @@ def test_a_labs_trial_columns_come_back_in_order_with_the_split(lab_recording, w
     np.testing.assert_allclose(back.trials["stim_on_time"], expected["stim_on_time"])
     assert np.isnan(back.all_trials.loc[5, "move_onset_time"])
     # the window starts at the bin edge nearest to the event - 200 ms
-    np.testing.assert_allclose(back.trials["window_start_s"],
+    np.testing.assert_allclose(back.trials["window_start_time_s"],
                                np.round((expected["move_onset_time"] - 0.2) / BIN_S) * BIN_S,
                                atol=1e-9)
     # the 2-D column cannot be one value per trial: named with the reason, not carried
@@ -336,8 +363,8 @@ def test_pynapple_objects_on_the_recordings_clock(lab_recording):
         objects["windows"][0]  # a new IntervalSet of the same metadata: no warning either
     windows = objects["windows"]
     assert isinstance(windows, nap.IntervalSet) and len(windows) == len(back.trials)
-    np.testing.assert_allclose(windows.start, back.trials["window_start_s"])
-    np.testing.assert_allclose(windows.end, back.trials["window_stop_s"])
+    np.testing.assert_allclose(windows.start, back.trials["window_start_time_s"])
+    np.testing.assert_allclose(windows.end, back.trials["window_stop_time_s"])
     assert windows.get_info("choice").tolist() == back.trials["choice"].tolist()
     assert windows.get_info("lfads_split").tolist() == back.trials["lfads_split"].tolist()
     assert windows.get_info("trial_id").tolist() == back.trials.index.tolist()
@@ -395,7 +422,7 @@ def test_real_recording_metadata(tmp_path):
     session, summary = ingest(MC_MAZE_SMALL, tmp_path / "ingest")
     rng = np.random.default_rng(0)
     meta = {"bin_width_s": BIN_S, "source": str(MC_MAZE_SMALL),
-            "source_sha256": sha256sum(MC_MAZE_SMALL), "window_start_s": -0.25,
+            "source_sha256": sha256sum(MC_MAZE_SMALL), "window_start_offset_s": -0.25,
             "unit_ids": unit_ids.tolist(), "heldout": [False] * len(unit_ids),
             "trial_ids": {"train": ids[:80].tolist(), "valid": ids[80:].tolist()},
             "window_start_times_s": {"train": (onset[:80] - 0.25).tolist(),
@@ -405,7 +432,7 @@ def test_real_recording_metadata(tmp_path):
         for split, n in (("train", 80), ("valid", len(ids) - 80)):
             f[f"{split}_rates"] = rng.uniform(0, 0.2, (n, 70, len(unit_ids))).astype("f4")
             f[f"{split}_factors"] = rng.normal(size=(n, 70, 8)).astype("f4")
-            f[f"{split}_inputs"] = rng.normal(size=(n, 70, 2)).astype("f4")
+            f[f"{split}_inferred_inputs"] = rng.normal(size=(n, 70, 2)).astype("f4")
     output = collect_factors(tmp_path / "p.h5", tmp_path / "m.json", session, summary, BIN_S)
     out = write_factors_nwb(output, MC_MAZE_SMALL, tmp_path / "f.nwb")
     with NWBHDF5IO(str(out), "r") as io:

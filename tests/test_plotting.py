@@ -47,7 +47,7 @@ def test_training_curves(tmp_path):
         "epoch": epochs, "train_loss": 100 - epochs, "train_recon": 90 - epochs,
         "train_kl_ic": 5 + 0 * epochs, "train_kl_co": 2 + 0.1 * epochs, "train_l2": 0.1,
         "valid_loss": 110 - epochs, "valid_recon": 95 - epochs, "valid_recon_sv": np.nan,
-        "valid_kl_ic": 6.0, "valid_kl_co": 2.5, "valid_metric_smooth": 96 - epochs,
+        "valid_kl_ic": 6.0, "valid_kl_co": 2.5, "valid_loss_smooth": 96 - epochs,
         "lr": 4e-3 * 0.95 ** epochs, "kl_ic_weight": np.minimum(1, epochs / 10),
         "kl_co_weight": np.minimum(1, epochs / 10), "time_s": epochs * 1.5})
     log.loc[3, "valid_recon"] = np.nan  # a missing value is skipped, not drawn as a gap error
@@ -124,7 +124,7 @@ def test_factor_trajectories_name_the_conditions_and_mark_the_event(tmp_path):
     assert title == "choice, contrast" and names[3] == "right, NaN"
     stem = tmp_path / "named"
     saved = plotting.plot_factor_trajectories(
-        factors, conditions, stem, n_components=2, bin_width_s=0.01, window_start_s=-0.1,
+        factors, conditions, stem, n_components=2, bin_width_s=0.01, window_start_offset_s=-0.1,
         event="move_onset_time", condition_names=names, condition_title=title,
         return_figure=True)
     fig = check_saved(saved, stem)

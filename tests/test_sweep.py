@@ -82,7 +82,7 @@ def write_run(tmp_path, run, loss):
     path = tmp_path / run / "config.yaml"
     path.parent.mkdir()
     path.write_text(yaml.safe_dump({"best_epoch": 7, "epochs_run": 9,
-                                    "best_valid_metric_smooth": loss}))
+                                    "best_valid_loss_smooth": loss}))
     return path
 
 

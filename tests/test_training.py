@@ -149,7 +149,7 @@ def test_tiny_training_beats_smoothing(dataset, tmp_path):
         for s, n in (("train", N_TRAIN), ("valid", N_VALID)):
             assert f[f"{s}_rates"].shape == (n, T + FP, N_IN + N_OUT)
             assert f[f"{s}_factors"].shape == (n, T + FP, 6)
-            assert f[f"{s}_inputs"].shape == (n, T + FP, 0)
+            assert f[f"{s}_inferred_inputs"].shape == (n, T + FP, 0)
             assert f[f"{s}_ic_mean"].shape == f[f"{s}_ic_std"].shape == (n, 8)
             assert np.array_equal(f[f"{s}_inds"][()], np.arange(N_TRAIN + N_VALID)[:N_TRAIN] if s == "train"
                                   else np.arange(N_TRAIN, N_TRAIN + N_VALID))
@@ -351,7 +351,7 @@ def test_training_and_its_choices_never_read_the_test_trials(dataset, tmp_path):
         assert torch.equal(a[k], b[k]), k
     strip = lambda rows: [{k: v for k, v in r.items() if k != "time_s"} for r in rows]  # noqa: E731
     assert strip(read_log(results[0].log_path)) == strip(read_log(results[1].log_path))
-    assert results[0].best_metric == results[1].best_metric
+    assert results[0].best_valid_loss_smooth == results[1].best_valid_loss_smooth
     assert load_lfads_h5(tmp_path / "nan.h5").test is None  # training's loader leaves them
     post = run_posterior(results[0].model_path, tmp_path / "counts.h5", tmp_path / "posterior.h5",
                          n_samples=2)

@@ -280,7 +280,7 @@ def test_factors_nwb_writes_the_chosen_tables_trials_as_trials(tmp_path):
             post[f"{split}_rates"] = (counts + 0.5).astype(np.float32)
             post[f"{split}_factors"] = np.repeat(data[f"{split}_inds"][()][:, None, None],
                                                  counts.shape[1], axis=1).astype(np.float32)
-            post[f"{split}_inputs"] = np.zeros(counts.shape[:2] + (1,), np.float32)
+            post[f"{split}_inferred_inputs"] = np.zeros(counts.shape[:2] + (1,), np.float32)
             post[f"{split}_inds"] = data[f"{split}_inds"][()]
     output = collect_factors(folder / "posterior.h5", folder / "lfads_input.json", session,
                              folder / "summary.json", 0.01)

@@ -106,7 +106,7 @@ def test_model_with_the_triton_decoder_trains_and_samples_as_the_fast_path():
     for m in (plain, fused):
         torch.manual_seed(3)
         estimates.append(sample_split(m, split, n_samples=50, batch_size=B, device=torch.device(DEVICE)))
-    for k in ("rates", "factors", "inputs"):
+    for k in ("rates", "factors", "inferred_inputs"):
         np.testing.assert_allclose(estimates[1][k], estimates[0][k], rtol=1e-4, atol=1e-6, err_msg=k)
 
 

@@ -63,12 +63,13 @@ def smoothing_baseline_r2(train_counts, train_rates, test_counts, test_rates,
     return rate_r2(smooth_spikes(test_counts, best), test_rates), float(best)
 
 
-def pulse_bins(pulse_times_s: np.ndarray, window_start_s: np.ndarray,
+def pulse_bins(pulse_times_s: np.ndarray, window_start_times_s: np.ndarray,
                bin_width_s: float) -> np.ndarray:
     """Bin (within each trial's window) holding each input pulse's onset, as int64.
 
-    ``pulse_times_s`` and ``window_start_s`` (trials,) on the recording's clock (s)."""
-    offset = (np.asarray(pulse_times_s, float) - np.asarray(window_start_s, float)) / bin_width_s
+    ``pulse_times_s`` and ``window_start_times_s`` (trials,) on the recording's clock (s)."""
+    offset = (np.asarray(pulse_times_s, float)
+              - np.asarray(window_start_times_s, float)) / bin_width_s
     return np.floor(offset + 1e-9).astype(np.int64)
 
 

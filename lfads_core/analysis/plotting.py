@@ -96,9 +96,9 @@ def condition_colors(n: int) -> list:
 def plot_training_curves(train_log_csv: str | Path, out_stem: str | Path,
                          return_figure: bool = False) -> SavedFigure:
     """Three panels from ``train_log.csv`` against epoch: reconstruction loss (train, valid,
-    smoothed valid metric; nats per trial), KL terms (nats per trial) and the learning rate
-    with the KL ramp weights."""
-    log = pd.read_csv(train_log_csv)
+    smoothed valid loss; nats per trial), KL terms (nats per trial) and the learning rate
+    with the KL ramp weights. A log of an earlier version (``valid_metric_smooth``) is read too."""
+    log = pd.read_csv(train_log_csv).rename(columns={"valid_metric_smooth": "valid_loss_smooth"})
     if "epoch" not in log or log.empty:
         raise ValueError(f"{train_log_csv}: no 'epoch' column or no rows")
     epoch = log["epoch"].to_numpy()
@@ -112,7 +112,7 @@ def plot_training_curves(train_log_csv: str | Path, out_stem: str | Path,
 
     line(ax_recon, "train_recon", "train", color="C0")
     line(ax_recon, "valid_recon", "valid", color="C1")
-    line(ax_recon, "valid_metric_smooth", "valid metric (smoothed)", color="k", ls="--")
+    line(ax_recon, "valid_loss_smooth", "valid loss (smoothed)", color="k", ls="--")
     ax_recon.set_ylabel("Reconstruction NLL (nats / trial)")
     ax_recon.set_title("Reconstruction")
 
@@ -238,12 +238,14 @@ def condition_average_pcs(factors: np.ndarray, conditions: np.ndarray, n_compone
     return projected, labels, explained
 
 
-def event_bin(window_start_s: float | None, bin_width_s: float | None, n_bins: int) -> int | None:
-    """The bin that starts at the alignment event (windows start ``window_start_s`` s from it),
+def event_bin(window_start_offset_s: float | None, bin_width_s: float | None,
+              n_bins: int) -> int | None:
+    """The bin that starts at the alignment event (windows start ``window_start_offset_s`` s
+    from it),
     None if unknown or outside the ``n_bins`` bins."""
-    if window_start_s is None or bin_width_s is None:
+    if window_start_offset_s is None or bin_width_s is None:
         return None
-    k = int(round(-window_start_s / bin_width_s))
+    k = int(round(-window_start_offset_s / bin_width_s))
     return k if 0 <= k < n_bins else None
 
 
@@ -305,7 +307,7 @@ def _marker_handles(event: str, k_event: int | None) -> list:
 def plot_factor_trajectories(factors: np.ndarray, conditions: np.ndarray,
                              out_stem: str | Path, n_components: int = 3,
                              bin_width_s: float | None = None,
-                             window_start_s: float | None = None, event: str = "event",
+                             window_start_offset_s: float | None = None, event: str = "event",
                              condition_names: dict | None = None,
                              condition_title: str = "Condition",
                              return_figure: bool = False) -> SavedFigure:
@@ -317,7 +319,7 @@ def plot_factor_trajectories(factors: np.ndarray, conditions: np.ndarray,
     condition_names: label -> what the condition is (e.g. the condition columns' values),
     shown in the legend (up to 10 conditions) or on a colour scale (more: by value when each
     is one number); condition_title: the legend's or scale's title (e.g. the column names).
-    bin_width_s: adds the duration to the title; with window_start_s (the window's start
+    bin_width_s: adds the duration to the title; with window_start_offset_s (the window's start
     relative to the event ``event``, s) it places the event marker.
     """
     if n_components not in (2, 3):
@@ -328,7 +330,7 @@ def plot_factor_trajectories(factors: np.ndarray, conditions: np.ndarray,
         raise ValueError("need at least 2 principal components (factors and averages)")
     names = [(condition_names or {}).get(label, label) for label in labels.tolist()]
     colors, scale = _condition_colors(labels, names)
-    k_event = event_bin(window_start_s, bin_width_s, projected.shape[1])
+    k_event = event_bin(window_start_offset_s, bin_width_s, projected.shape[1])
     fig = new_figure(SINGLE_COLUMN_IN, SINGLE_COLUMN_IN if k == 3 else 3.0)
     ax = fig.add_subplot(projection="3d" if k == 3 else None)
     for traj, color, name in zip(projected, colors, names):
@@ -366,7 +368,7 @@ def plot_factor_trajectories(factors: np.ndarray, conditions: np.ndarray,
 
 @paper_style
 def plot_stitched_factors(sessions: dict[str, tuple[np.ndarray, np.ndarray]], out_stem: str | Path,
-                          bin_width_s: float, window_start_s: dict[str, float] | None = None,
+                          bin_width_s: float, window_start_offset_s: dict[str, float] | None = None,
                           event: str = "event", group: str = "",
                           return_figure: bool = False) -> SavedFigure:
     """A stitched group's sessions in their shared latent space: every session's
@@ -374,7 +376,7 @@ def plot_stitched_factors(sessions: dict[str, tuple[np.ndarray, np.ndarray]], ou
     sessions' averages pooled), one colour per session, one line per condition.
 
     sessions: name -> (factors: trials x bins x factors (a.u.), conditions: one label per
-    trial), all of one model and one number of bins; window_start_s: name -> the window's
+    trial), all of one model and one number of bins; window_start_offset_s: name -> the window's
     start relative to the event ``event`` (s), for the time axis and the event marker.
     Panels: PC1 against PC2, and PC1 and PC2 against time from the event.
     """
@@ -389,7 +391,7 @@ def plot_stitched_factors(sessions: dict[str, tuple[np.ndarray, np.ndarray]], ou
     projected, explained = _projected_averages(averaged, 2)
     if projected[0].shape[-1] < 2:
         raise ValueError("need at least 2 principal components (factors and averages)")
-    starts = {name: (window_start_s or {}).get(name) for name in names}
+    starts = {name: (window_start_offset_s or {}).get(name) for name in names}
     colors = condition_colors(len(names))
     fig = new_figure(DOUBLE_COLUMN_IN, 2.6)
     ax_plane, ax_pc1, ax_pc2 = fig.subplots(1, 3)

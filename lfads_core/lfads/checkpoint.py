@@ -33,12 +33,15 @@ __all__ = ["TrainingState", "save_checkpoint", "load_checkpoint", "checkpoint_mi
 LOG_COLUMNS = [
     "epoch", "train_loss", "train_recon", "train_kl_ic", "train_kl_co", "train_l2",
     "valid_loss", "valid_recon", "valid_recon_sv", "valid_kl_ic", "valid_kl_co",
-    "valid_metric_smooth", "lr", "kl_ic_weight", "kl_co_weight", "time_s",
+    "valid_loss_smooth", "lr", "kl_ic_weight", "kl_co_weight", "time_s",
 ]
 
 # The progress counters of TrainingState, stored under the checkpoint's "state" key.
-_PROGRESS = ("epoch", "ema", "best_metric", "best_epoch", "best_state", "bad_epochs", "rollbacks",
-             "rows", "stop_reason")
+_PROGRESS = ("epoch", "valid_loss_smooth", "best_valid_loss_smooth", "best_epoch", "best_state",
+             "bad_epochs", "rollbacks", "rows", "stop_reason")
+# Names of earlier versions, read from their checkpoints: progress counters and log columns.
+_OLD_PROGRESS = {"ema": "valid_loss_smooth", "best_metric": "best_valid_loss_smooth"}
+_OLD_LOG_COLUMNS = {"valid_metric_smooth": "valid_loss_smooth"}
 
 
 @dataclass
@@ -53,8 +56,8 @@ class TrainingState:
     scaler: torch.amp.GradScaler
     batcher: SessionBatcher
     epoch: int = 0  # epochs done = the next epoch's index
-    ema: float | None = None  # smoothed validation metric
-    best_metric: float = math.inf
+    valid_loss_smooth: float | None = None  # smoothed validation reconstruction loss
+    best_valid_loss_smooth: float = math.inf  # its lowest value after the burn-in
     best_epoch: int = -1
     best_state: dict[str, torch.Tensor] | None = None  # weights of the best epoch (CPU)
     bad_epochs: int = 0  # epochs since the best one (after the burn-in)
@@ -80,8 +83,11 @@ class TrainingState:
         self.scaler.load_state_dict(d["scaler"])
         self.batcher.load_state_dict(d["batcher"])
         _set_rng_state(d["rng"])
+        progress = {_OLD_PROGRESS.get(name, name): value for name, value in d["state"].items()}
+        progress["rows"] = [{_OLD_LOG_COLUMNS.get(k, k): v for k, v in row.items()}
+                            for row in progress.get("rows", [])]
         for name in _PROGRESS:
-            setattr(self, name, d["state"][name])
+            setattr(self, name, progress[name])
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:

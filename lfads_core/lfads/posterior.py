@@ -12,7 +12,8 @@ them, test):
 
 * ``rates``   trials x T_r x N_r  mean predicted observation (Poisson: expected counts per bin)
 * ``factors`` trials x T_r x fac_dim
-* ``inputs``  trials x T_r x co_dim  inferred-input posterior means, averaged over samples
+* ``inferred_inputs``  trials x T_r x co_dim  inferred-input posterior means, averaged over
+  samples (``{split}_inputs`` in files of earlier versions)
 * ``ic_mean``, ``ic_std``  trials x ic_dim  initial-condition posterior (deterministic)
 * ``inds``    trial indices copied from the input file
 """
@@ -63,7 +64,7 @@ def sample_split(model: LFADS, split: SplitData, n_samples: int = 50, batch_size
     device = torch.device(device) if device is not None else next(model.parameters()).device
     was_training = model.training
     model.eval()
-    keys = ("rates", "factors", "inputs", "ic_mean", "ic_std")
+    keys = ("rates", "factors", "inferred_inputs", "ic_mean", "ic_std")
     chunks: dict[str, list[np.ndarray]] = {k: [] for k in keys}
     sample = _sample_batch_sequential if method == "sequential" else _sample_batch
     chunk = sample_chunk or default_sample_chunk(device)
@@ -86,7 +87,8 @@ def _sample_batch_sequential(model: LFADS, x, ext, n_samples: int, chunk: int,
     acc = {}
     for s in range(n_samples):
         out = model(x, session=session, ext_input=ext, sample_posteriors=True)
-        vals = {"rates": model.predicted_mean(out), "factors": out.factors.float(), "inputs": out.co_mean.float()}
+        vals = {"rates": model.predicted_mean(out), "factors": out.factors.float(),
+                "inferred_inputs": out.co_mean.float()}
         for k, v in vals.items():
             acc[k] = v.clone() if s == 0 else acc[k].add_(v)
     res = {k: v / n_samples for k, v in acc.items()}
@@ -108,7 +110,7 @@ def _sample_batch(model: LFADS, x, ext, n_samples: int, chunk: int,
         if model.use_controller:
             co_eps.append(torch.randn(Tr, B, model.co_dim, device=x.device, dtype=ic_mean.dtype))
     fac_w = model.generator.factor_matrix()
-    sums = {"rates": None, "factors": None, "inputs": None}
+    sums = {"rates": None, "factors": None, "inferred_inputs": None}
     per_pass = max(1, chunk // B)
     for s0 in range(0, n_samples, per_pass):
         k = min(per_pass, n_samples - s0)
@@ -126,8 +128,10 @@ def _sample_batch(model: LFADS, x, ext, n_samples: int, chunk: int,
             co_mean = cps[..., : model.co_dim].view(Tr, k, B, -1).sum(dim=1).transpose(0, 1).float()
         else:
             co_mean = ic_mean.new_zeros(B, Tr, 0)
-        sums["inputs"] = co_mean if sums["inputs"] is None else sums["inputs"].add_(co_mean)
-    res = {k: (v / n_samples).transpose(0, 1) if k != "inputs" else v / n_samples for k, v in sums.items()}
+        inputs = sums["inferred_inputs"]
+        sums["inferred_inputs"] = co_mean if inputs is None else inputs.add_(co_mean)
+    res = {k: (v / n_samples).transpose(0, 1) if k != "inferred_inputs" else v / n_samples
+           for k, v in sums.items()}
     res["ic_mean"], res["ic_std"] = ic_mean, ic_std
     return res
 

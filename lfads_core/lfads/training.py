@@ -72,7 +72,7 @@ class TrainResult:
     model_path: Path
     log_path: Path
     best_epoch: int
-    best_metric: float
+    best_valid_loss_smooth: float
     epochs_run: int
     stop_reason: str
 
@@ -193,11 +193,14 @@ def _run_epochs(tr: "EpochRunner", tcfg: TrainConfig, save, rollback, ckpt_path:
 
         lr_used = tr.scheduler.lr
         s = tcfg.loss_smoothing
-        st.ema = vam["metric"] if st.ema is None else s * st.ema + (1 - s) * vam["metric"]
-        tr.scheduler.step(st.ema)
+        smooth = st.valid_loss_smooth
+        st.valid_loss_smooth = vam["metric"] if smooth is None else \
+            s * smooth + (1 - s) * vam["metric"]
+        tr.scheduler.step(st.valid_loss_smooth)
         if epoch >= tcfg.early_stop_burn_in:
-            if st.ema < st.best_metric:
-                st.best_metric, st.best_epoch, st.bad_epochs = st.ema, epoch, 0
+            if st.valid_loss_smooth < st.best_valid_loss_smooth:
+                st.best_valid_loss_smooth, st.best_epoch = st.valid_loss_smooth, epoch
+                st.bad_epochs = 0
                 st.best_state = {k: v.detach().cpu().clone() for k, v in tr.model.state_dict().items()}
             else:
                 st.bad_epochs += 1
@@ -210,7 +213,7 @@ def _run_epochs(tr: "EpochRunner", tcfg: TrainConfig, save, rollback, ckpt_path:
             "epoch": epoch, "train_loss": trm["loss"], "train_recon": trm["recon"], "train_kl_ic": trm["kl_ic"],
             "train_kl_co": trm["kl_co"], "train_l2": trm["l2"], "valid_loss": vam["loss"],
             "valid_recon": vam["recon"], "valid_recon_sv": vam["recon_sv"], "valid_kl_ic": vam["kl_ic"],
-            "valid_kl_co": vam["kl_co"], "valid_metric_smooth": st.ema, "lr": lr_used,
+            "valid_kl_co": vam["kl_co"], "valid_loss_smooth": st.valid_loss_smooth, "lr": lr_used,
             "kl_ic_weight": w["kl_ic"], "kl_co_weight": w["kl_co"], "time_s": time.perf_counter() - t0,
         }
         row.update({f"valid_{k}": v for k, v in vam.items() if k.startswith("recon_session_")})
@@ -224,7 +227,8 @@ def _run_epochs(tr: "EpochRunner", tcfg: TrainConfig, save, rollback, ckpt_path:
             "epoch %d/%d | train loss %.3f recon %.3f kl_ic %.3f kl_co %.3f l2 %.3f | valid recon %.3f "
             "(smooth %.3f) | lr %.2e | %.1fs | elapsed %s, left at most %s",
             epoch + 1, tcfg.max_epochs, trm["loss"], trm["recon"], trm["kl_ic"], trm["kl_co"], trm["l2"],
-            vam["recon"], st.ema, lr_used, row["time_s"], _clock(elapsed), _clock(left),
+            vam["recon"], st.valid_loss_smooth, lr_used, row["time_s"], _clock(elapsed),
+            _clock(left),
         )
         if progress is not None:
             progress(dict(row))
@@ -326,18 +330,18 @@ def train(
 
     write_train_log(log_path, st.rows)
     if st.best_state is not None:
-        best_state, best_epoch, best_metric = st.best_state, st.best_epoch, st.best_metric
+        best_state, best_epoch, best_loss = st.best_state, st.best_epoch, st.best_valid_loss_smooth
     else:  # ended before the burn-in: keep the last epoch
         best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
         best_epoch = st.epoch - 1
-        best_metric = st.ema if st.ema is not None else math.nan
+        best_loss = st.valid_loss_smooth if st.valid_loss_smooth is not None else math.nan
     stop_reason = st.stop_reason or "max_epochs reached"
     model_path = out_dir / "model.pt"
     save_model(model_path, best_state, mcfg, train_cfg, {
-        "best_epoch": best_epoch, "best_metric": best_metric, "epochs_run": st.epoch,
+        "best_epoch": best_epoch, "best_valid_loss_smooth": best_loss, "epochs_run": st.epoch,
         "stop_reason": stop_reason,
         "data_attrs": sessions[0].attrs if len(sessions) == 1 else [s.attrs for s in sessions],
         "input_h5": str(paths[0]) if len(paths) == 1 else [str(path) for path in paths],
         "input_sha256": input_sha256,
     })
-    return TrainResult(out_dir, model_path, log_path, best_epoch, best_metric, st.epoch, stop_reason)
+    return TrainResult(out_dir, model_path, log_path, best_epoch, best_loss, st.epoch, stop_reason)

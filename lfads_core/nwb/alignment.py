@@ -17,9 +17,13 @@ Output ``lfads_input.h5`` (arrays are trials x time bins x channels):
 Splits: training reads ``train``; every choice made while training (early stopping, the
 learning-rate plateau, sweep and PBT selection) reads ``valid``; nothing in training reads
 ``test``, so scores on the test trials are scores on trials no choice saw.
-- attrs: ``bin_width_s``, ``window_start_s``, ``window_end_s``, ``fp_bins``, ``n_heldin``,
+- attrs: ``bin_width_s``, ``window_start_offset_s`` and ``window_end_offset_s`` (the window's
+  edges relative to the alignment event), ``fp_bins``, ``n_heldin``,
   ``n_heldout``, ``align_event``, ``trials_table`` (the table under the NWB file's
   ``intervals/`` the trials came from), ``source_sha256``.
+
+The metadata JSON (``lfads_input.json``) repeats the attrs and adds, among others,
+``window_start_times_s``: each split's windows' start times on the recording's clock (s).
 
 The window is snapped to the bin grid: it starts at the bin edge nearest to
 ``event + window_start``. A trial is dropped (and counted, with the reason) if its event is
@@ -54,6 +58,21 @@ SPLITS = ("train", "valid", "test")
 #: The file's split labels (lower case) of each split under ``split: file``: NLB's by default.
 DEFAULT_SPLIT_LABELS = "train=train; valid=val,valid; test=test"
 BLOCK_ENTRIES = 1 << 24  # counts per block of trials written at once
+#: The window's edges relative to the alignment event (s), as lfads_input.h5's attrs and
+#: lfads_input.json name them -> their names in files of earlier versions
+WINDOW_OFFSET_KEYS = {"window_start_offset_s": "window_start_s",
+                      "window_end_offset_s": "window_end_s"}
+
+
+def window_offsets_s(attrs) -> tuple[float, float]:
+    """``(start, end)`` of the window relative to the alignment event (s, NaN where absent)
+    from lfads_input.h5's attrs, lfads_input.json or any file that records them; files of
+    earlier versions name them ``window_start_s`` and ``window_end_s``."""
+    values = []
+    for key, old in WINDOW_OFFSET_KEYS.items():
+        value = attrs[key] if key in attrs else attrs.get(old, np.nan)
+        values.append(float(value))
+    return values[0], values[1]
 
 
 @dataclass
@@ -269,39 +288,17 @@ def align_trials(binned_h5, out_h5, settings: AlignSettings, metadata_json=None)
         n_total = n_window + settings.fp_bins
         trials = read_table(src["trials"])
         units = read_table(src["units"])
-        observed_intervals = src["observed_intervals"][()]
         event = settings.align_event
         table = str(src.attrs.get("trials_table", "trials"))  # the table ingestion read
         if event not in trials:
             raise fail(f"{table}.{event}", "alignment column missing")
 
         reason = np.where(trials["kept"].to_numpy(bool), "", trials["drop_reason"]).astype(object)
-        event_times = trials[event].to_numpy(float)
-        first_bin = np.round((event_times + offset_s - t_start) / bin_width)
-        first_bin = np.where(np.isfinite(first_bin), first_bin, -1).astype(np.int64)
-        win_start = t_start + first_bin * bin_width
-        win_stop = t_start + (first_bin + n_total) * bin_width
-        in_recording = (first_bin >= 0) & (first_bin + n_total <= n_bins)
-        in_observed = inside_intervals(win_start, win_stop, observed_intervals)
-        candidates = reason == ""
-        reason[candidates & ~in_recording] = "window outside recording"
-        reason[(reason == "") & ~in_observed] = "window outside obs_intervals"
-        if candidates.any() and not (reason == "").any():
-            raise fail("window_start_ms",
-                       f"the window {settings.window_start_ms:g}..{settings.window_end_ms:g} ms "
-                       f"(+{settings.fp_bins} forward bins) around '{event}' leaves the "
-                       "recording or its observed intervals for every trial")
-        outside, overlap = trial_window_flags(trials, win_start, win_stop)
-        warns = []
-        n_outside, n_overlap = int((outside & (reason == "")).sum()), \
-            int((overlap & (reason == "")).sum())
-        if n_outside:
-            action = "dropped (outside_trial: drop)" if settings.outside_trial == "drop" else \
-                "kept (set outside_trial: drop to drop them)"
-            warns.append(f"{n_outside} trial windows leave their trial's [start_time, "
-                         f"stop_time], {n_overlap} of them reaching into the next trial; {action}")
-            if settings.outside_trial == "drop":
-                reason[outside & (reason == "")] = "window outside trial"
+        first_bin, win_start, win_stop = _place_windows(trials[event].to_numpy(float),
+                                                        offset_s, n_total, t_start, bin_width)
+        warns, n_outside, n_overlap = _drop_windows(
+            reason, trials, first_bin, win_start, win_stop, n_total, n_bins,
+            src["observed_intervals"][()], settings, fail)
 
         series = {kind: {name: (grp["timestamps_s"][()], grp["data"][()]) for name, grp in
                          src.get(kind, {}).items()} for kind in ("behavior", "truth")}
@@ -310,43 +307,21 @@ def align_trials(binned_h5, out_h5, settings: AlignSettings, metadata_json=None)
         window_index = np.flatnonzero(reason == "")
         beh = None
         if series["behavior"]:
-            centres = bin_centres(first_bin[window_index], n_window, t_start, bin_width)
-            beh = np.concatenate([sample_series(ts, d, centres).astype(np.float32)
-                                  for ts, d in series["behavior"].values()], axis=2)
+            beh = _window_behavior(series["behavior"], first_bin[window_index], n_window,
+                                   t_start, bin_width)
             nan_rows = np.any(np.isnan(beh), axis=(1, 2))
             reason[window_index[nan_rows]] = "NaN behaviour in window"
-        kept_rows = np.flatnonzero(reason == "")
-        split = np.full(len(trials), "", dtype=object)
-        split[kept_rows] = assign_split(trials.iloc[kept_rows], settings, source)
-        dropped_by_split = kept_rows[~np.isin(split[kept_rows], SPLITS)]
-        reason[dropped_by_split] = split[dropped_by_split]
+        split = _split_kept(reason, trials, settings, source)
         conditions = condition_index(trials, settings.condition_columns, source)
 
-        heldout_mode = resolved_heldout(settings.heldout, bool(src.attrs.get("heldout_column", True)))
-        heldout = heldout_mask(units, heldout_mode, settings.seed)
-        if not heldout.any() and heldout_mode != "none":
-            why = heldout_warning(heldout_mode, len(units), bool(src.attrs.get("heldout_column", True)))
-            warns.append(f"heldout is '{settings.heldout}' but no unit is held out ({why}): "
-                         "no co-bps or other held-out metrics")
-        if heldout.all():
-            raise fail("heldout", f"heldout '{settings.heldout}' holds out all {len(units)} "
-                       "kept units, leaving none as encoder input")
+        heldout_column = bool(src.attrs.get("heldout_column", True))
+        heldout_mode, heldout = _held_out_units(units, settings, heldout_column, warns, fail)
         channel_order = np.concatenate([np.flatnonzero(~heldout), np.flatnonzero(heldout)])
         column_of_unit = np.argsort(channel_order)
         n_heldin = int((~heldout).sum())
         rows = {name: np.flatnonzero((reason == "") & (split == name)) for name in SPLITS}
         drops = pd.Series(reason[reason != ""]).value_counts().to_dict()
-        needs = [("train", "split", "train_lfads needs at least 1 for training"),
-                 ("valid", "valid_fraction" if resolved_split(settings.split, trials) == "random"
-                  else "split",
-                  "train_lfads needs at least 1 for the validation loss")]
-        if settings.test_fraction > 0:
-            needs.append(("test", "test_fraction", f"test_fraction {settings.test_fraction:g} asks "
-                          "for at least 1"))
-        for name, field, why in needs:
-            if len(rows[name]) < 1:
-                raise fail(field, f"0 {name} trials left of {len(trials)} (drop reasons {drops}); "
-                           f"{why}")
+        _check_trials_left(rows, drops, len(trials), settings, trials, fail)
         splits = [name for name in SPLITS if len(rows[name])]  # test only where there are any
         for message in warns:
             log.warning("%s: %s", source, message)
@@ -354,72 +329,14 @@ def align_trials(binned_h5, out_h5, settings: AlignSettings, metadata_json=None)
         log.info("align: counting spikes of %d units in %d windows", len(units), len(all_rows))
         entries = window_counts(src["spikes/bins"], src["spikes/unit_offsets"][()],
                                 first_bin[all_rows], n_total, column_of_unit)
-        first_position = np.cumsum([0] + [len(rows[name]) for name in splits])
-        position = {name: first_position[k] + np.arange(len(rows[name])) for k, name in enumerate(splits)}
-        attrs = {
-            "bin_width_s": bin_width,
-            "window_start_s": settings.window_start_ms / 1e3,
-            "window_end_s": settings.window_end_ms / 1e3,
-            "fp_bins": settings.fp_bins,
-            "n_heldin": n_heldin,
-            "n_heldout": int(heldout.sum()),
-            "align_event": event,
-            "trials_table": table,
-            "source_sha256": src.attrs["source_sha256"],
-        }
-        metadata = {
-            **attrs,
-            "source": src.attrs["source"],
-            "lfads_core_version": src.attrs["lfads_core_version"],
-            "unit_ids": units["id"].to_numpy()[channel_order].tolist(),
-            "heldout": heldout[channel_order].tolist(),
-            "behavior_columns": behavior_columns,
-            "split_mode": resolved_split(settings.split, trials),
-            "heldout_mode": heldout_mode,
-            "trial_ids": {name: trials["id"].to_numpy()[rows[name]].tolist() for name in splits},
-            "window_start_times_s": {name: win_start[rows[name]].tolist() for name in splits},
-            "conditions": {"columns": list(settings.condition_columns),
-                           "values": condition_values(trials, settings.condition_columns,
-                                                      conditions)},
-        }
-        n_units = len(units)
-        block = max(1, BLOCK_ENTRIES // max(1, n_total * n_units))
-
-        def create(out, key, shape, dtype, chunk_rows=1):
-            return out.create_dataset(key, shape=shape, dtype=dtype, compression="gzip",
-                                      compression_opts=1,
-                                      chunks=(min(chunk_rows, max(shape[0], 1)),) + shape[1:])
-
+        attrs, metadata = _alignment_metadata(src, settings, bin_width, heldout, heldout_mode,
+                                              units, trials, rows, splits, win_start, conditions,
+                                              channel_order, behavior_columns, table)
         with atomic_path(out_h5) as tmp:
             with h5py.File(tmp, "w") as out:
-                for name in splits:
-                    r, n = rows[name], len(rows[name])
-                    recon = create(out, f"{name}_recon_data", (n, n_total, n_units), np.int32)
-                    encod = create(out, f"{name}_encod_data", (n, n_window, n_heldin), np.int32)
-                    truth = {t: create(out, f"{name}_truth_{t}",
-                                       (n, n_total, d.shape[1]), np.float32)
-                             for t, (_, d) in series["truth"].items()}
-                    for lo in range(0, n, block):
-                        hi = min(n, lo + block)
-                        counts = dense_block(entries, position[name][lo:hi], n_total, n_units)
-                        recon[lo:hi] = counts
-                        encod[lo:hi] = counts[:, :n_window, :n_heldin]
-                        centres = bin_centres(first_bin[r[lo:hi]], n_total, t_start, bin_width)
-                        for t, (ts, d) in series["truth"].items():
-                            values = sample_series(ts, d, centres).astype(np.float32)
-                            if t == "rates":
-                                values = values[:, :, channel_order]
-                                if truth_units[t] == "Hz":
-                                    values = values * bin_width
-                            truth[t][lo:hi] = values.astype(np.float32)
-                    for key, value in ((f"{name}_inds", r.astype(np.int64)),
-                                       (f"{name}_cond_idx", conditions[r])):
-                        out.create_dataset(key, data=value, compression="gzip",
-                                           compression_opts=1)
-                    if beh is not None:
-                        out.create_dataset(f"{name}_behavior",
-                                           data=beh[np.searchsorted(window_index, r)],
-                                           compression="gzip", compression_opts=1)
+                _write_splits(out, splits, rows, entries, n_window, n_total, len(units), n_heldin,
+                              first_bin, t_start, bin_width, series["truth"], truth_units,
+                              channel_order, conditions, beh, window_index)
                 out.attrs.update(attrs)
                 out.attrs["behavior_columns"] = behavior_columns
             if metadata_json is not None:
@@ -445,3 +362,196 @@ def align_trials(binned_h5, out_h5, settings: AlignSettings, metadata_json=None)
     log.info("align: %d train, %d valid, %d test trials; dropped %s", summary["train_trials"],
              summary["valid_trials"], summary["test_trials"], drops or "none")
     return summary
+
+
+def _alignment_metadata(src: h5py.File, settings: AlignSettings, bin_width: float,
+                        heldout: np.ndarray, heldout_mode: str, units: pd.DataFrame,
+                        trials: pd.DataFrame, rows: dict[str, np.ndarray], splits: list[str],
+                        win_start: np.ndarray, conditions: np.ndarray, channel_order: np.ndarray,
+                        behavior_columns: list[str], table: str) -> tuple[dict, dict]:
+    """``(attrs, metadata)``: lfads_input.h5's attrs (bin width s, the window's edges relative
+    to the event s, forward bins, held-in and held-out unit counts, the event, trials table,
+    source checksum) and lfads_input.json's content: the attrs and the source, unit ids and
+    held-out flags in channel order, behaviour columns, split and held-out modes, each split's
+    trial ids and window start times on the recording's clock (``win_start``, trials,: s),
+    and the condition columns' values of each condition index."""
+    attrs = {
+        "bin_width_s": bin_width,
+        "window_start_offset_s": settings.window_start_ms / 1e3,
+        "window_end_offset_s": settings.window_end_ms / 1e3,
+        "fp_bins": settings.fp_bins,
+        "n_heldin": int((~heldout).sum()),
+        "n_heldout": int(heldout.sum()),
+        "align_event": settings.align_event,
+        "trials_table": table,
+        "source_sha256": src.attrs["source_sha256"],
+    }
+    metadata = {
+        **attrs,
+        "source": src.attrs["source"],
+        "lfads_core_version": src.attrs["lfads_core_version"],
+        "unit_ids": units["id"].to_numpy()[channel_order].tolist(),
+        "heldout": heldout[channel_order].tolist(),
+        "behavior_columns": behavior_columns,
+        "split_mode": resolved_split(settings.split, trials),
+        "heldout_mode": heldout_mode,
+        "trial_ids": {name: trials["id"].to_numpy()[rows[name]].tolist() for name in splits},
+        "window_start_times_s": {name: win_start[rows[name]].tolist() for name in splits},
+        "conditions": {"columns": list(settings.condition_columns),
+                       "values": condition_values(trials, settings.condition_columns,
+                                                  conditions)},
+    }
+    return attrs, metadata
+
+
+def _place_windows(event_times: np.ndarray, offset_s: float, n_total: int, t_start: float,
+                  bin_width: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(first_bin, win_start, win_stop)`` of each trial's window (plus forward bins):
+    ``event_times`` (trials,) and ``offset_s`` (the window's start relative to the event) in
+    s; the window starts at the bin edge nearest to event + offset on the grid ``t_start +
+    k * bin_width`` (s) and lasts ``n_total`` bins. ``first_bin`` (int64, -1 where the event
+    is NaN); ``win_start``, ``win_stop`` on the recording's clock (s)."""
+    first_bin = np.round((event_times + offset_s - t_start) / bin_width)
+    first_bin = np.where(np.isfinite(first_bin), first_bin, -1).astype(np.int64)
+    win_start = t_start + first_bin * bin_width
+    win_stop = t_start + (first_bin + n_total) * bin_width
+    return first_bin, win_start, win_stop
+
+
+def _drop_windows(reason: np.ndarray, trials: pd.DataFrame, first_bin: np.ndarray,
+                  win_start: np.ndarray, win_stop: np.ndarray, n_total: int, n_bins: int,
+                  observed_intervals: np.ndarray, settings: AlignSettings, fail
+                  ) -> tuple[list[str], int, int]:
+    """Mark in ``reason`` (trials,; "" for kept) the windows outside the recording
+    (``n_bins`` bins) or its ``observed_intervals`` (intervals x 2, s) and, with
+    ``outside_trial: drop``, those leaving their trial. ``win_start``, ``win_stop``: s.
+    Returns ``(warnings, windows outside their trial, windows reaching into the next)``;
+    raises ``fail(...)`` when no candidate trial's window fits."""
+    in_recording = (first_bin >= 0) & (first_bin + n_total <= n_bins)
+    in_observed = inside_intervals(win_start, win_stop, observed_intervals)
+    candidates = reason == ""
+    reason[candidates & ~in_recording] = "window outside recording"
+    reason[(reason == "") & ~in_observed] = "window outside obs_intervals"
+    if candidates.any() and not (reason == "").any():
+        raise fail("window_start_ms",
+                   f"the window {settings.window_start_ms:g}..{settings.window_end_ms:g} ms "
+                   f"(+{settings.fp_bins} forward bins) around '{settings.align_event}' leaves "
+                   "the recording or its observed intervals for every trial")
+    outside, overlap = trial_window_flags(trials, win_start, win_stop)
+    warns = []
+    n_outside, n_overlap = int((outside & (reason == "")).sum()), \
+        int((overlap & (reason == "")).sum())
+    if n_outside:
+        action = "dropped (outside_trial: drop)" if settings.outside_trial == "drop" else \
+            "kept (set outside_trial: drop to drop them)"
+        warns.append(f"{n_outside} trial windows leave their trial's [start_time, "
+                     f"stop_time], {n_overlap} of them reaching into the next trial; {action}")
+        if settings.outside_trial == "drop":
+            reason[outside & (reason == "")] = "window outside trial"
+    return warns, n_outside, n_overlap
+
+
+def _window_behavior(behavior: dict, first_bin: np.ndarray, n_window: int, t_start: float,
+                    bin_width: float) -> np.ndarray:
+    """Every behaviour series (name -> (timestamps s, samples x columns)) sampled at the
+    window's bin centres: trials x ``n_window`` bins x columns (float32), the series'
+    columns one after the other. ``first_bin`` (trials,): each window's first bin."""
+    centres = bin_centres(first_bin, n_window, t_start, bin_width)
+    return np.concatenate([sample_series(ts, d, centres).astype(np.float32)
+                           for ts, d in behavior.values()], axis=2)
+
+
+def _split_kept(reason: np.ndarray, trials: pd.DataFrame, settings: AlignSettings,
+                source: str) -> np.ndarray:
+    """Each trial's split (trials,; "" for dropped trials) from :func:`assign_split` over the
+    kept ones; trials the split leaves out get its drop reason in ``reason``."""
+    kept_rows = np.flatnonzero(reason == "")
+    split = np.full(len(trials), "", dtype=object)
+    split[kept_rows] = assign_split(trials.iloc[kept_rows], settings, source)
+    dropped_by_split = kept_rows[~np.isin(split[kept_rows], SPLITS)]
+    reason[dropped_by_split] = split[dropped_by_split]
+    return split
+
+
+def _held_out_units(units: pd.DataFrame, settings: AlignSettings, heldout_column: bool,
+                    warns: list[str], fail) -> tuple[str, np.ndarray]:
+    """``(mode, heldout)``: ``heldout`` resolved (:func:`resolved_heldout`) and which units
+    (units,) it holds out; a warning appended to ``warns`` when it holds out none, ``fail``
+    raised when it holds out all."""
+    heldout_mode = resolved_heldout(settings.heldout, heldout_column)
+    heldout = heldout_mask(units, heldout_mode, settings.seed)
+    if not heldout.any() and heldout_mode != "none":
+        why = heldout_warning(heldout_mode, len(units), heldout_column)
+        warns.append(f"heldout is '{settings.heldout}' but no unit is held out ({why}): "
+                     "no co-bps or other held-out metrics")
+    if heldout.all():
+        raise fail("heldout", f"heldout '{settings.heldout}' holds out all {len(units)} "
+                   "kept units, leaving none as encoder input")
+    return heldout_mode, heldout
+
+
+def _check_trials_left(rows: dict[str, np.ndarray], drops: dict, n_trials: int,
+                       settings: AlignSettings, trials: pd.DataFrame, fail) -> None:
+    """Raise ``fail(...)`` unless at least 1 training, 1 validation and, with
+    ``test_fraction`` > 0, 1 test trial are left (``rows``: split -> kept rows; ``drops``:
+    reason -> count)."""
+    needs = [("train", "split", "train_lfads needs at least 1 for training"),
+             ("valid", "valid_fraction" if resolved_split(settings.split, trials) == "random"
+              else "split",
+              "train_lfads needs at least 1 for the validation loss")]
+    if settings.test_fraction > 0:
+        needs.append(("test", "test_fraction", f"test_fraction {settings.test_fraction:g} asks "
+                      "for at least 1"))
+    for name, field, why in needs:
+        if len(rows[name]) < 1:
+            raise fail(field, f"0 {name} trials left of {n_trials} (drop reasons {drops}); "
+                       f"{why}")
+
+
+def _write_splits(out: h5py.File, splits: list[str], rows: dict[str, np.ndarray], entries,
+                  n_window: int, n_total: int, n_units: int, n_heldin: int,
+                  first_bin: np.ndarray, t_start: float, bin_width: float, truth: dict,
+                  truth_units: dict, channel_order: np.ndarray, conditions: np.ndarray,
+                  beh: np.ndarray | None, window_index: np.ndarray) -> None:
+    """Write each split's arrays to ``out`` a block of trials at a time (layout in the module
+    docstring): counts from ``entries`` (:func:`window_counts` over the splits' rows in
+    order) as ``{split}_recon_data`` (trials x ``n_total`` bins x ``n_units``, held-in
+    first) and ``{split}_encod_data`` (trials x ``n_window`` x ``n_heldin``), the ground truth
+    (name -> (timestamps s, samples x dims)) at the bin centres (rates in expected counts
+    per bin), ``{split}_inds``, ``{split}_cond_idx`` and the behaviour ``beh`` (windows of
+    ``window_index`` x ``n_window`` x columns)."""
+    block = max(1, BLOCK_ENTRIES // max(1, n_total * n_units))
+    first_position = np.cumsum([0] + [len(rows[name]) for name in splits])
+    position = {name: first_position[k] + np.arange(len(rows[name]))
+                for k, name in enumerate(splits)}
+
+    def create(key, shape, dtype, chunk_rows=1):
+        return out.create_dataset(key, shape=shape, dtype=dtype, compression="gzip",
+                                  compression_opts=1,
+                                  chunks=(min(chunk_rows, max(shape[0], 1)),) + shape[1:])
+
+    for name in splits:
+        r, n = rows[name], len(rows[name])
+        recon = create(f"{name}_recon_data", (n, n_total, n_units), np.int32)
+        encod = create(f"{name}_encod_data", (n, n_window, n_heldin), np.int32)
+        truth_sets = {t: create(f"{name}_truth_{t}", (n, n_total, d.shape[1]), np.float32)
+                      for t, (_, d) in truth.items()}
+        for lo in range(0, n, block):
+            hi = min(n, lo + block)
+            counts = dense_block(entries, position[name][lo:hi], n_total, n_units)
+            recon[lo:hi] = counts
+            encod[lo:hi] = counts[:, :n_window, :n_heldin]
+            centres = bin_centres(first_bin[r[lo:hi]], n_total, t_start, bin_width)
+            for t, (ts, d) in truth.items():
+                values = sample_series(ts, d, centres).astype(np.float32)
+                if t == "rates":
+                    values = values[:, :, channel_order]
+                    if truth_units[t] == "Hz":
+                        values = values * bin_width
+                truth_sets[t][lo:hi] = values.astype(np.float32)
+        for key, value in ((f"{name}_inds", r.astype(np.int64)),
+                           (f"{name}_cond_idx", conditions[r])):
+            out.create_dataset(key, data=value, compression="gzip", compression_opts=1)
+        if beh is not None:
+            out.create_dataset(f"{name}_behavior", data=beh[np.searchsorted(window_index, r)],
+                               compression="gzip", compression_opts=1)

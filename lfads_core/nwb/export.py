@@ -33,7 +33,8 @@ forward-prediction bins.
   ``encoding_table``), they are still written as ``intervals/trials`` (``nwbfile.trials`` in
   pynwb, ``trials`` in pynapple), and the table's description and ``data_collection``
   (``trials_table``) name the source table.
-- ``processing/ecephys`` (NWB's module of processed extracellular electrophysiology):
+- ``processing/misc`` (NWB's module for processed data of no one modality; files of earlier
+  versions: ``processing/ecephys``, still read):
 
   - ``lfads_channels``: one row per LFADS channel (the columns of the rates): ``unit_id``
     (id in the recording's Units table) and ``heldout``.
@@ -54,8 +55,9 @@ forward-prediction bins.
   ``trials/``), ``lfads_split``, ``start_time``, ``stop_time`` (s).
 - ``trials/``: every trial of the recording: ``id``, its columns and ``lfads_split``.
 - ``channels/``: ``unit_id``, ``heldout``.
-- attrs: ``bin_width_s``, ``align_event``, ``window_start_s`` and ``window_end_s`` (relative
-  to the event), ``fp_bins``, ``trial_columns_skipped`` (JSON: column -> why),
+- attrs: ``bin_width_s``, ``align_event``, ``window_start_offset_s`` and
+  ``window_end_offset_s`` (the window's edges relative to the event), ``fp_bins``,
+  ``trial_columns_skipped`` (JSON: column -> why),
   ``trials_table`` (the recording's table under ``intervals/`` the trials came from), the
   source and its SHA-256, the posterior's SHA-256, ``lfads_core_version``, ``layout``.
 
@@ -80,11 +82,21 @@ import pandas as pd
 
 from .. import __version__
 from ..fileio import atomic_path, read_table, sha256sum, write_table
+from .alignment import window_offsets_s
 from .ingest import read_session_trials
 
 log = logging.getLogger(__name__)
 
-MODULE = "ecephys"
+# The processing module of the output. nwbinspector (check_processing_module_name) asks for
+# one of NWB's schema names: ecephys, icephys, behavior, ophys, misc, ogen, retinotopy. The
+# output is a model's latent variables (factors, inferred inputs) and inferred rates, derived
+# from the recording but no extracellular signal itself, and the same model runs on other
+# modalities (the gamma and zero-inflated gamma likelihoods are for calcium imaging), so
+# ``misc``, NWB's module for processed data of no one modality, fits it; ``ecephys`` would
+# claim an electrophysiological signal.
+MODULE = "misc"
+#: Where earlier versions put the output; :func:`load_factors` reads those files too
+OLD_MODULES = ("ecephys",)
 PREFIX = "lfads_"
 SPLITS = ("train", "valid", "test")
 SPLIT_COLUMN = "lfads_split"
@@ -96,11 +108,13 @@ SERIES = {  # name -> (posterior key, unit, description)
     "rates": ("rates", "Hz",
               "LFADS inferred firing rate of every channel (posterior mean over samples), in "
               "spikes per second; columns follow the rows of lfads_channels"),
-    "inferred_inputs": ("inputs", "a.u.",
+    "inferred_inputs": ("inferred_inputs", "a.u.",
                         "LFADS inferred inputs: mean of the controller's output distribution "
                         "(posterior mean over samples)"),
 }
 UNITS = {name: unit for name, (_, unit, _) in SERIES.items()}
+#: posterior.h5 keys of earlier versions, read where the current one is absent
+_OLD_POSTERIOR = {"inferred_inputs": "inputs"}
 SPLIT_DESCRIPTION = ("LFADS data split of the trial: 'train' (trained on), 'valid' (read by "
                      "early stopping and model selection), 'test' (held out from all training "
                      "and selection), 'none' (not modelled)")
@@ -122,11 +136,12 @@ class LfadsFactors:
     ``factors`` (a.u.), ``rates`` (Hz) and ``inferred_inputs`` (a.u.; 0 columns without a
     controller): float32 arrays, modelled trials x bins x dims. ``trials``: one row per row of
     the arrays, indexed by ``trial_id`` (the recording's trial id): the recording's trial
-    columns, ``lfads_split``, ``window_start_s`` and ``window_stop_s`` (s, recording clock) and
-    ``trial_row`` (row of the recording's trials table). ``all_trials``: every trial of the
-    recording (``lfads_split`` ``none`` where not modelled). ``channels``: one row per channel
-    (the last axis of ``rates``): ``unit_id`` and ``heldout``. ``window_start_s``: the window's
-    start relative to the alignment event ``align_event`` (s). ``skipped_trial_columns``: the
+    columns, ``lfads_split``, ``window_start_time_s`` and ``window_stop_time_s`` (s, the
+    recording's clock) and ``trial_row`` (row of the recording's trials table). ``all_trials``:
+    every trial of the recording (``lfads_split`` ``none`` where not modelled). ``channels``:
+    one row per channel (the last axis of ``rates``): ``unit_id`` and ``heldout``.
+    ``window_start_offset_s``, ``window_end_offset_s``: the window's edges relative to the
+    alignment event ``align_event`` (s), the same for every trial. ``skipped_trial_columns``: the
     recording's trial columns not carried (column -> why). ``info``: source, checksums, the
     recording's table the trials came from (``trials_table``) and,
     from an NWB file, its identity.
@@ -140,8 +155,8 @@ class LfadsFactors:
     channels: pd.DataFrame
     bin_width_s: float
     align_event: str
-    window_start_s: float
-    window_end_s: float
+    window_start_offset_s: float
+    window_end_offset_s: float
     fp_bins: int
     skipped_trial_columns: dict[str, str] = field(default_factory=dict)
     info: dict = field(default_factory=dict)
@@ -154,14 +169,15 @@ class LfadsFactors:
     @property
     def timestamps(self) -> np.ndarray:
         """Bin centres on the recording's clock (s), trials x bins."""
-        starts = self.trials["window_start_s"].to_numpy(float)
+        starts = self.trials["window_start_time_s"].to_numpy(float)
         return starts[:, None] + (np.arange(self.factors.shape[1]) + 0.5) * self.bin_width_s
 
     @property
     def bin_times(self) -> np.ndarray:
         """Bin centres relative to the alignment event (s), one per bin (windows start at the
         bin edge nearest to event + window start, so this is exact to half a bin)."""
-        return self.window_start_s + (np.arange(self.factors.shape[1]) + 0.5) * self.bin_width_s
+        bins = np.arange(self.factors.shape[1])
+        return self.window_start_offset_s + (bins + 0.5) * self.bin_width_s
 
     def to_pynapple(self) -> dict:
         """The output as pynapple objects on the recording's clock: ``factors``, ``rates``
@@ -176,8 +192,8 @@ class LfadsFactors:
         except ImportError:
             raise ImportError("LfadsFactors.to_pynapple needs pynapple, an optional "
                               "dependency: pip install pynapple") from None
-        starts = self.trials["window_start_s"].to_numpy(float)
-        stops = self.trials["window_stop_s"].to_numpy(float)
+        starts = self.trials["window_start_time_s"].to_numpy(float)
+        stops = self.trials["window_stop_time_s"].to_numpy(float)
         order = np.argsort(starts, kind="stable")
         overlap = np.flatnonzero(starts[order][1:] < stops[order][:-1] - 1e-9)
         if overlap.size:
@@ -214,7 +230,8 @@ def collect_factors(posterior_h5: str | Path, lfads_input_json: str | Path,
     """The LFADS output of one dataset in the recording's trial order.
 
     posterior_h5: ``{split}_rates`` (expected counts per bin), ``{split}_factors``,
-    ``{split}_inputs`` (trials x bins x dims) and ``{split}_inds`` (rows of the trials table);
+    ``{split}_inferred_inputs`` (trials x bins x dims; ``{split}_inputs`` in files of earlier
+    versions) and ``{split}_inds`` (rows of the trials table);
     lfads_input_json: alignment's metadata (unit ids, trial ids and window start times per
     split); session_h5: ingestion's ``session.h5`` (the recording's trials table);
     ingest_summary_json: ingestion's summary (the trial columns it could not store);
@@ -285,7 +302,9 @@ def collect_factors(posterior_h5: str | Path, lfads_input_json: str | Path,
                                  f"rows of {lfads_input_json}'s trial ids (files of different "
                                  f"runs?)")
             for name, (key, _, _) in SERIES.items():
-                values = post[f"{split}_{key}"][()] if f"{split}_{key}" in post else \
+                stored = [k for k in (f"{split}_{key}", f"{split}_{_OLD_POSTERIOR.get(key)}")
+                          if k in post]
+                values = post[stored[0]][()] if stored else \
                     np.zeros(rates.shape[:2] + (0,), np.float32)
                 if values.shape[:2] != rates.shape[:2]:
                     raise ValueError(f"{split}_{key} {values.shape} does not match the trials "
@@ -309,8 +328,8 @@ def collect_factors(posterior_h5: str | Path, lfads_input_json: str | Path,
     split_of[rows] = np.asarray(splits, dtype=object)
     all_trials[SPLIT_COLUMN] = split_of
     modelled = all_trials.iloc[rows[order]].copy()
-    modelled["window_start_s"] = starts
-    modelled["window_stop_s"] = starts + n_bins * width
+    modelled["window_start_time_s"] = starts
+    modelled["window_stop_time_s"] = starts + n_bins * width
     modelled["trial_row"] = rows[order]
     if skipped:
         log.info("trial columns not carried into the LFADS output: %s", skipped)
@@ -319,8 +338,7 @@ def collect_factors(posterior_h5: str | Path, lfads_input_json: str | Path,
         inferred_inputs=arrays["inferred_inputs"], trials=modelled, all_trials=all_trials,
         channels=pd.DataFrame({"unit_id": unit_ids, "heldout": heldout}),
         bin_width_s=width, align_event=str(meta.get("align_event", "")),
-        window_start_s=float(meta.get("window_start_s", np.nan)),
-        window_end_s=float(meta.get("window_end_s", np.nan)), fp_bins=int(meta.get("fp_bins", 0)),
+        **_offsets(meta), fp_bins=int(meta.get("fp_bins", 0)),
         skipped_trial_columns=skipped,
         info={"source": str(meta.get("source", "")),
               "source_sha256": str(meta.get("source_sha256", "unknown")),
@@ -332,7 +350,8 @@ def collect_factors(posterior_h5: str | Path, lfads_input_json: str | Path,
 def _settings(output: LfadsFactors) -> dict:
     """What both files record besides the arrays and tables."""
     return {"bin_width_s": output.bin_width_s, "align_event": output.align_event,
-            "window_start_s": output.window_start_s, "window_end_s": output.window_end_s,
+            "window_start_offset_s": output.window_start_offset_s,
+            "window_end_offset_s": output.window_end_offset_s,
             "fp_bins": output.fp_bins, "units": dict(UNITS),
             "trial_columns_skipped": output.skipped_trial_columns,
             "lfads_core_version": __version__,
@@ -355,8 +374,8 @@ def write_factors_h5(output: LfadsFactors, out_h5: str | Path) -> Path:
         "trial_id": output.trials.index.to_numpy(np.int64),
         "trial_row": output.trials["trial_row"].to_numpy(np.int64),
         SPLIT_COLUMN: output.trials[SPLIT_COLUMN].to_numpy(object),
-        "start_time": output.trials["window_start_s"].to_numpy(float),
-        "stop_time": output.trials["window_stop_s"].to_numpy(float)})
+        "start_time": output.trials["window_start_time_s"].to_numpy(float),
+        "stop_time": output.trials["window_stop_time_s"].to_numpy(float)})
     settings = _settings(output)
     with atomic_path(out_h5) as tmp, h5py.File(tmp, "w") as out:
         for name, (_, unit, description) in SERIES.items():
@@ -404,15 +423,37 @@ def write_factors_nwb(output: LfadsFactors, source_nwb: str | Path, out_nwb: str
                       ) -> Path:
     """Write ``factors.nwb`` (layout in the module doc) with the identity of the recording
     ``source_nwb``, atomically; returns ``out_nwb``."""
-    from hdmf.backends.hdf5 import H5DataIO
-    from hdmf.common import DynamicTable, VectorData
-    from pynwb import NWBHDF5IO, NWBFile, TimeSeries
-    from pynwb.epoch import TimeIntervals
+    from pynwb import NWBHDF5IO
 
     out_nwb = Path(out_nwb)
     _check_ascending(output)
+    nwb, described, source_name = _nwb_file(output, source_nwb)
+    _add_trials(nwb, output, described)
+    module = nwb.create_processing_module(
+        MODULE, f"Output of an LFADS model fitted "
+                f"to {source_name} (lfads_* objects): posterior means of the factors, rates "
+                f"and inferred inputs of every modelled trial, at "
+                f"{output.bin_width_s * 1e3:g} ms bins on the recording's clock, trials in the "
+                f"recording's order")
+    module.add(_channels_table(output))
+    written = _add_series(module, output)
+    module.add(_windows_table(output, nwb.trials, written))
+    with atomic_path(out_nwb) as tmp:
+        with NWBHDF5IO(str(tmp), "w") as io:
+            io.write(nwb)
+    return out_nwb
+
+
+def _nwb_file(output: LfadsFactors, source_nwb: str | Path):
+    """``(nwbfile, described, source_name)``: a new in-memory ``NWBFile`` with the identity of
+    the recording ``source_nwb`` (start time, subject, session and lab fields; an identifier
+    derived from the source's and the posterior's checksum; the export's settings as JSON in
+    ``data_collection``), the descriptions of the source trials table's columns (name ->
+    text) and the source file's name. Raises ValueError when the source's trial ids are not
+    ``output.all_trials``'s."""
+    from pynwb import NWBHDF5IO, NWBFile
+
     settings = _settings(output)
-    skipped = output.skipped_trial_columns
     table_name = output.info.get("trials_table", DEFAULT_TRIALS_TABLE)
     with NWBHDF5IO(str(source_nwb), "r") as io_src:
         src = io_src.read()
@@ -450,7 +491,18 @@ def write_factors_nwb(output: LfadsFactors, source_nwb: str | Path, out_nwb: str
             data_collection=_SETTINGS_PREFIX + json.dumps(settings),
             **extra,
         )
+    return nwb, described, source_name
 
+
+def _add_trials(nwb, output: LfadsFactors, described: dict[str, str]) -> None:
+    """Set ``nwb.trials`` (``intervals/trials``) to every trial of the recording (rows, ids
+    and order of ``output.all_trials``): ``start_time``, ``stop_time`` (s, the recording's
+    clock), the recording's columns with their descriptions (``described``: name -> text)
+    and ``lfads_split``; the description names the columns not copied and the source table."""
+    from hdmf.common import VectorData
+    from pynwb.epoch import TimeIntervals
+
+    table_name = output.info.get("trials_table", DEFAULT_TRIALS_TABLE)
     table = output.all_trials
     columns = []
     for name in ["start_time", "stop_time"] + [c for c in table.columns
@@ -460,7 +512,7 @@ def write_factors_nwb(output: LfadsFactors, source_nwb: str | Path, out_nwb: str
             f"(intervals/{table_name})"
         columns.append(VectorData(name=name, description=description,
                                   data=_column_data(table[name])))
-    not_copied = "; ".join(f"{k} ({v})" for k, v in skipped.items())
+    not_copied = "; ".join(f"{k} ({v})" for k, v in output.skipped_trial_columns.items())
     from_table = "" if table_name == DEFAULT_TRIALS_TABLE else \
         f" (the recording's intervals/{table_name}, the table its trials came from)"
     nwb.trials = TimeIntervals(
@@ -469,13 +521,13 @@ def write_factors_nwb(output: LfadsFactors, source_nwb: str | Path, out_nwb: str
                     "with its ids and columns, and the LFADS split of each"
                     + (f". Columns not copied: {not_copied}" if not_copied else ""))
 
-    bin_width_s = output.bin_width_s
-    module = nwb.create_processing_module(
-        MODULE, f"Processed extracellular electrophysiology: output of an LFADS model fitted "
-                f"to {source_name} (lfads_* objects): posterior means of the factors, rates "
-                f"and inferred inputs of every modelled trial, at {bin_width_s * 1e3:g} ms "
-                f"bins on the recording's clock, trials in the recording's order")
-    module.add(DynamicTable(
+
+def _channels_table(output: LfadsFactors):
+    """``lfads_channels``: one row per channel (column of the rates, held-in first, then
+    held-out): ``unit_id`` (the recording's Units table's id) and ``heldout``."""
+    from hdmf.common import DynamicTable, VectorData
+
+    return DynamicTable(
         name=f"{PREFIX}channels",
         description="LFADS channels in model order (held-in first, then held-out); row i is "
                     "column i of lfads_rates. unit_id is the id in the recording's Units "
@@ -485,7 +537,16 @@ def write_factors_nwb(output: LfadsFactors, source_nwb: str | Path, out_nwb: str
                             description="id of the unit in the recording's Units table"),
                  VectorData(name="heldout", data=output.channels["heldout"].to_numpy(bool),
                             description="True if the unit was held out of the model's input "
-                                        "(its rates are predicted, not reconstructed)")]))
+                                        "(its rates are predicted, not reconstructed)")])
+
+
+def _add_series(module, output: LfadsFactors) -> list:
+    """Add ``lfads_factors`` (a.u.), ``lfads_rates`` (Hz) and ``lfads_inferred_inputs`` (a.u.;
+    left out with 0 dims) to ``module``: TimeSeries of (modelled trials x bins) samples x dims,
+    trial after trial, stamped at bin centres on the recording's clock (s; the later series
+    link to the first's timestamps). Returns the series written, in that order."""
+    from hdmf.backends.hdf5 import H5DataIO
+    from pynwb import TimeSeries
 
     n_trials, n_bins = output.factors.shape[:2]
     stamps = output.timestamps.reshape(-1)
@@ -502,35 +563,40 @@ def write_factors_nwb(output: LfadsFactors, source_nwb: str | Path, out_nwb: str
             description=f"{description}. Modelled trials one after the other in the order of "
                         f"the recording's trials table; lfads_windows gives each trial's "
                         f"samples.",
-            comments=f"Bin width {bin_width_s:g} s; time stamps are bin centres.")
+            comments=f"Bin width {output.bin_width_s:g} s; time stamps are bin centres.")
         module.add(series)
         first = series if first is None else first
         written.append(series)
+    return written
 
+
+def _windows_table(output: LfadsFactors, trials, written: list):
+    """``lfads_windows``: one row per modelled trial in the series' order: its window
+    (``start_time``, ``stop_time``: s, the recording's clock; window plus forward bins),
+    ``trial`` (its row of ``trials``, the file's trials table), ``trial_id``, ``lfads_split``
+    and ``timeseries`` (its first sample and sample count, bins, in each of ``written``)."""
+    from pynwb.epoch import TimeIntervals
+
+    n_trials, n_bins = output.factors.shape[:2]
     windows = TimeIntervals(
         name=f"{PREFIX}windows",
         description="LFADS window (plus forward-prediction bins) of each modelled trial, in "
                     "the order of the lfads_* series (the recording's trial order); "
                     "timeseries gives its first sample and sample count in each series")
-    windows.add_column("trial", "the trial's row of intervals/trials", table=nwb.trials)
+    windows.add_column("trial", "the trial's row of intervals/trials", table=trials)
     windows.add_column("trial_id", "id of the trial in the recording's trials table")
     windows.add_column(SPLIT_COLUMN, SPLIT_DESCRIPTION)
     trial_rows = output.trials["trial_row"].to_numpy(np.int64)
-    starts = output.trials["window_start_s"].to_numpy(float)
+    starts = output.trials["window_start_time_s"].to_numpy(float)
     splits = output.trials[SPLIT_COLUMN].to_numpy(object)
     ids = output.trials.index.to_numpy(np.int64)
     for k in range(n_trials):
         windows.add_row(start_time=float(starts[k]),
-                        stop_time=float(starts[k]) + n_bins * bin_width_s,
+                        stop_time=float(starts[k]) + n_bins * output.bin_width_s,
                         trial=int(trial_rows[k]), trial_id=int(ids[k]),
                         lfads_split=str(splits[k]),
                         timeseries=[_reference(k * n_bins, n_bins, s) for s in written])
-    module.add(windows)
-
-    with atomic_path(out_nwb) as tmp:
-        with NWBHDF5IO(str(tmp), "w") as io:
-            io.write(nwb)
-    return out_nwb
+    return windows
 
 
 def _interval_table(nwbfile, name: str):
@@ -565,18 +631,23 @@ def _modelled(all_trials: pd.DataFrame, rows: np.ndarray, starts: np.ndarray,
               stops: np.ndarray, splits: np.ndarray) -> pd.DataFrame:
     trials = all_trials.iloc[rows].copy()
     trials[SPLIT_COLUMN] = splits
-    trials["window_start_s"] = starts
-    trials["window_stop_s"] = stops
+    trials["window_start_time_s"] = starts
+    trials["window_stop_time_s"] = stops
     trials["trial_row"] = rows
     return trials
+
+
+def _offsets(settings) -> dict:
+    """The window's edges relative to the event (s) as :class:`LfadsFactors` fields, from
+    settings that name them as now or as earlier versions did (``window_start_s``)."""
+    start, end = window_offsets_s(settings)
+    return dict(window_start_offset_s=start, window_end_offset_s=end)
 
 
 def _settings_of(settings: dict, **arrays) -> dict:
     return dict(bin_width_s=float(settings["bin_width_s"]),
                 align_event=str(settings.get("align_event", "")),
-                window_start_s=float(settings.get("window_start_s", np.nan)),
-                window_end_s=float(settings.get("window_end_s", np.nan)),
-                fp_bins=int(settings.get("fp_bins", 0)), **arrays)
+                **_offsets(settings), fp_bins=int(settings.get("fp_bins", 0)), **arrays)
 
 
 def _load_h5(path: Path) -> LfadsFactors:
@@ -607,11 +678,13 @@ def _load_nwb(path: Path) -> LfadsFactors:
     with NWBHDF5IO(str(path), "r") as io:
         nwb = io.read()
         text = nwb.data_collection or ""
-        if MODULE not in nwb.processing or not text.startswith(_SETTINGS_PREFIX):
+        names = [m for m in (MODULE, *OLD_MODULES) if m in nwb.processing
+                 and f"{PREFIX}windows" in nwb.processing[m].data_interfaces]
+        if not names or not text.startswith(_SETTINGS_PREFIX):
             raise ValueError(f"{path} is not an LFADS output file of this version (no "
                              f"processing/{MODULE}/{PREFIX}* objects and settings)")
         settings = json.loads(text[len(_SETTINGS_PREFIX):])
-        module = nwb.processing[MODULE]
+        module = nwb.processing[names[0]]
         channels = module[f"{PREFIX}channels"]
         windows = module[f"{PREFIX}windows"]
         n_trials = len(windows)

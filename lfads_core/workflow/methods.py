@@ -18,6 +18,7 @@ import pandas as pd
 import yaml
 
 from ..fileio import atomic_path
+from ..nwb.alignment import window_offsets_s
 
 REFERENCES = {
     "lfads": "Sussillo D, Jozefowicz R, Abbott LF, Pandarinath C (2016). LFADS - Latent Factor "
@@ -157,6 +158,16 @@ def _device(device: str) -> str:
     return {"cpu": "the CPU", "mps": "an Apple GPU (MPS)"}.get(device, device)
 
 
+def _best_loss(run: dict, keys=("best_valid_loss_smooth", "best_valid_metric_smooth")) -> float:
+    """The kept epoch's smoothed validation loss of a run's ``config.yaml`` (nats per trial),
+    the first of ``keys`` present (``best_valid_metric_smooth``: the name of earlier versions;
+    a PBT member's own ``valid_loss_smooth`` first for PBT)."""
+    for key in keys:
+        if run.get(key) is not None:
+            return float(run[key])
+    return float("nan")
+
+
 def _choices(selections) -> str:
     """What chose on the validation trials, in words."""
     return _join([CHOICES.get(s, s) for s in selections])
@@ -199,7 +210,7 @@ def _data(r: RunRecord) -> str:
     else:
         text.append(f"No unit was held out; all {n_in} were input to the model.")
     bin_ms = 1e3 * float(meta["bin_width_s"])
-    start_ms, end_ms = 1e3 * float(meta["window_start_s"]), 1e3 * float(meta["window_end_s"])
+    start_ms, end_ms = (1e3 * value for value in window_offsets_s(meta))
     event = meta.get("align_event", s.get("align_event"))
     fp = int(al.get("fp_bins", 0) or 0)
     text.append(f"Spikes were counted in {_num(bin_ms)} ms bins on one grid from the recording's "
@@ -331,7 +342,8 @@ def _training(r: RunRecord) -> str:
                if float(cfg.get("resample_probability", 0)) else "")
             + f" (seed {cfg.get('seed', 0)}). The model with the lowest smoothed validation "
             f"loss in the last generation "
-            f"({_num(float(c.get('valid_loss_smooth', float('nan'))), 5)} nats per trial) was "
+            f"({_num(_best_loss(c, ('valid_loss_smooth', 'best_valid_loss_smooth')), 5)} "
+            "nats per trial) was "
             f"used; its settings: {_settings_text(chosen)}.")
     else:
         parts.append(
@@ -349,7 +361,7 @@ def _training(r: RunRecord) -> str:
             f"improvement (counted after {t['early_stop_burn_in']} epochs). It ran "
             f"{c.get('epochs_run')} epochs ({c.get('stop_reason')}); the weights of epoch "
             f"{c.get('best_epoch')}, whose smoothed validation loss was the lowest "
-            f"({_num(float(c.get('best_valid_metric_smooth', float('nan'))), 5)} nats per "
+            f"({_num(_best_loss(c), 5)} nats per "
             f"trial), were kept.")
         if method == "sweep":
             table = r.search.get("table")

@@ -13,8 +13,8 @@ from typing import Mapping
 import yaml
 
 #: What a run's config.yaml says about the run rather than the settings (left out of the checksum)
-RUN_OUTCOME = ("device", "input", "run", "stop_reason", "best_epoch", "best_valid_metric_smooth",
-               "epochs_run")
+RUN_OUTCOME = ("device", "input", "run", "stop_reason", "best_epoch", "best_valid_loss_smooth",
+               "best_valid_metric_smooth", "epochs_run")  # the last: the name of earlier versions
 
 
 def settings_checksum(settings: Mapping) -> str:

@@ -109,9 +109,10 @@ def selection_table(run_configs: dict[str, str | Path], points: dict[str, dict])
     """One row per run: its swept values, best epoch and smoothed validation loss.
 
     ``run_configs``: run name -> the run's resolved ``config.yaml`` (written by the
-    ``train_lfads`` rule; holds ``best_epoch`` and ``best_valid_metric_smooth``, the
+    ``train_lfads`` rule; holds ``best_epoch`` and ``best_valid_loss_smooth``, the
     exponential moving average of the validation reconstruction loss at the kept epoch).
     The run with the lowest finite loss is marked ``selected`` (ties: the first run by name).
+    A ``config.yaml`` of an earlier version (``best_valid_metric_smooth``) is read too.
     Raises ValueError when no run has a finite loss."""
     rows = []
     for run in sorted(run_configs):
@@ -119,14 +120,14 @@ def selection_table(run_configs: dict[str, str | Path], points: dict[str, dict])
         row = {"run": run}
         for section, values in points.get(run, {}).items():
             row.update({f"{section}.{key}": value for key, value in values.items()})
-        loss = resolved.get("best_valid_metric_smooth")
+        loss = resolved.get("best_valid_loss_smooth", resolved.get("best_valid_metric_smooth"))
         row.update(best_epoch=resolved.get("best_epoch"), epochs_run=resolved.get("epochs_run"),
-                   valid_loss_smooth=float("nan") if loss is None else float(loss))
+                   best_valid_loss_smooth=float("nan") if loss is None else float(loss))
         rows.append(row)
     table = pd.DataFrame(rows)
-    finite = np.isfinite(table["valid_loss_smooth"].to_numpy(dtype=float))
+    finite = np.isfinite(table["best_valid_loss_smooth"].to_numpy(dtype=float))
     if not finite.any():
         raise ValueError(f"no run has a finite smoothed validation loss: {sorted(run_configs)}")
-    best = table["valid_loss_smooth"].where(finite).idxmin()
+    best = table["best_valid_loss_smooth"].where(finite).idxmin()
     table["selected"] = table.index == best
     return table

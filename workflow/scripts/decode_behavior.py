@@ -1,6 +1,7 @@
 import h5py
 
 from lfads_core.analysis.evaluation import decode_dataset, load_arrays
+from lfads_core.nwb.alignment import window_offsets_s
 from lfads_core.workflow.scripting import rule_logging
 
 with rule_logging(snakemake) as log:
@@ -17,6 +18,7 @@ with rule_logging(snakemake) as log:
         f["decoded"] = predictions["lfads_rates"]
         f["inds"] = data[f"{split}_inds"]
         f.attrs.update(columns=columns, bin_width_s=data["attrs"]["bin_width_s"],
-                       window_start_s=data["attrs"]["window_start_s"], method="lfads_rates",
+                       window_start_offset_s=window_offsets_s(data["attrs"])[0],
+                       method="lfads_rates",
                        split=split, seen_by=summary["seen_by"].iloc[0])
     log.info("decoding R^2 (%s trials):\n%s", split, summary.to_string(index=False))

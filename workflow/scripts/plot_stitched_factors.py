@@ -2,6 +2,7 @@ import h5py
 import numpy as np
 
 from lfads_core.analysis.plotting import plot_stitched_factors
+from lfads_core.nwb.alignment import window_offsets_s
 from lfads_core.workflow.scripting import rule_logging
 
 with rule_logging(snakemake) as log:
@@ -12,7 +13,7 @@ with rule_logging(snakemake) as log:
             splits = [s for s in ("train", "valid", "test") if f"{s}_factors" in post]
             sessions[name] = (np.concatenate([post[f"{s}_factors"][()] for s in splits]),
                               np.concatenate([d[f"{s}_cond_idx"][()] for s in splits]))
-            starts[name] = float(d.attrs["window_start_s"])
+            starts[name] = window_offsets_s(d.attrs)[0]  # relative to the event
             events.add(str(d.attrs["align_event"]))
             widths.add(float(d.attrs["bin_width_s"]))
     plot_stitched_factors(sessions, snakemake.output.png.removesuffix(".png"), widths.pop(),

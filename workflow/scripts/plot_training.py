@@ -6,6 +6,7 @@ import numpy as np
 
 from lfads_core.analysis.plotting import (condition_names, plot_factor_trajectories,
                                           plot_raster_with_rates, plot_training_curves)
+from lfads_core.nwb.alignment import window_offsets_s
 from lfads_core.workflow.scripting import rule_logging
 
 with rule_logging(snakemake) as log:
@@ -16,7 +17,7 @@ with rule_logging(snakemake) as log:
     with h5py.File(snakemake.input.posterior, "r") as post, \
             h5py.File(snakemake.input.data, "r") as data:
         bin_width = float(data.attrs["bin_width_s"])
-        start = float(data.attrs["window_start_s"])
+        start = window_offsets_s(data.attrs)[0]  # relative to the event
         splits = [s for s in ("train", "valid", "test") if f"{s}_encod_data" in data]
         shown = splits[-1]  # the first trial of the split the scores come from
         spikes = data[f"{shown}_recon_data"][0]  # bins x channels
@@ -25,6 +26,6 @@ with rule_logging(snakemake) as log:
         factors = np.concatenate([post[f"{s}_factors"][()] for s in splits])
         conditions = np.concatenate([data[f"{s}_cond_idx"][()] for s in splits])
         plot_factor_trajectories(factors, conditions, out.factors.removesuffix(".png"),
-                                 bin_width_s=bin_width, window_start_s=start,
+                                 bin_width_s=bin_width, window_start_offset_s=start,
                                  event=str(data.attrs["align_event"]), condition_names=names,
                                  condition_title=title)

@@ -19,7 +19,7 @@ with rule_logging(snakemake) as log:
         shutil.copyfile(snakemake.input[f"{name}s"][best], snakemake.output[name])
     result = yaml.safe_load(Path(snakemake.input.results[best]).read_text())
     resolved = {"run": "selected", "method": "pbt", **result,
-                "best_valid_metric_smooth": result["valid_loss_smooth"]}
+                "best_valid_loss_smooth": result["valid_loss_smooth"]}
     with atomic_path(snakemake.output.config) as tmp:
         tmp.write_text(yaml.safe_dump(resolved, sort_keys=False))
     with atomic_path(snakemake.output.table) as tmp:

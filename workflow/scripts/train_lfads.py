@@ -28,5 +28,5 @@ with rule_logging(snakemake) as log, claim_device(snakemake.config["lfads"]["dev
                         "device": str(device), "input": data,
                         "run": snakemake.wildcards.run, "stop_reason": result.stop_reason,
                         "best_epoch": result.best_epoch,
-                        "best_valid_metric_smooth": float(result.best_metric),
+                        "best_valid_loss_smooth": float(result.best_valid_loss_smooth),
                         "epochs_run": result.epochs_run}, f, sort_keys=False)

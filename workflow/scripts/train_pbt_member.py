@@ -34,7 +34,8 @@ with rule_logging(snakemake) as log, claim_device(snakemake.config["lfads"]["dev
         result = train(data if len(data) > 1 else data[0], out_dir, model_cfg, train_cfg,
                        device=device, resume="if_compatible", start_from=parent,
                        execution=snakemake.config["lfads"].get("execution"))
-        loss, epochs, stop = float(result.best_metric), result.epochs_run, result.stop_reason
+        loss = float(result.best_valid_loss_smooth)
+        epochs, stop = result.epochs_run, result.stop_reason
     except NonFiniteLossError as exc:  # replaced in the next generation, never copied
         log.warning("member %d diverged; its loss counts as NaN: %s", member, exc)
         blob = load_checkpoint(out_dir / "checkpoint.pt")
