@@ -150,8 +150,11 @@ def sheet_settings(stage):
 
     def of_dataset(wildcards):
         settings = DATASETS[wildcards.dataset]
-        added = {name: default for name, default in SETTINGS_ADDED.items()
-                 if settings.get(name, default) == default}
+        added = {
+            name: default
+            for name, default in SETTINGS_ADDED.items()
+            if settings.get(name, default) == default
+        }
         return {name: settings[name] for name in names if name not in added}
 
     return of_dataset
