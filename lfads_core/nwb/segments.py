@@ -31,8 +31,8 @@ Metadata (``lfads_input.json``) of a segmented dataset, besides the keys trials 
 - ``segments``: ``length_bins`` (``n_window``), ``overlap_bins``, ``step_bins``, ``fp_bins``,
   ``length_ms``, ``overlap_ms``, ``block`` (each split's segments' block numbers), and
   ``blocks``: one entry per block in time order with its ``block`` number, ``split``,
-  ``start_s`` and ``stop_s`` (its first and last observed time), ``observed_s`` and
-  ``n_segments``.
+  ``start_s`` and ``stop_s`` (its first and last observed time), ``observed_s``,
+  ``longest_stretch_s`` (its longest stretch without a gap) and ``n_segments``.
 
 This module needs no torch; the writer is :func:`lfads_core.nwb.alignment.write_windows`.
 """
@@ -211,6 +211,7 @@ def segment_recording(intervals_s: np.ndarray, t_start: float, bin_width: float,
             "start_s": float(t_start + parts[0, 0] * bin_width) if len(parts) else None,
             "stop_s": float(t_start + parts[-1, 1] * bin_width) if len(parts) else None,
             "observed_s": float(np.sum(parts[:, 1] - parts[:, 0]) * bin_width),
+            "longest_stretch_s": float(np.max(parts[:, 1] - parts[:, 0], initial=0) * bin_width),
             "n_segments": int(len(starts))})
     block = np.concatenate(owners)
     return Segmentation(first_bin=np.concatenate(firsts), block=block,
@@ -227,13 +228,16 @@ def check_split_counts(seg: Segmentation, needs: list[tuple[str, int, str]], bin
         if counts[split] >= need:
             continue
         theirs = [b for b in seg.blocks if b["split"] == split]
-        shown = ", ".join(f"block {b['block']}: {b['observed_s']:g} s observed, "
-                          f"{b['n_segments']} segments" for b in theirs)
+        numbers = [b["block"] for b in theirs]
+        shown = numbers if len(numbers) <= 5 else f"{numbers[:5]}".rstrip("]") + ", ...]"
+        longest = max(b["longest_stretch_s"] for b in theirs)
         raise InputDataError(where, "split_blocks",
                              f"{need} {split} segments needed {why}, but the {len(theirs)} "
-                             f"{split} blocks of {len(seg.blocks)} hold {counts[split]} ({shown}); "
-                             f"a segment is {seg.n_total} bins ({seg.n_total * bin_width:g} s): use "
-                             "fewer split_blocks or shorter segments")
+                             f"{split} blocks of {len(seg.blocks)} (blocks {shown}) hold "
+                             f"{counts[split]}: their longest stretch of observed time is "
+                             f"{longest:g} s and a segment {seg.n_total} bins "
+                             f"({seg.n_total * bin_width:g} s); use fewer split_blocks or shorter "
+                             "segments")
 
 
 def block_warnings(seg: Segmentation) -> list[str]:
