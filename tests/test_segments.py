@@ -165,7 +165,8 @@ def test_segments_longer_than_every_observed_interval(gapped):
 
 
 def test_blocks_too_short_for_a_segment(gapped):
-    message = fails(gapped, "split_blocks", "segments needed", "hold 0", "longest stretch of observed time is 1.405 s", "use fewer split_blocks",
+    message = fails(gapped, "split_blocks", "segments needed", "hold 0",
+                    "longest stretch of observed time is 1.405 s", "use fewer split_blocks",
                     segment_length_ms=4000, split_blocks=40)
     assert str(gapped) in message
     fails(gapped, "split_blocks", "leaving none for training", split_blocks=2, test_fraction=0.2)
@@ -217,7 +218,10 @@ def test_workflow_trains_on_segments_of_a_simulated_continuous_recording(tmp_pat
         assert f["test_rates"].shape[0] == summary["test_segments"]
     with h5py.File(work / "results/cont/lfads_input.h5") as f:
         assert f["train_truth_rates"].shape[1:] == (100, 30)
-        assert np.isfinite(f["train_truth_rates"][()]).all()
+        for split in ("train", "valid", "test"):  # the truth at every bin, the last one too
+            assert np.isfinite(f[f"{split}_truth_rates"][()]).all()
+            assert np.isfinite(f[f"{split}_truth_latents"][()]).all()
+            assert np.isfinite(f[f"{split}_behavior"][()]).all()
     # a second start counts the written file's segments at start-up, as alignment cut them
     again = run_snakemake(work, "-n", "results/cont/lfads/default/posterior.h5")
     line = [x for x in again.stdout.splitlines() if x.startswith("cont: ")][0]
