@@ -14,7 +14,8 @@ from lfads_core.errors import InputDataError
 from lfads_core.nwb.alignment import AlignSettings, align_trials
 from lfads_core.nwb.binning import bin_session
 from lfads_core.nwb.ingest import IngestSettings, ingest_nwb
-from lfads_core.nwb.segments import segment_bins, segment_recording, tile
+from lfads_core.nwb.segments import (block_labels, check_split_counts, segment_bins,
+                                     segment_recording, tile)
 from lfads_core.nwb.simulate import simulate_session, simulate_to_nwb
 from lfads_core.workflow.preflight import check_dataset
 from lfads_core.workflow.startup import _dataset_line
@@ -171,6 +172,25 @@ def test_blocks_too_short_for_a_segment(gapped):
     assert str(gapped) in message
     fails(gapped, "split_blocks", "leaving none for training", split_blocks=2, test_fraction=0.2)
     fails(gapped, "split", "split 'file' reads a trials table", split="file")
+
+
+def test_a_validation_block_too_short_for_a_segment_is_named():
+    valid = int(np.flatnonzero(block_labels(4, 0.25, 0.0, 0, "x") == "valid")[0])
+    intervals, t = [], 0.0
+    for block in range(4):  # 10 s observed each; the validation block in stretches of 1 s
+        pieces = 10 if block == valid else 1
+        for _ in range(pieces):
+            intervals.append([t, t + 10.0 / pieces])
+            t += 10.0 / pieces + 0.5
+    seg = segment_recording(np.array(intervals), 0.0, WIDTH, round(t / WIDTH) + 1, 400, 80, 0,
+                            4, 0.25, 0.0, 0, "sheet (dataset 'x')")
+    assert seg.counts["valid"] == 0 and seg.counts["train"] > 0
+    with pytest.raises(InputDataError) as err:
+        check_split_counts(seg, [("valid", 1, "for the validation loss")], WIDTH,
+                           "sheet (dataset 'x')")
+    assert err.value.field == "split_blocks"
+    assert f"the 1 valid blocks of 4 (blocks [{valid}]) hold 0: their longest stretch of " \
+           "observed time is 1 s and a segment 400 bins (2 s)" in str(err.value)
 
 
 def test_simulated_continuous_recording(tmp_path):
