@@ -63,7 +63,7 @@ def test_duplicate_dataset_names(tmp_path):
 
 
 def test_project_sheets_are_valid():
-    for name in ("datasets.tsv", "datasets_mc_maze_small.tsv"):
+    for name in ("datasets.tsv", "datasets_mc_maze_small.tsv", "continuous.tsv"):
         assert load_dataset_sheet(ROOT / "config" / name, DEFAULTS, SCHEMA)
 
 

@@ -32,6 +32,10 @@ recording, or if its behaviour has a NaN in the window. Windows that leave their
 ``[start_time, stop_time]`` or reach into the next trial are counted, with a warning, and
 dropped with ``outside_trial: drop``.
 
+A continuous recording (the setting ``segment_length_ms``) is cut into overlapping segments of
+its observed time instead, split by blocks of time, in the same layout
+(:mod:`lfads_core.nwb.segments`).
+
 Counts are made from ``binned.h5``'s per-spike bin indices, one unit at a time, and written a
 block of trials at a time, so memory grows with the trials cut, not with the recording.
 """
@@ -91,6 +95,11 @@ class AlignSettings:
     seed: int = 0
     condition_columns: tuple[str, ...] = ()
     outside_trial: str = "warn"  # windows leaving their trial: "warn" (keep) or "drop"
+    # A continuous recording: segments of this length instead of trials (None: trials), see
+    # lfads_core.nwb.segments
+    segment_length_ms: float | None = None
+    segment_overlap_ms: float | str = "auto"  # "auto": a fifth of the segment, whole bins
+    split_blocks: int = 10  # contiguous blocks of time split into train / valid / test
 
     @classmethod
     def from_settings(cls, s: dict) -> "AlignSettings":
@@ -101,7 +110,11 @@ class AlignSettings:
                    test_fraction=test_fraction_value(s.get("test_fraction", 0.0)),
                    split_labels=s.get("split_labels", DEFAULT_SPLIT_LABELS), seed=int(s["seed"]),
                    condition_columns=tuple(split_list(s["condition_columns"])),
-                   outside_trial=s.get("outside_trial", "warn"))
+                   outside_trial=s.get("outside_trial", "warn"),
+                   segment_length_ms=None if s.get("segment_length_ms") in (None, "")
+                   else float(s["segment_length_ms"]),
+                   segment_overlap_ms=s.get("segment_overlap_ms", "auto"),
+                   split_blocks=int(s.get("split_blocks", 10)))
 
 
 def test_fraction_value(value) -> float:
@@ -271,7 +284,12 @@ def align_trials(binned_h5, out_h5, settings: AlignSettings, metadata_json=None)
     width, window, unit ids, trial ids and window start times per split, the condition
     columns' values of each condition index, source checksum). Returns the alignment summary: kept
     and dropped trials and why, and any warnings. Errors name the source NWB file.
+    A continuous recording (``segment_length_ms`` set) is cut into overlapping segments
+    instead (:func:`lfads_core.nwb.segments.align_segments`).
     """
+    if settings.segment_length_ms is not None:
+        from .segments import align_segments
+        return align_segments(binned_h5, out_h5, settings, metadata_json)
     if settings.outside_trial not in OUTSIDE_TRIAL:
         raise InputDataError(binned_h5, "outside_trial", f"must be one of {OUTSIDE_TRIAL}, got "
                              f"{settings.outside_trial!r}")
@@ -317,7 +335,6 @@ def align_trials(binned_h5, out_h5, settings: AlignSettings, metadata_json=None)
         heldout_column = bool(src.attrs.get("heldout_column", True))
         heldout_mode, heldout = _held_out_units(units, settings, heldout_column, warns, fail)
         channel_order = np.concatenate([np.flatnonzero(~heldout), np.flatnonzero(heldout)])
-        column_of_unit = np.argsort(channel_order)
         n_heldin = int((~heldout).sum())
         rows = {name: np.flatnonzero((reason == "") & (split == name)) for name in SPLITS}
         drops = pd.Series(reason[reason != ""]).value_counts().to_dict()
@@ -325,22 +342,15 @@ def align_trials(binned_h5, out_h5, settings: AlignSettings, metadata_json=None)
         splits = [name for name in SPLITS if len(rows[name])]  # test only where there are any
         for message in warns:
             log.warning("%s: %s", source, message)
-        all_rows = np.concatenate([rows[name] for name in splits])
-        log.info("align: counting spikes of %d units in %d windows", len(units), len(all_rows))
-        entries = window_counts(src["spikes/bins"], src["spikes/unit_offsets"][()],
-                                first_bin[all_rows], n_total, column_of_unit)
         attrs, metadata = _alignment_metadata(src, settings, bin_width, heldout, heldout_mode,
                                               units, trials, rows, splits, win_start, conditions,
                                               channel_order, behavior_columns, table)
-        with atomic_path(out_h5) as tmp:
-            with h5py.File(tmp, "w") as out:
-                _write_splits(out, splits, rows, entries, n_window, n_total, len(units), n_heldin,
-                              first_bin, t_start, bin_width, series["truth"], truth_units,
-                              channel_order, conditions, beh, window_index)
-                out.attrs.update(attrs)
-                out.attrs["behavior_columns"] = behavior_columns
-            if metadata_json is not None:
-                write_json(metadata, metadata_json)
+        behavior = None if beh is None else \
+            {name: beh[np.searchsorted(window_index, rows[name])] for name in splits}
+        truth = {t: (ts, d, truth_units[t]) for t, (ts, d) in series["truth"].items()}
+        n_spikes = write_windows(src, out_h5, {name: rows[name] for name in splits}, first_bin,
+                                 n_window, n_total, channel_order, conditions, behavior, attrs,
+                                 behavior_columns, truth, metadata, metadata_json)
 
     summary = {
         "trials_table": table,
@@ -357,7 +367,7 @@ def align_trials(binned_h5, out_h5, settings: AlignSettings, metadata_json=None)
         "fp_bins": settings.fp_bins,
         "n_heldin": n_heldin,
         "n_heldout": int(heldout.sum()),
-        "spikes_in_trials": int(len(entries[0])),
+        "spikes_in_trials": n_spikes,
     }
     log.info("align: %d train, %d valid, %d test trials; dropped %s", summary["train_trials"],
              summary["valid_trials"], summary["test_trials"], drops or "none")
@@ -508,50 +518,64 @@ def _check_trials_left(rows: dict[str, np.ndarray], drops: dict, n_trials: int,
                        f"{why}")
 
 
-def _write_splits(out: h5py.File, splits: list[str], rows: dict[str, np.ndarray], entries,
-                  n_window: int, n_total: int, n_units: int, n_heldin: int,
-                  first_bin: np.ndarray, t_start: float, bin_width: float, truth: dict,
-                  truth_units: dict, channel_order: np.ndarray, conditions: np.ndarray,
-                  beh: np.ndarray | None, window_index: np.ndarray) -> None:
-    """Write each split's arrays to ``out`` a block of trials at a time (layout in the module
-    docstring): counts from ``entries`` (:func:`window_counts` over the splits' rows in
-    order) as ``{split}_recon_data`` (trials x ``n_total`` bins x ``n_units``, held-in
-    first) and ``{split}_encod_data`` (trials x ``n_window`` x ``n_heldin``), the ground truth
-    (name -> (timestamps s, samples x dims)) at the bin centres (rates in expected counts
-    per bin), ``{split}_inds``, ``{split}_cond_idx`` and the behaviour ``beh`` (windows of
-    ``window_index`` x ``n_window`` x columns)."""
-    block = max(1, BLOCK_ENTRIES // max(1, n_total * n_units))
+def write_windows(src, out_h5, rows: dict[str, np.ndarray], first_bin: np.ndarray, n_window: int,
+                  n_total: int, channel_order: np.ndarray, conditions: np.ndarray,
+                  behavior: dict[str, np.ndarray] | None, attrs: dict, behavior_columns: list,
+                  truth: dict[str, tuple], metadata: dict | None = None,
+                  metadata_json=None) -> int:
+    """Write ``out_h5`` (layout in the module docstring) from the open ``binned.h5`` ``src``:
+    for each split, the windows ``rows[split]`` (their numbers, written as ``{split}_inds``),
+    window ``i`` being ``n_total`` bins from bin ``first_bin[i]`` (the first ``n_window`` the
+    encoder's), units in ``channel_order`` (held-in first; ``attrs['n_heldin']`` of them),
+    ``conditions[i]`` its condition, ``behavior[split]`` its behaviour (or None) and ``truth``
+    ``{name: (timestamps, data, unit)}`` sampled on its bins. Writes ``metadata`` to
+    ``metadata_json`` if given, before the file is moved into place. Counts are made a block of
+    windows at a time. Returns the number of spikes in the windows."""
+    splits = list(rows)
+    all_rows = np.concatenate([rows[name] for name in splits])
+    n_units, n_heldin = len(channel_order), int(attrs["n_heldin"])
+    bin_width, t_start = float(src.attrs["bin_width_s"]), float(src.attrs["t_start_s"])
+    log.info("align: counting spikes of %d units in %d windows", n_units, len(all_rows))
+    entries = window_counts(src["spikes/bins"], src["spikes/unit_offsets"][()],
+                            first_bin[all_rows], n_total, np.argsort(channel_order))
     first_position = np.cumsum([0] + [len(rows[name]) for name in splits])
-    position = {name: first_position[k] + np.arange(len(rows[name]))
-                for k, name in enumerate(splits)}
+    position = {name: first_position[k] + np.arange(len(rows[name])) for k, name in enumerate(splits)}
+    block = max(1, BLOCK_ENTRIES // max(1, n_total * n_units))
 
-    def create(key, shape, dtype, chunk_rows=1):
+    def create(out, key, shape, dtype, chunk_rows=1):
         return out.create_dataset(key, shape=shape, dtype=dtype, compression="gzip",
                                   compression_opts=1,
                                   chunks=(min(chunk_rows, max(shape[0], 1)),) + shape[1:])
 
-    for name in splits:
-        r, n = rows[name], len(rows[name])
-        recon = create(f"{name}_recon_data", (n, n_total, n_units), np.int32)
-        encod = create(f"{name}_encod_data", (n, n_window, n_heldin), np.int32)
-        truth_sets = {t: create(f"{name}_truth_{t}", (n, n_total, d.shape[1]), np.float32)
-                      for t, (_, d) in truth.items()}
-        for lo in range(0, n, block):
-            hi = min(n, lo + block)
-            counts = dense_block(entries, position[name][lo:hi], n_total, n_units)
-            recon[lo:hi] = counts
-            encod[lo:hi] = counts[:, :n_window, :n_heldin]
-            centres = bin_centres(first_bin[r[lo:hi]], n_total, t_start, bin_width)
-            for t, (ts, d) in truth.items():
-                values = sample_series(ts, d, centres).astype(np.float32)
-                if t == "rates":
-                    values = values[:, :, channel_order]
-                    if truth_units[t] == "Hz":
-                        values = values * bin_width
-                truth_sets[t][lo:hi] = values.astype(np.float32)
-        for key, value in ((f"{name}_inds", r.astype(np.int64)),
-                           (f"{name}_cond_idx", conditions[r])):
-            out.create_dataset(key, data=value, compression="gzip", compression_opts=1)
-        if beh is not None:
-            out.create_dataset(f"{name}_behavior", data=beh[np.searchsorted(window_index, r)],
-                               compression="gzip", compression_opts=1)
+    with atomic_path(out_h5) as tmp:
+        with h5py.File(tmp, "w") as out:
+            for name in splits:
+                r, n = rows[name], len(rows[name])
+                recon = create(out, f"{name}_recon_data", (n, n_total, n_units), np.int32)
+                encod = create(out, f"{name}_encod_data", (n, n_window, n_heldin), np.int32)
+                truth_out = {t: create(out, f"{name}_truth_{t}", (n, n_total, d.shape[1]),
+                                       np.float32) for t, (_, d, _) in truth.items()}
+                for lo in range(0, n, block):
+                    hi = min(n, lo + block)
+                    counts = dense_block(entries, position[name][lo:hi], n_total, n_units)
+                    recon[lo:hi] = counts
+                    encod[lo:hi] = counts[:, :n_window, :n_heldin]
+                    centres = bin_centres(first_bin[r[lo:hi]], n_total, t_start, bin_width)
+                    for t, (ts, d, unit) in truth.items():
+                        values = sample_series(ts, d, centres).astype(np.float32)
+                        if t == "rates":
+                            values = values[:, :, channel_order]
+                            if unit == "Hz":
+                                values = values * bin_width
+                        truth_out[t][lo:hi] = values.astype(np.float32)
+                for key, value in ((f"{name}_inds", r.astype(np.int64)),
+                                   (f"{name}_cond_idx", conditions[r])):
+                    out.create_dataset(key, data=value, compression="gzip", compression_opts=1)
+                if behavior is not None:
+                    out.create_dataset(f"{name}_behavior", data=behavior[name],
+                                       compression="gzip", compression_opts=1)
+            out.attrs.update(attrs)
+            out.attrs["behavior_columns"] = behavior_columns
+        if metadata_json is not None:
+            write_json(metadata, metadata_json)
+    return int(len(entries[0]))

@@ -119,6 +119,10 @@ def sample_series(timestamps: np.ndarray, data: np.ndarray, centres: np.ndarray)
     if len(timestamps) < 2:
         return np.full(centres.shape + (data.shape[1],), np.nan)
     flat = centres.ravel()
+    # a centre on the first or last sample but for rounding is on it, not outside
+    tol = 1e-9 * max(1.0, abs(float(timestamps[-1])))
+    flat = np.where((flat > timestamps[-1]) & (flat <= timestamps[-1] + tol), timestamps[-1], flat)
+    flat = np.where((flat < timestamps[0]) & (flat >= timestamps[0] - tol), timestamps[0], flat)
     values = np.column_stack([np.interp(flat, timestamps, d, left=np.nan, right=np.nan)
                               for d in data.T])
     return values.reshape(centres.shape + (data.shape[1],))

@@ -1,5 +1,8 @@
 """NWB ingestion: any NWB file with a Units table and a trials table -> one normalised HDF5.
 
+A continuous recording (the setting ``segment_length_ms``, cut into segments by alignment)
+needs no trials table: none is read and ``trials/`` is empty (attr ``trials_table`` empty).
+
 The trials table is ``intervals/trials`` unless the setting ``trials_table`` names another
 table under ``intervals/`` (any ``TimeIntervals``, e.g. ``intervals/encoding_table``); whichever
 it is, ``session.h5`` stores it as ``trials/`` and records its name (attr ``trials_table``, and
@@ -74,6 +77,8 @@ class IngestSettings:
     min_rate_hz: float = 0.0
     trial_filter: str = ""
     trials_table: str = DEFAULT_TRIALS_TABLE  # the table under intervals/ holding the trials
+    # A continuous recording (cut into segments): no trials table is read (None: trials)
+    segment_length_ms: float | None = None
 
     @classmethod
     def from_settings(cls, settings: dict) -> "IngestSettings":
@@ -86,6 +91,8 @@ class IngestSettings:
             min_rate_hz=float(settings["min_rate_hz"]),
             trial_filter=settings["trial_filter"],
             trials_table=settings.get("trials_table") or DEFAULT_TRIALS_TABLE,
+            segment_length_ms=None if settings.get("segment_length_ms") in (None, "")
+            else float(settings["segment_length_ms"]),
         )
 
 
@@ -211,6 +218,13 @@ def read_trials(f: h5py.File, path, event: str, table: str = DEFAULT_TRIALS_TABL
     return TrialsTable(trials, table, skipped, hidden, notes)
 
 
+def no_trials() -> TrialsTable:
+    """The empty trials table of a continuous recording (no table is read: its time is cut
+    into segments, :mod:`lfads_core.nwb.segments`)."""
+    table = pd.DataFrame({"start_time": np.zeros(0), "stop_time": np.zeros(0)})
+    return TrialsTable(table, "", {}, [], [])
+
+
 def late_event_warning(table: str, event: str, n_late: int, n_trials: int,
                        recording_stop: float) -> str:
     return (f"table '{table}': {n_late} of the {n_trials} trials have a '{event}' time after "
@@ -328,7 +342,9 @@ def _read_series(f, names, path, module):
 def _ingest(path: Path, f: h5py.File, out_h5: Path, settings: IngestSettings,
             progress_every: int):
     units = read_units(f, path)
-    read = read_trials(f, path, settings.align_event, settings.trials_table)
+    continuous = settings.segment_length_ms is not None
+    read = no_trials() if continuous else \
+        read_trials(f, path, settings.align_event, settings.trials_table)
     trials, trial_columns_skipped = read.table, read.skipped
     notes = list(read.warnings)
     if units.hidden_columns:
@@ -336,7 +352,8 @@ def _ingest(path: Path, f: h5py.File, out_h5: Path, settings: IngestSettings,
                                               units.skipped_columns))
     unit_table = units.table
 
-    recording_stop = max(float(np.nanmax(trials["stop_time"])), last_spike(units, path))
+    recording_stop = max(float(np.nanmax(trials["stop_time"])) if len(trials) else 0.0,
+                         last_spike(units, path))
     observed_s = np.array([np.sum(np.diff(units.intervals(k, recording_stop, path), axis=1))
                            for k in range(len(unit_table))])
     reason = unit_drop_reasons(units, observed_s, settings, path)
@@ -348,7 +365,8 @@ def _ingest(path: Path, f: h5py.File, out_h5: Path, settings: IngestSettings,
         valid = units.intervals(k, recording_stop, path) if valid is None else \
             intersect_intervals(valid, units.intervals(k, recording_stop, path))
 
-    trial_reason = trial_drop_reasons(trials, settings, path, recording_stop)
+    trial_reason = np.zeros(0, dtype=object) if continuous else \
+        trial_drop_reasons(trials, settings, path, recording_stop)
     n_late = int(np.sum(trial_reason == f"{settings.align_event} after recording end"))
     if n_late:
         notes.append(late_event_warning(read.name, settings.align_event, n_late, len(trials),

@@ -26,6 +26,11 @@ scaled so the modulation has std LOG_RATE_STD and b_n so the time-averaged rate 
 neuron's target (log-uniform in ``mean_rate_hz``). Spike counts are Poisson per ``dt_ms`` step;
 spike times are uniform within the step on a grid of dt/30 (the Units table's resolution).
 Randomness comes from independent sub-streams of ``default_rng(seed)``, one per part.
+
+A continuous recording (``continuous: true``) has no trials: the system runs for
+``duration_s`` from one state on the attractor (the first condition's), the units fire, the
+hand moves and the truth is sampled over the whole recording (``obs_intervals`` and the series
+cover ``[0, duration_s)``), and the file has no trials table. The trial keys are not used.
 """
 
 from __future__ import annotations
@@ -92,6 +97,8 @@ def simulate_session(params: dict, session: int = 0) -> SimulatedSession:
     behaviour noise from ``(seed, session)``."""
     p = check_params(params)
     rng = dict(zip(_STREAMS, np.random.default_rng(p["seed"]).spawn(len(_STREAMS))))
+    if p["continuous"]:
+        return _simulate_continuous(p, rng)
     noise_rng = rng["behavior"]
     dt = p["dt_ms"] * 1e-3
     steps_per_ms = round(1.0 / p["dt_ms"])
@@ -220,6 +227,80 @@ def simulate_session(params: dict, session: int = 0) -> SimulatedSession:
         truth_inputs=truth_inputs, session=session)
 
 
+def _simulate_continuous(p: dict, rng: dict) -> SimulatedSession:
+    """A recording without trials (``continuous: true``): the system runs for ``duration_s``
+    from one state on the attractor (condition 0's), spikes, behaviour and truth at every
+    step as in trials. Rates, spikes and truth are made a chunk of steps at a time."""
+    dt = p["dt_ms"] * 1e-3
+    steps_per_ms = round(1.0 / p["dt_ms"])
+    n_steps = round(p["duration_s"] * 1e3) * steps_per_ms
+    n_neurons = p["n_neurons"]
+    latents = SYSTEMS[p["system"]]({**p, "n_conditions": 1}, n_steps, rng)[0]
+    z = (latents - latents.mean(0)) / np.maximum(latents.std(0), 1e-12)  # steps x latents
+    width = round(1e3 / p["truth_rate_hz"]) * steps_per_ms
+    chunk = width * 2048  # steps per chunk, whole truth steps
+
+    if p["readout"] == "tanh":
+        units = rng["readout"].choice(latents.shape[-1], n_neurons, replace=False)
+
+        def rates_of(lo, hi):
+            return p["max_rate_hz"] * (latents[lo:hi, units] + 1.0) / 2.0
+    else:  # as in trials: modulation std LOG_RATE_STD, mean rate exactly the target
+        target = np.exp(rng["rates"].uniform(*np.log(p["mean_rate_hz"]), n_neurons))
+        w = rng["readout"].normal(size=(z.shape[-1], n_neurons))
+        cov = np.cov(z, rowvar=False, bias=True).reshape(z.shape[-1], z.shape[-1])
+        w *= LOG_RATE_STD / np.maximum(np.sqrt(np.einsum("in,ij,jn->n", w, cov, w)), 1e-12)
+        mean = sum(np.exp(z[lo:lo + chunk] @ w).sum(0) for lo in range(0, n_steps, chunk))
+        b = np.log(target) - np.log(mean / n_steps)
+
+        def rates_of(lo, hi):
+            return np.exp(b + z[lo:hi] @ w)
+
+    ticks_per_s = SPIKE_TICKS_PER_STEP * steps_per_ms * 1000
+    n_truth = n_steps // width
+    truth_rates = np.empty((n_truth, n_neurons), dtype=np.float32)
+    per_unit, per_time = [], []
+    for lo in range(0, n_steps, chunk):
+        hi = min(n_steps, lo + chunk)
+        rates = rates_of(lo, hi)
+        counts = rng["spikes"].poisson(rates * dt)
+        step, unit = np.nonzero(counts)
+        reps = counts[step, unit]
+        step, unit = np.repeat(step, reps), np.repeat(unit, reps)
+        ticks = (lo + step) * SPIKE_TICKS_PER_STEP + rng["spikes"].integers(
+            0, SPIKE_TICKS_PER_STEP, len(step))
+        per_time.append(ticks / ticks_per_s)
+        per_unit.append(unit)
+        whole = (hi - lo) // width
+        truth_rates[lo // width:lo // width + whole] = \
+            rates[:whole * width].reshape(whole, width, n_neurons).mean(1)
+    unit, times = np.concatenate(per_unit), np.concatenate(per_time)
+    order = np.lexsort((times, unit))
+    times, bounds = times[order], np.searchsorted(unit[order], np.arange(n_neurons + 1))
+    heldout = np.zeros(n_neurons, dtype=bool)
+    heldout[rng["heldout"].choice(n_neurons, round(p["heldout_fraction"] * n_neurons),
+                                  replace=False)] = True
+
+    # Hand velocity: the latent step containing each sample, a linear readout plus noise.
+    mix = rng["behavior"].normal(size=(z.shape[-1], 2))
+    mix *= HAND_SPEED_STD / np.maximum((z @ mix).std(0), 1e-12)
+    n_beh = math.ceil(n_steps * dt * p["behavior_rate_hz"] - 1e-9)
+    step = np.minimum(np.floor(np.arange(n_beh) / p["behavior_rate_hz"] / dt + 1e-9)
+                      .astype(np.int64), n_steps - 1)
+    signal = z[step] @ mix
+    hand_vel = signal + rng["behavior"].normal(0.0, p["behavior_noise"] * HAND_SPEED_STD,
+                                               signal.shape)
+    truth_latents = z[:n_truth * width].reshape(n_truth, width, -1).mean(1).astype(np.float32)
+    trials = pd.DataFrame({"start_time": np.zeros(0), "stop_time": np.zeros(0),
+                           "move_onset_time": np.zeros(0), "condition": np.zeros(0, np.int64),
+                           "split": np.zeros(0, dtype=object)})
+    return SimulatedSession(
+        spike_times=[times[bounds[n]:bounds[n + 1]] for n in range(n_neurons)], heldout=heldout,
+        trials=trials, behavior_rate_hz=float(p["behavior_rate_hz"]), hand_vel=hand_vel,
+        truth_rate_hz=float(p["truth_rate_hz"]), truth_latents=truth_latents,
+        truth_rates_hz=truth_rates, obs_intervals=np.array([[0.0, n_steps * dt]]), params=p)
+
+
 def write_nwb(session: SimulatedSession, path: str | Path) -> None:
     """Write ``session`` as an NWB file at ``path`` (overwritten)."""
     from hdmf.backends.hdf5 import H5DataIO
@@ -256,7 +337,7 @@ def write_nwb(session: SimulatedSession, path: str | Path) -> None:
     pulsed = "pulse_time" in session.trials
     if pulsed:
         columns["pulse_time"] = "onset of the trial's input pulse to the latent RNN (s)"
-    for name, description in columns.items():
+    for name, description in columns.items() if len(session.trials) else ():  # continuous: none
         nwb.add_trial_column(name, description)
     for row in session.trials.itertuples(index=False):
         extra = {"pulse_time": row.pulse_time} if pulsed else {}
@@ -278,7 +359,8 @@ def write_nwb(session: SimulatedSession, path: str | Path) -> None:
         return TimeSeries(name=name, data=data,
                           unit=unit, rate=float(rate), starting_time=float(start),
                           description=description,
-                          comments="NaN outside trials; simulated by lfads_core.nwb.simulate")
+                          comments=("" if p["continuous"] else "NaN outside trials; ")
+                          + "simulated by lfads_core.nwb.simulate")
 
     behavior = nwb.create_processing_module("behavior", "Simulated behaviour")
     behavior.add(series("hand_vel", session.hand_vel, "m/s", session.behavior_rate_hz, 0.0,

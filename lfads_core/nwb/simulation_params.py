@@ -36,12 +36,16 @@ DEFAULT_PARAMS: dict = {
     # sessions trials_per_condition)
     "sessions": 1, "neurons_per_session": 0, "conditions_per_session": 0,
     "session_trials_per_condition": None,
+    # a continuous recording without trials: the system runs for duration_s from one state
+    # on the attractor (no trials table; the trial keys above are not used)
+    "continuous": False, "duration_s": 300.0,
 }
 # Keys added after the first files were written: left out of a file's description while at
 # their defaults, so that the same params still give the same file.
 _OMIT_IF_DEFAULT = ("readout", "max_rate_hz", "input_pulse", "pulse_amplitude",
                     "pulse_window_s", "pulse_width_ms", "sessions", "neurons_per_session",
-                    "conditions_per_session", "session_trials_per_condition")
+                    "conditions_per_session", "session_trials_per_condition", "continuous",
+                    "duration_s")
 READOUTS = ("loglinear", "tanh")
 
 
@@ -124,6 +128,16 @@ def check_params(params: dict) -> dict:
         if p["n_neurons"] > p["rnn_units"]:
             bad("n_neurons", f"must be <= rnn_units ({p['rnn_units']}) with readout 'tanh' "
                              "(one unit per RNN unit)")
+    if not isinstance(p["continuous"], bool):
+        bad("continuous", "must be true or false")
+    number("duration_s", 0, low_ok=False)
+    if p["continuous"]:
+        if abs(p["duration_s"] * 1e3 - round(p["duration_s"] * 1e3)) > 1e-6:
+            bad("duration_s", "must be a whole number of ms")
+        if p["input_pulse"]:
+            bad("input_pulse", "input pulses come with trials; not with continuous: true")
+        if p["sessions"] > 1:
+            bad("sessions", "several sessions come with trials; not with continuous: true")
     if p["input_pulse"]:
         if p["system"] != "chaotic_rnn":
             bad("input_pulse", "input pulses need system 'chaotic_rnn'")

@@ -34,9 +34,13 @@ from ..errors import InputDataError
 from ..nwb import reading as nr
 from ..nwb.alignment import (SPLITS, AlignSettings, assign_split, heldout_warning, resolved_heldout,
                              resolved_split, test_fraction_value, trial_window_flags, window_bins)
+from ..nwb.binning import make_grid
 from ..nwb.ingest import (DEFAULT_TRIALS_TABLE, IngestSettings, hidden_column_warning,
-                          read_trials, read_units, trial_drop_reasons, unit_drop_reasons)
+                          last_spike, read_trials, read_units, trial_drop_reasons,
+                          unit_drop_reasons)
 from ..nwb.intervals import inside_intervals, intersect_intervals, merge_intervals
+from ..nwb.segments import (DEFAULT_SPLIT_BLOCKS, block_warnings, check_split_counts,
+                            is_continuous, segment_bins, segment_recording)
 from ..values import split_list
 
 
@@ -74,11 +78,25 @@ def check_dataset(name: str, settings: dict, sheet, config: dict, read_file: boo
     """Check one dataset; returns what it found (upper bounds of the usable trials and units).
     Raises :class:`InputDataError` naming the sheet, the dataset, the field and the file."""
     where = f"{sheet} (dataset '{name}')"
+    continuous = is_continuous(settings)
     try:
-        offset_s, n_window = check_window(settings, where)
+        if continuous:
+            offset_s = 0.0
+            n_window, n_overlap = segment_bins(settings["segment_length_ms"],
+                                               settings.get("segment_overlap_ms", "auto"),
+                                               settings["bin_width_ms"] / 1e3, where)
+        else:
+            offset_s, n_window = check_window(settings, where)
     except InputDataError as exc:
         raise InputDataError(where, exc.field, f"{exc.reason} (file {settings['nwb']})")
     found = {"n_window": n_window}
+    if continuous:
+        if settings["split"] == "file":
+            raise InputDataError(where, "split", "split 'file' reads a trials table; a continuous "
+                                 "dataset (segment_length_ms) is split by blocks of time "
+                                 f"(split_blocks): set split to auto (file {settings['nwb']})")
+        found.update(segments=True, n_overlap=n_overlap,
+                     split_blocks=int(settings.get("split_blocks", DEFAULT_SPLIT_BLOCKS)))
     if not read_file:
         return found
     nwb = Path(settings["nwb"])
@@ -112,6 +130,8 @@ def _check_file(f, nwb: Path, settings: dict, config: dict, where: str, offset_s
     ingest = IngestSettings.from_settings(settings)
     align = AlignSettings.from_settings(settings)
     units = read_units(f, nwb)
+    if align.segment_length_ms is not None:
+        return _check_continuous(f, nwb, settings, config, where, ingest, align, units, n_window)
     read = read_trials(f, nwb, ingest.align_event, ingest.trials_table)
     trials, table = read.table, read.name
     for column in align.condition_columns:
@@ -131,37 +151,8 @@ def _check_file(f, nwb: Path, settings: dict, config: dict, where: str, offset_s
     # file has no obs_intervals) are upper bounds and the kept units a superset.
     stop = float(np.nanmax(trials["stop_time"]))
     notes = list(read.warnings)
-    if units.hidden_columns:
-        notes.insert(0, hidden_column_warning("units", units.hidden_columns,
-                                              units.skipped_columns))
-    if units.obs is not None:
-        data, ends = units.obs
-        all_obs = nr.read(data, nwb, "units.obs_intervals").astype(float)
-        starts = np.concatenate([[0], ends[:-1]])
-        per_unit = [merge_intervals(all_obs[s:e]) for s, e in zip(starts, ends)]
-    else:
-        per_unit = [np.array([[0.0, stop]])] * len(units.table)
-    observed = np.array([np.sum(np.diff(iv, axis=1)) for iv in per_unit])
-    kept_units = unit_drop_reasons(units, observed, ingest, nwb) == ""
-    heldout = units.table["heldout"].to_numpy(bool)[kept_units]
-    n_units = int(kept_units.sum())
-    heldout_mode = resolved_heldout(align.heldout, units.heldout_column)
-    if heldout_mode == "file" and heldout.all():
-        raise InputDataError(where, "heldout", f"heldout is '{align.heldout}' and {nwb}'s 'heldout' "
-                             f"column holds out all {n_units} kept units, leaving none as input")
-    n_heldout = {"file": int(heldout.sum()), "none": 0}.get(heldout_mode)
-    if n_heldout is None:
-        n_heldout = int(round(float(heldout_mode) * n_units))
-        if n_heldout >= n_units:
-            raise InputDataError(where, "heldout", f"a fraction {heldout_mode} of the {n_units} "
-                                 f"kept units of {nwb} holds out all of them, leaving none as input")
-    no_heldout = heldout_warning(heldout_mode, n_units, units.heldout_column) \
-        if n_heldout == 0 and heldout_mode != "none" else None
-
-    valid = np.array([[0.0, np.inf]])
-    if units.obs is not None:
-        for k in np.flatnonzero(kept_units):
-            valid = intersect_intervals(valid, per_unit[k])
+    kept = _check_units(units, nwb, ingest, align, where, stop, notes)
+    n_units, n_heldout, heldout_mode, no_heldout, valid = kept
 
     # Trials: ingestion's filters, then alignment's windows and split.
     reason = trial_drop_reasons(trials, ingest, nwb)
@@ -196,6 +187,79 @@ def _check_file(f, nwb: Path, settings: dict, config: dict, where: str, offset_s
             "windows_outside_trial": int(np.sum(outside & (reason == ""))), "dropped": drops,
             "split": split, "heldout": heldout_mode, "no_heldout": no_heldout,
             "trials_table": table, "warnings": notes}
+
+
+def _check_units(units, nwb: Path, ingest: IngestSettings, align: AlignSettings, where: str,
+                 stop: float, notes: list) -> tuple:
+    """The units ingestion keeps and alignment holds out, and where all kept units were
+    observed (``stop``: the recording's end where the file has no ``obs_intervals``):
+    ``(n_units, n_heldout, heldout mode, why none is held out or None, observed intervals)``;
+    a warning about the units table goes to ``notes``."""
+    if units.hidden_columns:
+        notes.insert(0, hidden_column_warning("units", units.hidden_columns,
+                                              units.skipped_columns))
+    if units.obs is not None:
+        data, ends = units.obs
+        all_obs = nr.read(data, nwb, "units.obs_intervals").astype(float)
+        starts = np.concatenate([[0], ends[:-1]])
+        per_unit = [merge_intervals(all_obs[s:e]) for s, e in zip(starts, ends)]
+    else:
+        per_unit = [np.array([[0.0, stop]])] * len(units.table)
+    observed = np.array([np.sum(np.diff(iv, axis=1)) for iv in per_unit])
+    kept_units = unit_drop_reasons(units, observed, ingest, nwb) == ""
+    heldout = units.table["heldout"].to_numpy(bool)[kept_units]
+    n_units = int(kept_units.sum())
+    heldout_mode = resolved_heldout(align.heldout, units.heldout_column)
+    if heldout_mode == "file" and heldout.all():
+        raise InputDataError(where, "heldout", f"heldout is '{align.heldout}' and {nwb}'s 'heldout' "
+                             f"column holds out all {n_units} kept units, leaving none as input")
+    n_heldout = {"file": int(heldout.sum()), "none": 0}.get(heldout_mode)
+    if n_heldout is None:
+        n_heldout = int(round(float(heldout_mode) * n_units))
+        if n_heldout >= n_units:
+            raise InputDataError(where, "heldout", f"a fraction {heldout_mode} of the {n_units} "
+                                 f"kept units of {nwb} holds out all of them, leaving none as input")
+    no_heldout = heldout_warning(heldout_mode, n_units, units.heldout_column) \
+        if n_heldout == 0 and heldout_mode != "none" else None
+
+    valid = np.array([[0.0, np.inf]])
+    if units.obs is not None:
+        for k in np.flatnonzero(kept_units):
+            valid = intersect_intervals(valid, per_unit[k])
+    return n_units, n_heldout, heldout_mode, no_heldout, valid
+
+
+def _check_continuous(f, nwb: Path, settings: dict, config: dict, where: str,
+                      ingest: IngestSettings, align: AlignSettings, units, n_window: int) -> dict:
+    """A continuous recording: its segments per split, exactly as alignment will cut them
+    (the recording's end is its last spike, as ingestion takes it; one value read per unit)."""
+    for series in ingest.behavior:
+        group = nr.find_series(f, series, nwb)
+        nr.check_series(group, nwb, f"processing/{nr.BEHAVIOR_MODULE}/{series}")
+    stop = last_spike(units, nwb)
+    notes = []
+    n_units, n_heldout, heldout_mode, no_heldout, valid = _check_units(
+        units, nwb, ingest, align, where, stop, notes)
+    width = settings["bin_width_ms"] / 1e3
+    t_start, n_bins = make_grid(0.0, stop, width)
+    if units.obs is None:  # as ingestion: the recording, to its last spike
+        valid = np.array([[0.0, stop]])
+    _, n_overlap = segment_bins(align.segment_length_ms, align.segment_overlap_ms, width, where)
+    try:
+        seg = segment_recording(valid, t_start, width, n_bins, n_window, n_overlap,
+                                align.fp_bins, align.split_blocks, align.valid_fraction,
+                                align.test_fraction, align.seed, where)
+        needs = [(which, need, f"by {stage} {why}")
+                 for stage, which, need, why in minimum_trials(settings, config)]
+        check_split_counts(seg, needs, width, where)
+    except InputDataError as exc:
+        raise InputDataError(where, exc.field, f"{exc.reason} (file {nwb})")
+    notes += block_warnings(seg)
+    return {"units": n_units, "heldout_units": n_heldout, **seg.counts,
+            "windows_outside_trial": 0, "dropped": {}, "split": "blocks",
+            "heldout": heldout_mode, "no_heldout": no_heldout, "trials_table": None,
+            "segments": True, "n_overlap": n_overlap, "split_blocks": align.split_blocks,
+            "warnings": notes}
 
 
 def _short_field(which: str, split: str, drops: dict, n_kept: int, need: int) -> str:

@@ -185,14 +185,25 @@ def exit_on_bad_input(sources: list[tuple[str, dict]], check: Callable[..., T], 
 
 
 def _dataset_line(name: str, settings: dict, found: dict) -> str:
-    """One dataset's start-up line: units, trials per split, bins, behaviour."""
+    """One dataset's start-up line: units, trials per split, bins, behaviour (a continuous
+    dataset's: segments per split, their length and overlap in ms and bins, blocks of time)."""
     bins = f"{found['n_window']} bins of {settings['bin_width_ms']:g} ms + {settings['fp_bins']} forward"
     behaviour = settings["behavior"].strip() or "none"
+    if found.get("segments"):
+        width = settings["bin_width_ms"]
+        bins = (f"segments of {found['n_window'] * width:g} ms overlapping by "
+                f"{found['n_overlap'] * width:g} ms ({found['n_window']} bins of {width:g} ms + "
+                f"{settings['fp_bins']} forward, overlap {found['n_overlap']} bins)")
     if "units" not in found:  # a simulated file the first job writes
         return f"{name}: simulated by the first job (counts once written); {bins}; behaviour {behaviour}"
     heldout = {"file": "the file's heldout column", "none": "none held out"}.get(
         found["heldout"], f"a random {found['heldout']}")
     trials = ", ".join(f"{found[s]} {s}" for s in ("train", "valid", "test"))
+    if found.get("segments"):
+        segments = ", ".join(f"{found[s]} {s}" for s in ("train", "valid", "test"))
+        return (f"{name}: {found['units']} units, {found['heldout_units']} held out ({heldout}); "
+                f"continuous: segments {segments} (split by {found['split_blocks']} blocks of "
+                f"time); {bins}; behaviour {behaviour}")
     table = found.get("trials_table", "trials")
     source = "" if table == "trials" else f", from intervals/{table}"
     return (f"{name}: {found['units']} units, {found['heldout_units']} held out ({heldout}); "

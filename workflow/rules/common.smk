@@ -139,7 +139,12 @@ print(
 # Settings added after results may exist, with the value that behaves as before: a stage's
 # params carry them only when set otherwise, so that results made before they existed do not
 # rerun.
-SETTINGS_ADDED = {"trials_table": "trials"}
+SETTINGS_ADDED = {
+    "trials_table": "trials",
+    "segment_length_ms": None,
+    "segment_overlap_ms": "auto",
+    "split_blocks": 10,
+}
 
 
 def sheet_settings(stage):
