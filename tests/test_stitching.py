@@ -241,3 +241,24 @@ def test_posterior_sampling_uses_the_sessions_own_readin_and_readout(sessions, t
     with pytest.raises(RuntimeError):  # another session's read-in does not fit these units
         run_posterior(result.model_path, sessions[0], tmp_path / "wrong.h5", n_samples=1,
                       device="cpu", session=1)
+
+
+def test_a_group_shares_its_window_length_whether_trials_or_segments():
+    """Rows of a stitched group must agree on the bins one model sees: a continuous row's
+    window is its segment, so two continuous sessions with the same segment length group
+    (whatever their trial windows say), and a segment length unlike a trial row's window is
+    refused naming the sheet, the group's rows and the field."""
+    from lfads_core.errors import InputDataError
+    from lfads_core.workflow.groups import model_groups
+
+    base = {"group": "monkey", "bin_width_ms": 5, "fp_bins": 0, "window_start_ms": -250,
+            "window_end_ms": 450, "segment_length_ms": None}
+    continuous = dict(base, segment_length_ms=700, window_end_ms=250)
+    assert model_groups({"a": continuous, "b": dict(continuous, window_start_ms=0)},
+                        "sheet.tsv") == {"monkey": ["a", "b"]}
+    assert model_groups({"a": base, "b": continuous}, "sheet.tsv") == {"monkey": ["a", "b"]}
+    with pytest.raises(InputDataError) as err:
+        model_groups({"a": base, "b": dict(continuous, segment_length_ms=1000)}, "sheet.tsv")
+    message = str(err.value)
+    assert message.startswith("sheet.tsv (group 'monkey', rows ['a', 'b'])")
+    assert "segment_length_ms" in message and "{'a': 700, 'b': 1000.0}" in message

@@ -10,7 +10,10 @@ from ..errors import InputDataError
 # What must agree within a group: the sessions share the model's bins.
 _SHARED = {
     "bin_width_ms": lambda s: s["bin_width_ms"],
-    "window_end_ms - window_start_ms": lambda s: s["window_end_ms"] - s["window_start_ms"],
+    # a continuous recording's windows are its segments
+    "window length (window_end_ms - window_start_ms, or segment_length_ms)":
+        lambda s: float(s["segment_length_ms"]) if s.get("segment_length_ms") not in (None, "")
+        else s["window_end_ms"] - s["window_start_ms"],
     "fp_bins": lambda s: s["fp_bins"],
 }
 
