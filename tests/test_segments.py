@@ -11,10 +11,10 @@ import yaml
 
 from conftest import ROOT, run_snakemake, tiny_config, workflow_dir, write_test_nwb
 from lfads_core.errors import InputDataError
-from lfads_core.nwb.alignment import AlignSettings, align_trials
+from lfads_core.nwb.alignment import AlignSettings
 from lfads_core.nwb.binning import bin_session
 from lfads_core.nwb.ingest import IngestSettings, ingest_nwb
-from lfads_core.nwb.segments import (block_labels, check_split_counts, segment_bins,
+from lfads_core.nwb.segments import (align_windows, block_labels, check_split_counts, segment_bins,
                                      segment_recording, tile)
 from lfads_core.nwb.simulate import simulate_session, simulate_to_nwb
 from lfads_core.workflow.preflight import check_dataset
@@ -61,8 +61,8 @@ def aligned(nwb, tmp_path, **changes):
     settings = settings_for(nwb, behavior="hand_vel", **changes)
     ingest_nwb(nwb, tmp_path / "session.h5", IngestSettings.from_settings(settings))
     bin_session(tmp_path / "session.h5", tmp_path / "binned.h5", settings["bin_width_ms"] / 1e3)
-    summary = align_trials(tmp_path / "binned.h5", tmp_path / "lfads_input.h5",
-                           AlignSettings.from_settings(settings), tmp_path / "lfads_input.json")
+    summary = align_windows(tmp_path / "binned.h5", tmp_path / "lfads_input.h5",
+                            AlignSettings.from_settings(settings), tmp_path / "lfads_input.json")
     metadata = json.loads((tmp_path / "lfads_input.json").read_text())
     return summary, metadata, tmp_path / "lfads_input.h5"
 

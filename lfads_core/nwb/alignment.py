@@ -284,12 +284,13 @@ def align_trials(binned_h5, out_h5, settings: AlignSettings, metadata_json=None)
     width, window, unit ids, trial ids and window start times per split, the condition
     columns' values of each condition index, source checksum). Returns the alignment summary: kept
     and dropped trials and why, and any warnings. Errors name the source NWB file.
-    A continuous recording (``segment_length_ms`` set) is cut into overlapping segments
-    instead (:func:`lfads_core.nwb.segments.align_segments`).
+    A continuous recording (``segment_length_ms`` set) is cut into overlapping segments by
+    :func:`lfads_core.nwb.segments.align_segments` instead (:func:`...segments.align_windows`
+    chooses).
     """
     if settings.segment_length_ms is not None:
-        from .segments import align_segments
-        return align_segments(binned_h5, out_h5, settings, metadata_json)
+        raise ValueError("segment_length_ms is set: a continuous recording is cut into segments "
+                         "(lfads_core.nwb.segments.align_windows)")
     if settings.outside_trial not in OUTSIDE_TRIAL:
         raise InputDataError(binned_h5, "outside_trial", f"must be one of {OUTSIDE_TRIAL}, got "
                              f"{settings.outside_trial!r}")

@@ -50,6 +50,8 @@ import pandas as pd
 from ..errors import InputDataError
 from ..fileio import read_table
 from ..values import ms_to_bins
+from . import alignment as al
+from .binning import bin_centres, sample_series
 
 log = logging.getLogger(__name__)
 
@@ -257,13 +259,18 @@ def segment_summary(seg: Segmentation, bin_width: float) -> dict:
             "overlap_ms": seg.n_overlap * bin_width * 1e3, "blocks": seg.blocks}
 
 
+def align_windows(binned_h5, out_h5, settings, metadata_json=None) -> dict:
+    """The align stage: trial windows (:func:`lfads_core.nwb.alignment.align_trials`) or, with
+    ``segment_length_ms`` set, the segments of a continuous recording (:func:`align_segments`);
+    same arguments and files either way."""
+    align = align_segments if settings.segment_length_ms is not None else al.align_trials
+    return align(binned_h5, out_h5, settings, metadata_json)
+
+
 def align_segments(binned_h5, out_h5, settings, metadata_json=None) -> dict:
     """Cut ``binned.h5`` of a continuous recording into overlapping segments (module
     docstring), written as :func:`lfads_core.nwb.alignment.align_trials` writes trials.
     Returns the align summary: segments per split, the blocks, dropped segments and why."""
-    from . import alignment as al
-    from .binning import bin_centres, sample_series
-
     with h5py.File(binned_h5, "r") as src:
         source = str(src.attrs["source"])
 
