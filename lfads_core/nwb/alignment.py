@@ -48,7 +48,8 @@ import pandas as pd
 from ..errors import InputDataError
 from ..fileio import atomic_path, read_table, write_json
 from ..values import ms_to_bins, split_list
-from .binning import bin_centres, dense_block, sample_series, window_counts
+from .binning import bin_centres, dense_block, sample_series, window_counts, window_values
+from .imaging import KIND_TRACES, kind_of
 from .intervals import TOLERANCE_S, inside_intervals
 
 log = logging.getLogger(__name__)
@@ -111,13 +112,17 @@ def test_fraction_value(value) -> float:
     return 0.0 if value == "auto" else float(value)
 
 
-def window_bins(settings: AlignSettings, bin_width: float, where: str) -> tuple[float, int]:
+def window_bins(settings: AlignSettings, bin_width: float, where: str, snap: bool = False
+                ) -> tuple[float, int]:
     """``(start_s, n_bins)``: the window's start relative to the event (s) and its length in
-    bins of ``bin_width`` (s), which must be a whole number."""
+    bins of ``bin_width`` (s), which must be a whole number; with ``snap`` (frames of calcium
+    imaging, whose period is no whole number of ms) the nearest whole number, at least 1."""
     length_ms = settings.window_end_ms - settings.window_start_ms
     n = ms_to_bins(length_ms, bin_width)
     if length_ms <= 0:
         raise InputDataError(where, "window_end_ms", "window end must be after window start")
+    if snap:
+        return settings.window_start_ms / 1e3, max(1, int(round(n)))
     if abs(n - round(n)) > 1e-6:
         raise InputDataError(where, "window_start_ms",
                              f"window length {length_ms:g} ms is not a whole number of "
@@ -284,7 +289,8 @@ def align_trials(binned_h5, out_h5, settings: AlignSettings, metadata_json=None)
         bin_width = float(src.attrs["bin_width_s"])
         t_start = float(src.attrs["t_start_s"])
         n_bins = int(src.attrs["n_bins"])
-        offset_s, n_window = window_bins(settings, bin_width, source)
+        kind = kind_of(src.attrs)  # spikes, or traces (calcium imaging: values, NaN kept)
+        offset_s, n_window = window_bins(settings, bin_width, source, snap=kind == KIND_TRACES)
         n_total = n_window + settings.fp_bins
         trials = read_table(src["trials"])
         units = read_table(src["units"])
@@ -327,8 +333,12 @@ def align_trials(binned_h5, out_h5, settings: AlignSettings, metadata_json=None)
             log.warning("%s: %s", source, message)
         all_rows = np.concatenate([rows[name] for name in splits])
         log.info("align: counting spikes of %d units in %d windows", len(units), len(all_rows))
-        entries = window_counts(src["spikes/bins"], src["spikes/unit_offsets"][()],
-                                first_bin[all_rows], n_total, column_of_unit)
+        if kind == KIND_TRACES:
+            entries = window_values(src["traces/values"], first_bin[all_rows], n_total,
+                                    column_of_unit)
+        else:
+            entries = window_counts(src["spikes/bins"], src["spikes/unit_offsets"][()],
+                                    first_bin[all_rows], n_total, column_of_unit)
         attrs, metadata = _alignment_metadata(src, settings, bin_width, heldout, heldout_mode,
                                               units, trials, rows, splits, win_start, conditions,
                                               channel_order, behavior_columns, table)
@@ -339,6 +349,9 @@ def align_trials(binned_h5, out_h5, settings: AlignSettings, metadata_json=None)
                               channel_order, conditions, beh, window_index)
                 out.attrs.update(attrs)
                 out.attrs["behavior_columns"] = behavior_columns
+                out.attrs["kind"] = kind
+            if kind == KIND_TRACES:
+                metadata.update(trace_metadata(src, n_window))
             if metadata_json is not None:
                 write_json(metadata, metadata_json)
 
@@ -357,8 +370,11 @@ def align_trials(binned_h5, out_h5, settings: AlignSettings, metadata_json=None)
         "fp_bins": settings.fp_bins,
         "n_heldin": n_heldin,
         "n_heldout": int(heldout.sum()),
-        "spikes_in_trials": int(len(entries[0])),
     }
+    if kind == KIND_TRACES:
+        summary.update(kind=kind, masked_fraction=masked_fractions(out_h5, splits))
+    else:
+        summary["spikes_in_trials"] = int(len(entries[0]))
     log.info("align: %d train, %d valid, %d test trials; dropped %s", summary["train_trials"],
              summary["valid_trials"], summary["test_trials"], drops or "none")
     return summary
@@ -532,8 +548,9 @@ def _write_splits(out: h5py.File, splits: list[str], rows: dict[str, np.ndarray]
 
     for name in splits:
         r, n = rows[name], len(rows[name])
-        recon = create(f"{name}_recon_data", (n, n_total, n_units), np.int32)
-        encod = create(f"{name}_encod_data", (n, n_window, n_heldin), np.int32)
+        dtype = getattr(entries, "dtype", np.int32)  # counts, or values (traces)
+        recon = create(f"{name}_recon_data", (n, n_total, n_units), dtype)
+        encod = create(f"{name}_encod_data", (n, n_window, n_heldin), dtype)
         truth_sets = {t: create(f"{name}_truth_{t}", (n, n_total, d.shape[1]), np.float32)
                       for t, (_, d) in truth.items()}
         for lo in range(0, n, block):
@@ -555,3 +572,25 @@ def _write_splits(out: h5py.File, splits: list[str], rows: dict[str, np.ndarray]
         if beh is not None:
             out.create_dataset(f"{name}_behavior", data=beh[np.searchsorted(window_index, r)],
                                compression="gzip", compression_opts=1)
+
+
+def trace_metadata(src: h5py.File, n_window: int) -> dict:
+    """lfads_input.json's entries for calcium traces: the kind, the data's unit, the frames
+    per bin and the frame period (s), and the window's length in bins (snapped to frames)."""
+    return {"kind": KIND_TRACES, "data_unit": str(src.attrs.get("data_unit", "")),
+            "bin_frames": int(src.attrs["bin_frames"]),
+            "frame_period_s": float(src.attrs["frame_period_s"]), "n_bins_window": n_window}
+
+
+def masked_fractions(lfads_h5, splits) -> dict[str, float]:
+    """The fraction of NaN (masked) entries of each split's ``recon_data`` (traces), read a
+    block of trials at a time."""
+    out = {}
+    with h5py.File(lfads_h5, "r") as f:
+        for name in splits:
+            data = f[f"{name}_recon_data"]
+            step = max(1, BLOCK_ENTRIES // max(1, int(np.prod(data.shape[1:]))))
+            nan = sum(int(np.isnan(data[lo:lo + step]).sum())
+                      for lo in range(0, data.shape[0], step))
+            out[name] = nan / max(1, data.size)
+    return out

@@ -74,6 +74,8 @@ class IngestSettings:
     min_rate_hz: float = 0.0
     trial_filter: str = ""
     trials_table: str = DEFAULT_TRIALS_TABLE  # the table under intervals/ holding the trials
+    traces: str = ""  # ROI response series in processing/ophys (imaging); empty: spikes (Units)
+    roi_filter: str = ""  # pandas query over the PlaneSegmentation columns (traces)
 
     @classmethod
     def from_settings(cls, settings: dict) -> "IngestSettings":
@@ -86,6 +88,8 @@ class IngestSettings:
             min_rate_hz=float(settings["min_rate_hz"]),
             trial_filter=settings["trial_filter"],
             trials_table=settings.get("trials_table") or DEFAULT_TRIALS_TABLE,
+            traces=settings.get("traces") or "",
+            roi_filter=settings.get("roi_filter") or "",
         )
 
 
@@ -313,6 +317,10 @@ def ingest_nwb(path: str | Path, out_h5: str | Path, settings: IngestSettings,
     """
     path = Path(path)
     with nr.open_nwb_h5(path) as f:
+        if settings.traces:  # calcium imaging: lfads_core.nwb.imaging
+            from .imaging import ingest_traces
+
+            return ingest_traces(path, f, Path(out_h5), settings)
         return _ingest(path, f, Path(out_h5), settings, progress_every)
 
 
@@ -367,6 +375,7 @@ def _ingest(path: Path, f: h5py.File, out_h5: Path, settings: IngestSettings,
 
     summary = {
         "source": str(path),
+        "kind": "spikes",
         "trials_table": read.name,
         "units_in_file": int(len(unit_table)),
         "units_kept": int(kept.sum()),
@@ -428,6 +437,7 @@ def _ingest(path: Path, f: h5py.File, out_h5: Path, settings: IngestSettings,
         summary["ground_truth"] = {n: _write_series(out.require_group("truth"), n, *s)
                                    for n, s in truth.items()}
         summary["recording_stop_s"] = recording_stop
+        out.attrs["kind"] = "spikes"
         out.attrs["source"] = str(path)
         out.attrs["source_sha256"] = sha256sum(path)
         out.attrs["recording_start_s"] = 0.0
