@@ -62,14 +62,16 @@ def simulate_imaging(n_rois=24, n_trials=40, n_conditions=4, seed=0, frame_rate=
 
 
 def write_imaging_nwb(path, sim=None, n_rois=24, iscell=None, heldout=None, planes=1,
-                      plane_time_shift_s=0.0, use_timestamps=False, roi_ids=None, **simulate):
+                      plane_time_shift_s=0.0, use_timestamps=False, roi_ids=None,
+                      nan_frames=(), **simulate):
     """Write an imaging NWB file like NeuroConv's suite2p interface (module docstring).
 
     iscell: one value per ROI (default: all but every 6th ROI are cells). heldout: if given,
     a ``heldout`` column of the plane segmentation. planes > 1: the ROIs are split over as
     many planes, each with its own PlaneSegmentation and series (``RoiResponseSeriesPlane{k}``,
     ``DeconvolvedPlane{k}``), plane ``k``'s frame times shifted by ``k * plane_time_shift_s``.
-    use_timestamps: store frame timestamps rather than starting_time and rate.
+    use_timestamps: store frame timestamps rather than starting_time and rate. nan_frames:
+    frames whose values are NaN in every series (dropped frames, motion artefacts).
     Returns ``(path, sim)``.
     """
     from pynwb import NWBHDF5IO, NWBFile, TimeSeries
@@ -80,6 +82,11 @@ def write_imaging_nwb(path, sim=None, n_rois=24, iscell=None, heldout=None, plan
 
     sim = sim if sim is not None else simulate_imaging(n_rois=n_rois, **simulate)
     n_rois = sim["Fluorescence"].shape[1]
+    if len(nan_frames):
+        sim = dict(sim)
+        for key in ("Fluorescence", "Deconvolved", "Neuropil", "DfOverF"):
+            sim[key] = sim[key].copy()
+            sim[key][np.asarray(nan_frames)] = np.nan
     iscell = np.asarray(iscell if iscell is not None else (np.arange(n_rois) % 6 != 5))
     nwb = NWBFile(session_description="two-photon imaging, simulated",
                   identifier=str(uuid.uuid4()),

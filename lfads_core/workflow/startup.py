@@ -186,7 +186,8 @@ def exit_on_bad_input(sources: list[tuple[str, dict]], check: Callable[..., T], 
 
 def _dataset_line(name: str, settings: dict, found: dict) -> str:
     """One dataset's start-up line: units, trials per split, bins, behaviour."""
-    bins = f"{found['n_window']} bins of {settings['bin_width_ms']:g} ms + {settings['fp_bins']} forward"
+    bins = found.get("bins_text") or \
+        f"{found['n_window']} bins of {settings['bin_width_ms']:g} ms + {settings['fp_bins']} forward"
     behaviour = settings["behavior"].strip() or "none"
     if "units" not in found:  # a simulated file the first job writes
         return f"{name}: simulated by the first job (counts once written); {bins}; behaviour {behaviour}"
@@ -195,7 +196,10 @@ def _dataset_line(name: str, settings: dict, found: dict) -> str:
     trials = ", ".join(f"{found[s]} {s}" for s in ("train", "valid", "test"))
     table = found.get("trials_table", "trials")
     source = "" if table == "trials" else f", from intervals/{table}"
-    return (f"{name}: {found['units']} units, {found['heldout_units']} held out ({heldout}); "
+    units = found.get("channel_name", "units")  # ROIs for calcium traces
+    if found.get("traces"):
+        behaviour += f"; traces {found['traces']}"
+    return (f"{name}: {found['units']} {units}, {found['heldout_units']} held out ({heldout}); "
             f"trials {trials} (split {found['split']}{source}); {bins}; behaviour {behaviour}")
 
 
