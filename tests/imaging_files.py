@@ -91,8 +91,7 @@ def write_imaging_nwb(path, sim=None, n_rois=24, iscell=None, heldout=None, plan
     nwb = NWBFile(session_description="two-photon imaging, simulated",
                   identifier=str(uuid.uuid4()),
                   session_start_time=datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc))
-    device = nwb.create_device(name="Microscope", description="two-photon microscope",
-                               manufacturer="simulated")
+    device = nwb.create_device(name="Microscope", description="two-photon microscope")
     assert isinstance(device, Device)
     channel = OpticalChannel(name="OpticalChannel", description="green", emission_lambda=525.0)
     ophys = nwb.create_processing_module("ophys", "optical physiology processed data")

@@ -163,6 +163,7 @@ class Plane:
     """One ROI response series, checked: its frame times, ROI rows and their table."""
 
     name: str
+    field: str  # its place in the file, e.g. processing/ophys/Fluorescence/Deconvolved
     data: h5py.Dataset
     times: np.ndarray
     table: pd.DataFrame  # one row per column of data: the PlaneSegmentation's row of the ROI
@@ -176,7 +177,7 @@ def read_plane(f: h5py.File, name: str, path) -> Plane:
     """The series ``name`` and the PlaneSegmentation rows its ``rois`` point to, checked
     without reading the frames."""
     group = find_roi_series(f, name, path)
-    field = _field(name)
+    field = group.name.lstrip("/")
     data = group["data"]
     nr.check_numeric(data, path, f"{field}.data")
     if data.ndim not in (1, 2):
@@ -215,7 +216,7 @@ def read_plane(f: h5py.File, name: str, path) -> Plane:
         raise InputDataError(path, f"{field}.rois", "names a ROI more than once")
     table = table.iloc[rows].reset_index(drop=True)
     table = table.rename(columns={"id": "roi_id"})
-    return Plane(name, data, times, table, "heldout" in table, nr.series_unit(group),
+    return Plane(name, field, data, times, table, "heldout" in table, nr.series_unit(group),
                  float(data.attrs.get("conversion", 1.0)), float(data.attrs.get("offset", 0.0)))
 
 
@@ -229,12 +230,12 @@ def read_planes(f: h5py.File, names: list[str], path) -> tuple[list[Plane], pd.D
     period = frame_period(first.times)
     for plane in planes[1:]:
         if len(plane.times) != len(first.times):
-            raise InputDataError(path, _field(plane.name), f"has {len(plane.times)} frames but "
+            raise InputDataError(path, plane.field, f"has {len(plane.times)} frames but "
                                  f"'{first.name}' has {len(first.times)}; series of several "
                                  "planes are combined only when their frame times agree")
         gap = float(np.max(np.abs(plane.times - first.times)))
         if gap > PLANE_TOLERANCE * period:
-            raise InputDataError(path, _field(plane.name), f"its frame times differ from those of "
+            raise InputDataError(path, plane.field, f"its frame times differ from those of "
                                  f"'{first.name}' by up to {gap:.6g} s (more than half a frame "
                                  f"period, {period:.6g} s); series of several planes are "
                                  "combined only when their frame times agree")
@@ -264,7 +265,7 @@ def _column_blocks(plane: Plane, path):
     for lo in range(0, n_cols, width):
         hi = min(n_cols, lo + width)
         sel = np.s_[:, lo:hi] if data.ndim == 2 else np.s_[:]
-        values = nr.read(data, path, f"{_field(plane.name)}.data", sel).astype(np.float32)
+        values = nr.read(data, path, f"{plane.field}.data", sel).astype(np.float32)
         values = values.reshape(n_frames, hi - lo)
         if plane.conversion != 1.0 or plane.offset != 0.0:
             values = values * np.float32(plane.conversion) + np.float32(plane.offset)
@@ -296,7 +297,7 @@ def ingest_traces(path, f: h5py.File, out_h5, settings) -> dict:
             inf = np.isinf(values)
             if inf.any():
                 k = int(np.flatnonzero(inf.any(axis=0))[0])
-                raise InputDataError(path, f"{_field(plane.name)}.data",
+                raise InputDataError(path, f"{plane.field}.data",
                                      f"{int(inf.sum())} values are infinite (e.g. ROI column "
                                      f"{lo + k}); mark frames that were not observed as NaN")
             finite[column + lo: column + lo + values.shape[1]] = np.isfinite(values).sum(axis=0)
