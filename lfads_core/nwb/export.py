@@ -14,7 +14,10 @@ selection, ``test`` held out from all training and selection, ``none`` not model
 
 Units, the same in both files: factors and inferred inputs in arbitrary units (``a.u.``), rates
 in spikes per second (``Hz``: the posterior's expected counts per bin divided by the bin
-width; ``posterior.h5`` keeps counts per bin). Times in seconds on the recording's clock.
+width; ``posterior.h5`` keeps counts per bin). For calcium traces (``lfads_input.json``'s
+``kind`` = ``traces``) rates are the expected value per bin in the traces' unit, as the
+posterior holds them, and both files record ``kind`` and ``rates_unit``; their bins sit on
+the imaging clock. Times in seconds on the recording's clock.
 Arrays are trials x bins x channels; the bins are the window's plus the ``fp_bins``
 forward-prediction bins.
 

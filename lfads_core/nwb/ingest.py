@@ -23,7 +23,10 @@ Output ``session.h5`` (times in seconds on the recording's clock):
   ``columns``, plus ``timestamps_s`` (samples, s).
 - attrs: ``source``, ``source_sha256``, ``recording_start_s``, ``recording_stop_s``,
   ``heldout_column`` (whether the file's units table has a ``heldout`` column),
-  ``trials_table`` (the table under ``intervals/`` the trials came from).
+  ``trials_table`` (the table under ``intervals/`` the trials came from), ``kind`` (``spikes``).
+
+With the setting ``traces`` (calcium imaging) the file's ROI traces are read instead of its
+units, into the same layout with ``kind`` = ``traces``: :mod:`lfads_core.nwb.imaging`.
 
 Spike-time policy: spike times that are not sorted within a unit are sorted, with a warning
 (counted in the summary); negative or non-finite spike times are rejected with an error, since
