@@ -294,6 +294,7 @@ def test_alignment_cuts_dense_windows_with_nan_kept(tmp_path):
     assert summary["kind"] == "traces" and set(masked) == {"train", "valid"}
     assert 0 < max(masked.values()) < 0.2  # the first trial's window meets the dropped frames
     assert meta["kind"] == "traces" and meta["bin_frames"] == 2
+    assert meta["window_end_offset_s"] == pytest.approx(-0.2 + 12 * 2 / FRAME_RATE)
 
 
 # ------------------------------------------------------------------ start-up

@@ -332,7 +332,8 @@ def align_trials(binned_h5, out_h5, settings: AlignSettings, metadata_json=None)
         for message in warns:
             log.warning("%s: %s", source, message)
         all_rows = np.concatenate([rows[name] for name in splits])
-        log.info("align: counting spikes of %d units in %d windows", len(units), len(all_rows))
+        log.info("align: cutting %d windows of %d %s", len(all_rows), len(units),
+                 "ROIs" if kind == KIND_TRACES else "units")
         if kind == KIND_TRACES:
             entries = window_values(src["traces/values"], first_bin[all_rows], n_total,
                                     column_of_unit)
@@ -342,6 +343,9 @@ def align_trials(binned_h5, out_h5, settings: AlignSettings, metadata_json=None)
         attrs, metadata = _alignment_metadata(src, settings, bin_width, heldout, heldout_mode,
                                               units, trials, rows, splits, win_start, conditions,
                                               channel_order, behavior_columns, table)
+        if kind == KIND_TRACES:  # the window's end snapped to the frame grid
+            metadata.update(trace_metadata(src, n_window, offset_s, bin_width))
+            attrs["window_end_offset_s"] = metadata["window_end_offset_s"]
         with atomic_path(out_h5) as tmp:
             with h5py.File(tmp, "w") as out:
                 _write_splits(out, splits, rows, entries, n_window, n_total, len(units), n_heldin,
@@ -350,8 +354,6 @@ def align_trials(binned_h5, out_h5, settings: AlignSettings, metadata_json=None)
                 out.attrs.update(attrs)
                 out.attrs["behavior_columns"] = behavior_columns
                 out.attrs["kind"] = kind
-            if kind == KIND_TRACES:
-                metadata.update(trace_metadata(src, n_window))
             if metadata_json is not None:
                 write_json(metadata, metadata_json)
 
@@ -574,12 +576,14 @@ def _write_splits(out: h5py.File, splits: list[str], rows: dict[str, np.ndarray]
                                compression="gzip", compression_opts=1)
 
 
-def trace_metadata(src: h5py.File, n_window: int) -> dict:
+def trace_metadata(src: h5py.File, n_window: int, offset_s: float, bin_width: float) -> dict:
     """lfads_input.json's entries for calcium traces: the kind, the data's unit, the frames
-    per bin and the frame period (s), and the window's length in bins (snapped to frames)."""
+    per bin and the frame period (s), the window's length in bins (snapped to the frame grid)
+    and its end relative to the event (s): ``offset_s`` + ``n_window`` bins of ``bin_width``."""
     return {"kind": KIND_TRACES, "data_unit": str(src.attrs.get("data_unit", "")),
             "bin_frames": int(src.attrs["bin_frames"]),
-            "frame_period_s": float(src.attrs["frame_period_s"]), "n_bins_window": n_window}
+            "frame_period_s": float(src.attrs["frame_period_s"]), "n_bins_window": n_window,
+            "window_end_offset_s": offset_s + n_window * bin_width}
 
 
 def masked_fractions(lfads_h5, splits) -> dict[str, float]:

@@ -12,6 +12,9 @@ _SHARED = {
     "bin_width_ms": lambda s: s["bin_width_ms"],
     "window_end_ms - window_start_ms": lambda s: s["window_end_ms"] - s["window_start_ms"],
     "fp_bins": lambda s: s["fp_bins"],
+    # calcium imaging: every row traces or every row spikes, and the same frames per bin
+    "traces": lambda s: "spikes" if not str(s.get("traces", "")).strip() else "traces",
+    "bin_frames": lambda s: int(s.get("bin_frames", 1)),
 }
 
 
