@@ -52,7 +52,8 @@ import pandas as pd
 from ..errors import InputDataError
 from ..fileio import atomic_path, read_table, write_json
 from ..values import ms_to_bins, split_list
-from .binning import bin_centres, dense_block, sample_series, window_counts
+from .binning import bin_centres, dense_block, sample_series, window_counts, window_values
+from .imaging import KIND_TRACES, kind_of
 from .intervals import TOLERANCE_S, inside_intervals
 
 log = logging.getLogger(__name__)
@@ -124,13 +125,17 @@ def test_fraction_value(value) -> float:
     return 0.0 if value == "auto" else float(value)
 
 
-def window_bins(settings: AlignSettings, bin_width: float, where: str) -> tuple[float, int]:
+def window_bins(settings: AlignSettings, bin_width: float, where: str, snap: bool = False
+                ) -> tuple[float, int]:
     """``(start_s, n_bins)``: the window's start relative to the event (s) and its length in
-    bins of ``bin_width`` (s), which must be a whole number."""
+    bins of ``bin_width`` (s), which must be a whole number; with ``snap`` (frames of calcium
+    imaging, whose period is no whole number of ms) the nearest whole number, at least 1."""
     length_ms = settings.window_end_ms - settings.window_start_ms
     n = ms_to_bins(length_ms, bin_width)
     if length_ms <= 0:
         raise InputDataError(where, "window_end_ms", "window end must be after window start")
+    if snap:
+        return settings.window_start_ms / 1e3, max(1, int(round(n)))
     if abs(n - round(n)) > 1e-6:
         raise InputDataError(where, "window_start_ms",
                              f"window length {length_ms:g} ms is not a whole number of "
@@ -303,7 +308,8 @@ def align_trials(binned_h5, out_h5, settings: AlignSettings, metadata_json=None)
         bin_width = float(src.attrs["bin_width_s"])
         t_start = float(src.attrs["t_start_s"])
         n_bins = int(src.attrs["n_bins"])
-        offset_s, n_window = window_bins(settings, bin_width, source)
+        kind = kind_of(src.attrs)  # spikes, or traces (calcium imaging: values, NaN kept)
+        offset_s, n_window = window_bins(settings, bin_width, source, snap=kind == KIND_TRACES)
         n_total = n_window + settings.fp_bins
         trials = read_table(src["trials"])
         units = read_table(src["units"])
@@ -319,8 +325,8 @@ def align_trials(binned_h5, out_h5, settings: AlignSettings, metadata_json=None)
             reason, trials, first_bin, win_start, win_stop, n_total, n_bins,
             src["observed_intervals"][()], settings, fail)
 
-        series = {kind: {name: (grp["timestamps_s"][()], grp["data"][()]) for name, grp in
-                         src.get(kind, {}).items()} for kind in ("behavior", "truth")}
+        series = {part: {name: (grp["timestamps_s"][()], grp["data"][()]) for name, grp in
+                         src.get(part, {}).items()} for part in ("behavior", "truth")}
         behavior_columns = [c for g in src.get("behavior", {}).values() for c in g.attrs["columns"]]
         truth_units = {name: g.attrs["unit"] for name, g in src.get("truth", {}).items()}
         window_index = np.flatnonzero(reason == "")
@@ -346,6 +352,9 @@ def align_trials(binned_h5, out_h5, settings: AlignSettings, metadata_json=None)
         attrs, metadata = _alignment_metadata(src, settings, bin_width, heldout, heldout_mode,
                                               units, trials, rows, splits, win_start, conditions,
                                               channel_order, behavior_columns, table)
+        if kind == KIND_TRACES:  # the window's end snapped to the frame grid
+            metadata.update(trace_metadata(src, n_window, offset_s, bin_width))
+            attrs["window_end_offset_s"] = metadata["window_end_offset_s"]
         behavior = None if beh is None else \
             {name: beh[np.searchsorted(window_index, rows[name])] for name in splits}
         truth = {t: (ts, d, truth_units[t]) for t, (ts, d) in series["truth"].items()}
@@ -368,8 +377,12 @@ def align_trials(binned_h5, out_h5, settings: AlignSettings, metadata_json=None)
         "fp_bins": settings.fp_bins,
         "n_heldin": n_heldin,
         "n_heldout": int(heldout.sum()),
-        "spikes_in_trials": n_spikes,
+        **({} if n_spikes is None else {"spikes_in_trials": n_spikes}),
     }
+    if kind == KIND_TRACES:
+        summary.update(kind=kind, masked_fraction=masked_fractions(out_h5, splits))
+    else:
+        summary["spikes_in_trials"] = int(len(entries[0]))
     log.info("align: %d train, %d valid, %d test trials; dropped %s", summary["train_trials"],
              summary["valid_trials"], summary["test_trials"], drops or "none")
     return summary
@@ -530,15 +543,23 @@ def write_windows(src, out_h5, rows: dict[str, np.ndarray], first_bin: np.ndarra
     encoder's), units in ``channel_order`` (held-in first; ``attrs['n_heldin']`` of them),
     ``conditions[i]`` its condition, ``behavior[split]`` its behaviour (or None) and ``truth``
     ``{name: (timestamps, data, unit)}`` sampled on its bins. Writes ``metadata`` to
-    ``metadata_json`` if given, before the file is moved into place. Counts are made a block of
-    windows at a time. Returns the number of spikes in the windows."""
+    ``metadata_json`` if given, before the file is moved into place. Counts (or, for calcium
+    traces, values) are made a block of windows at a time. Returns the number of spikes in the
+    windows (None for traces)."""
     splits = list(rows)
     all_rows = np.concatenate([rows[name] for name in splits])
     n_units, n_heldin = len(channel_order), int(attrs["n_heldin"])
     bin_width, t_start = float(src.attrs["bin_width_s"]), float(src.attrs["t_start_s"])
-    log.info("align: counting spikes of %d units in %d windows", n_units, len(all_rows))
-    entries = window_counts(src["spikes/bins"], src["spikes/unit_offsets"][()],
-                            first_bin[all_rows], n_total, np.argsort(channel_order))
+    kind = kind_of(src.attrs)  # spike counts, or values (calcium traces, NaN kept)
+    log.info("align: cutting %d windows of %d %s", len(all_rows), n_units,
+             "ROIs" if kind == KIND_TRACES else "units")
+    if kind == KIND_TRACES:
+        entries = window_values(src["traces/values"], first_bin[all_rows], n_total,
+                                np.argsort(channel_order))
+    else:
+        entries = window_counts(src["spikes/bins"], src["spikes/unit_offsets"][()],
+                                first_bin[all_rows], n_total, np.argsort(channel_order))
+    dtype = getattr(entries, "dtype", np.int32)  # counts, or values (traces)
     first_position = np.cumsum([0] + [len(rows[name]) for name in splits])
     position = {name: first_position[k] + np.arange(len(rows[name])) for k, name in enumerate(splits)}
     block = max(1, BLOCK_ENTRIES // max(1, n_total * n_units))
@@ -552,8 +573,8 @@ def write_windows(src, out_h5, rows: dict[str, np.ndarray], first_bin: np.ndarra
         with h5py.File(tmp, "w") as out:
             for name in splits:
                 r, n = rows[name], len(rows[name])
-                recon = create(out, f"{name}_recon_data", (n, n_total, n_units), np.int32)
-                encod = create(out, f"{name}_encod_data", (n, n_window, n_heldin), np.int32)
+                recon = create(out, f"{name}_recon_data", (n, n_total, n_units), dtype)
+                encod = create(out, f"{name}_encod_data", (n, n_window, n_heldin), dtype)
                 truth_out = {t: create(out, f"{name}_truth_{t}", (n, n_total, d.shape[1]),
                                        np.float32) for t, (_, d, _) in truth.items()}
                 for lo in range(0, n, block):
@@ -577,6 +598,31 @@ def write_windows(src, out_h5, rows: dict[str, np.ndarray], first_bin: np.ndarra
                                        compression="gzip", compression_opts=1)
             out.attrs.update(attrs)
             out.attrs["behavior_columns"] = behavior_columns
+            out.attrs["kind"] = kind
         if metadata_json is not None:
             write_json(metadata, metadata_json)
-    return int(len(entries[0]))
+    return None if kind == KIND_TRACES else int(len(entries[0]))
+
+
+def trace_metadata(src: h5py.File, n_window: int, offset_s: float, bin_width: float) -> dict:
+    """lfads_input.json's entries for calcium traces: the kind, the data's unit, the frames
+    per bin and the frame period (s), the window's length in bins (snapped to the frame grid)
+    and its end relative to the event (s): ``offset_s`` + ``n_window`` bins of ``bin_width``."""
+    return {"kind": KIND_TRACES, "data_unit": str(src.attrs.get("data_unit", "")),
+            "bin_frames": int(src.attrs["bin_frames"]),
+            "frame_period_s": float(src.attrs["frame_period_s"]), "n_bins_window": n_window,
+            "window_end_offset_s": offset_s + n_window * bin_width}
+
+
+def masked_fractions(lfads_h5, splits) -> dict[str, float]:
+    """The fraction of NaN (masked) entries of each split's ``recon_data`` (traces), read a
+    block of trials at a time."""
+    out = {}
+    with h5py.File(lfads_h5, "r") as f:
+        for name in splits:
+            data = f[f"{name}_recon_data"]
+            step = max(1, BLOCK_ENTRIES // max(1, int(np.prod(data.shape[1:]))))
+            nan = sum(int(np.isnan(data[lo:lo + step]).sum())
+                      for lo in range(0, data.shape[0], step))
+            out[name] = nan / max(1, data.size)
+    return out

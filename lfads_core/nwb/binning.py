@@ -187,9 +187,41 @@ def window_counts(unit_bins, unit_offsets: np.ndarray, first_bins: np.ndarray, n
     return window[order], rel[order], column[order]
 
 
+class WindowValues:
+    """Dense windows of values on the bin grid (calcium traces): what :func:`window_values`
+    returns, read by :func:`dense_block` a block of windows at a time."""
+
+    dtype = np.float32
+
+    def __init__(self, values, first_bins: np.ndarray, n: int, columns: np.ndarray):
+        self.values = values  # bins x units (a dataset or an array)
+        self.first_bins = np.asarray(first_bins, dtype=np.int64)
+        self.n = n
+        self.source_of_column = np.argsort(np.asarray(columns))  # unit feeding each column
+
+    def block(self, rows: np.ndarray, n: int) -> np.ndarray:
+        out = np.empty((len(rows), n, len(self.source_of_column)), dtype=np.float32)
+        for i, r in enumerate(rows):
+            first = int(self.first_bins[r])
+            window = np.asarray(self.values[first:first + n], dtype=np.float32)
+            out[i] = window[:, self.source_of_column]
+        return out
+
+
+def window_values(values, first_bins: np.ndarray, n: int, columns: np.ndarray) -> WindowValues:
+    """The dense windows of ``n`` bins starting at ``first_bins`` of ``values`` (bins x units,
+    float, NaN kept), unit ``u`` going to column ``columns[u]``: the counterpart of
+    :func:`window_counts` for values that are not spike counts. Nothing is read until
+    :func:`dense_block` asks for a block of windows."""
+    return WindowValues(values, first_bins, n, columns)
+
+
 def dense_block(entries, rows: np.ndarray, n: int, n_columns: int) -> np.ndarray:
     """Counts (len(rows) x n x n_columns, int32) of the windows ``rows`` from the sparse
-    ``entries`` of :func:`window_counts`."""
+    ``entries`` of :func:`window_counts`; or the values (float32) of those windows of a
+    :func:`window_values`."""
+    if isinstance(entries, WindowValues):
+        return entries.block(rows, n)
     window, rel, column = entries
     out = np.zeros((len(rows), n, n_columns), dtype=np.int32)
     for i, r in enumerate(rows):
@@ -201,8 +233,12 @@ def dense_block(entries, rows: np.ndarray, n: int, n_columns: int) -> np.ndarray
     return out
 
 
-def bin_session(session_h5, out_h5, bin_width: float) -> dict:
+def bin_session(session_h5, out_h5, bin_width: float | None, bin_frames: int = 1) -> dict:
     """Bin an ingested ``session.h5`` (see :mod:`lfads_core.nwb.ingest`) into ``binned.h5``.
+
+    A traces file (attr ``kind`` = ``traces``, calcium imaging) is averaged into bins of
+    ``bin_frames`` frames instead, its bin width read from the file (``bin_width`` does not
+    apply): :func:`lfads_core.nwb.imaging.bin_traces`.
 
     Output: ``spikes/bins`` (the bin index of every kept spike on the grid, units
     concatenated, int32, or int64 for grids of 2^31 bins or more) and ``spikes/unit_offsets``
@@ -215,7 +251,12 @@ def bin_session(session_h5, out_h5, bin_width: float) -> dict:
     import h5py
 
     from ..fileio import atomic_path, read_table, write_table
+    from .imaging import KIND_TRACES, bin_traces, kind_of
 
+    with h5py.File(session_h5, "r") as src:
+        kind = kind_of(src.attrs)
+    if kind == KIND_TRACES:
+        return bin_traces(session_h5, out_h5, bin_frames)
     check_bin_width(bin_width, where=str(session_h5))
     with h5py.File(session_h5, "r") as src:
         t_start, n_bins = make_grid(float(src.attrs["recording_start_s"]),
@@ -242,7 +283,8 @@ def bin_session(session_h5, out_h5, bin_width: float) -> dict:
             if new_offsets[-1] < n_spikes:
                 bins_out.resize((int(new_offsets[-1]),))
             out.create_dataset("spikes/unit_offsets", data=new_offsets)
-            out.attrs.update(t_start_s=t_start, bin_width_s=bin_width, n_bins=n_bins)
+            out.attrs.update(t_start_s=t_start, bin_width_s=bin_width, n_bins=n_bins,
+                             kind="spikes")
             for key in ("source", "source_sha256", "lfads_core_version"):
                 out.attrs[key] = src.attrs[key]
             out.attrs["heldout_column"] = bool(src.attrs.get("heldout_column", True))

@@ -14,7 +14,10 @@ selection, ``test`` held out from all training and selection, ``none`` not model
 
 Units, the same in both files: factors and inferred inputs in arbitrary units (``a.u.``), rates
 in spikes per second (``Hz``: the posterior's expected counts per bin divided by the bin
-width; ``posterior.h5`` keeps counts per bin). Times in seconds on the recording's clock.
+width; ``posterior.h5`` keeps counts per bin). For calcium traces (``lfads_input.json``'s
+``kind`` = ``traces``) rates are the expected value per bin in the traces' unit, as the
+posterior holds them, and both files record ``kind`` and ``rates_unit``; their bins sit on
+the imaging clock. Times in seconds on the recording's clock.
 Arrays are trials x bins x channels; the bins are the window's plus the ``fp_bins``
 forward-prediction bins.
 
@@ -124,7 +127,11 @@ _FILE_FIELDS = ("session_id", "experimenter", "institution", "lab", "experiment_
                 "protocol", "related_publications")
 _SETTINGS_PREFIX = "LFADS export settings and provenance (JSON): "
 _PROVENANCE = ("source", "source_sha256", "posterior_sha256", "lfads_input_json", "posterior_h5",
-               "trials_table")
+               "trials_table", "kind", "rates_unit")
+#: Calcium traces' rates: the expected value per bin in the data's unit, not spikes per second
+TRACES_RATES = ("LFADS inferred expected value of every channel's trace per bin (posterior "
+                "mean over samples), in the unit of the recording's ROI response series; "
+                "columns follow the rows of lfads_channels")
 #: The recording's trials table where a file records none: NWB's ``intervals/trials``
 DEFAULT_TRIALS_TABLE = "trials"
 
@@ -163,8 +170,15 @@ class LfadsFactors:
 
     @property
     def units(self) -> dict[str, str]:
-        """The unit of each array: factors and inferred inputs ``a.u.``, rates ``Hz``."""
-        return dict(UNITS)
+        """The unit of each array: factors and inferred inputs ``a.u.``, rates ``Hz`` (for
+        calcium traces, ``info["kind"] == "traces"``, the traces' unit)."""
+        return {**UNITS, "rates": self.info.get("rates_unit", UNITS["rates"])}
+
+    def description(self, name: str) -> str:
+        """What each array holds (:data:`SERIES`; rates of traces: :data:`TRACES_RATES`)."""
+        if name == "rates" and self.info.get("kind") == "traces":
+            return TRACES_RATES
+        return SERIES[name][2]
 
     @property
     def timestamps(self) -> np.ndarray:
@@ -321,7 +335,9 @@ def collect_factors(posterior_h5: str | Path, lfads_input_json: str | Path,
         raise ValueError(f"{lfads_input_json}: a trial is in more than one split")
     order = np.argsort(rows, kind="stable")  # the recording's order
     arrays = {name: np.concatenate(values)[order] for name, values in parts.items()}
-    arrays["rates"] = arrays["rates"] / np.float32(width)  # expected counts per bin -> Hz
+    traces = meta.get("kind") == "traces"  # calcium traces: values per bin, in their unit
+    if not traces:
+        arrays["rates"] = arrays["rates"] / np.float32(width)  # expected counts per bin -> Hz
     starts = np.concatenate(starts)[order]
     all_trials = trials.set_index("id").rename_axis("trial_id")
     split_of = np.full(len(all_trials), NOT_MODELLED, dtype=object)
@@ -344,7 +360,9 @@ def collect_factors(posterior_h5: str | Path, lfads_input_json: str | Path,
               "source_sha256": str(meta.get("source_sha256", "unknown")),
               "posterior_sha256": sha256sum(posterior_h5),
               "lfads_input_json": str(lfads_input_json), "posterior_h5": str(posterior_h5),
-              "trials_table": trials_table})
+              "trials_table": trials_table,
+              **({"kind": "traces", "rates_unit": str(meta.get("data_unit") or "a.u.")}
+                 if traces else {})})
 
 
 def _settings(output: LfadsFactors) -> dict:
@@ -352,7 +370,7 @@ def _settings(output: LfadsFactors) -> dict:
     return {"bin_width_s": output.bin_width_s, "align_event": output.align_event,
             "window_start_offset_s": output.window_start_offset_s,
             "window_end_offset_s": output.window_end_offset_s,
-            "fp_bins": output.fp_bins, "units": dict(UNITS),
+            "fp_bins": output.fp_bins, "units": output.units,
             "trial_columns_skipped": output.skipped_trial_columns,
             "lfads_core_version": __version__,
             **{k: v for k, v in output.info.items() if k in _PROVENANCE}}
@@ -378,7 +396,8 @@ def write_factors_h5(output: LfadsFactors, out_h5: str | Path) -> Path:
         "stop_time": output.trials["window_stop_time_s"].to_numpy(float)})
     settings = _settings(output)
     with atomic_path(out_h5) as tmp, h5py.File(tmp, "w") as out:
-        for name, (_, unit, description) in SERIES.items():
+        for name in SERIES:
+            unit, description = output.units[name], output.description(name)
             ds = out.create_dataset(name, data=getattr(output, name), compression="gzip",
                                     compression_opts=1, shuffle=True)
             ds.attrs.update(unit=unit, description=f"{description}; modelled trials x bins x "
@@ -551,7 +570,8 @@ def _add_series(module, output: LfadsFactors) -> list:
     n_trials, n_bins = output.factors.shape[:2]
     stamps = output.timestamps.reshape(-1)
     first, written = None, []
-    for name, (_, unit, description) in SERIES.items():
+    for name in SERIES:
+        unit, description = output.units[name], output.description(name)
         values = getattr(output, name)
         if values.shape[2] == 0:
             continue
@@ -653,7 +673,8 @@ def _settings_of(settings: dict, **arrays) -> dict:
 def _load_h5(path: Path) -> LfadsFactors:
     with h5py.File(path, "r") as f:
         arrays = {name: f[name][()] for name in SERIES}
-        for name, unit in UNITS.items():
+        expected = {**UNITS, "rates": f.attrs.get("rates_unit", UNITS["rates"])}
+        for name, unit in expected.items():
             if f[name].attrs.get("unit") != unit:
                 raise ValueError(f"{path}: {name} is in {f[name].attrs.get('unit')!r}, not "
                                  f"{unit!r} (a file of an older version?)")
@@ -666,7 +687,8 @@ def _load_h5(path: Path) -> LfadsFactors:
                        windows["start_time"].to_numpy(float), windows["stop_time"].to_numpy(float),
                        windows[SPLIT_COLUMN].to_numpy(object))
     info = {k: settings[k] for k in ("source", "source_sha256", "posterior_sha256",
-                                     "lfads_core_version", "trials_table") if k in settings}
+                                     "lfads_core_version", "trials_table", "kind",
+                                     "rates_unit") if k in settings}
     return LfadsFactors(trials=trials, all_trials=all_trials, channels=channels,
                         skipped_trial_columns=skipped, info=info,
                         **_settings_of(settings, **arrays))
@@ -706,7 +728,7 @@ def _load_nwb(path: Path) -> LfadsFactors:
                 "session_description": nwb.session_description,
                 **{k: settings[k] for k in ("source", "source_sha256", "source_identifier",
                                             "posterior_sha256", "lfads_core_version",
-                                            "trials_table")
+                                            "trials_table", "kind", "rates_unit")
                    if k in settings}}
         return LfadsFactors(
             channels=pd.DataFrame({"unit_id": np.asarray(channels["unit_id"].data[:]),

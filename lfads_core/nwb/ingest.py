@@ -26,7 +26,10 @@ Output ``session.h5`` (times in seconds on the recording's clock):
   ``columns``, plus ``timestamps_s`` (samples, s).
 - attrs: ``source``, ``source_sha256``, ``recording_start_s``, ``recording_stop_s``,
   ``heldout_column`` (whether the file's units table has a ``heldout`` column),
-  ``trials_table`` (the table under ``intervals/`` the trials came from).
+  ``trials_table`` (the table under ``intervals/`` the trials came from), ``kind`` (``spikes``).
+
+With the setting ``traces`` (calcium imaging) the file's ROI traces are read instead of its
+units, into the same layout with ``kind`` = ``traces``: :mod:`lfads_core.nwb.imaging`.
 
 Spike-time policy: spike times that are not sorted within a unit are sorted, with a warning
 (counted in the summary); negative or non-finite spike times are rejected with an error, since
@@ -79,6 +82,8 @@ class IngestSettings:
     trials_table: str = DEFAULT_TRIALS_TABLE  # the table under intervals/ holding the trials
     # A continuous recording (cut into segments): no trials table is read (None: trials)
     segment_length_ms: float | None = None
+    traces: str = ""  # ROI response series in processing/ophys (imaging); empty: spikes (Units)
+    roi_filter: str = ""  # pandas query over the PlaneSegmentation columns (traces)
 
     @classmethod
     def from_settings(cls, settings: dict) -> "IngestSettings":
@@ -93,6 +98,8 @@ class IngestSettings:
             trials_table=settings.get("trials_table") or DEFAULT_TRIALS_TABLE,
             segment_length_ms=None if settings.get("segment_length_ms") in (None, "")
             else float(settings["segment_length_ms"]),
+            traces=settings.get("traces") or "",
+            roi_filter=settings.get("roi_filter") or "",
         )
 
 
@@ -327,6 +334,10 @@ def ingest_nwb(path: str | Path, out_h5: str | Path, settings: IngestSettings,
     """
     path = Path(path)
     with nr.open_nwb_h5(path) as f:
+        if settings.traces:  # calcium imaging: lfads_core.nwb.imaging
+            from .imaging import ingest_traces
+
+            return ingest_traces(path, f, Path(out_h5), settings)
         return _ingest(path, f, Path(out_h5), settings, progress_every)
 
 
@@ -385,6 +396,7 @@ def _ingest(path: Path, f: h5py.File, out_h5: Path, settings: IngestSettings,
 
     summary = {
         "source": str(path),
+        "kind": "spikes",
         "trials_table": read.name,
         "units_in_file": int(len(unit_table)),
         "units_kept": int(kept.sum()),
@@ -446,6 +458,7 @@ def _ingest(path: Path, f: h5py.File, out_h5: Path, settings: IngestSettings,
         summary["ground_truth"] = {n: _write_series(out.require_group("truth"), n, *s)
                                    for n, s in truth.items()}
         summary["recording_stop_s"] = recording_stop
+        out.attrs["kind"] = "spikes"
         out.attrs["source"] = str(path)
         out.attrs["source_sha256"] = sha256sum(path)
         out.attrs["recording_start_s"] = 0.0

@@ -15,6 +15,9 @@ _SHARED = {
         lambda s: float(s["segment_length_ms"]) if s.get("segment_length_ms") not in (None, "")
         else s["window_end_ms"] - s["window_start_ms"],
     "fp_bins": lambda s: s["fp_bins"],
+    # calcium imaging: every row traces or every row spikes, and the same frames per bin
+    "traces": lambda s: "spikes" if not str(s.get("traces", "")).strip() else "traces",
+    "bin_frames": lambda s: int(s.get("bin_frames", 1)),
 }
 
 

@@ -64,6 +64,8 @@ def check_window(settings: dict, where: str) -> tuple[float, int]:
     if align.window_end_ms <= align.window_start_ms:
         raise InputDataError(where, "window_end_ms", f"window end {align.window_end_ms:g} ms "
                              f"must be after window start {align.window_start_ms:g} ms")
+    if is_traces(settings):  # bins of frames: their width is the file's (_check_traces_file)
+        return align.window_start_ms / 1e3, 0
     return window_bins(align, settings["bin_width_ms"] / 1e3, where)
 
 
@@ -114,6 +116,8 @@ def check_dataset(name: str, settings: dict, sheet, config: dict, read_file: boo
 
 def _setting_of(field: str) -> str | None:
     """The sheet setting behind a file field, where there is one."""
+    if field.startswith("processing/ophys/"):
+        return "traces"
     if field.startswith("processing/"):
         return "behavior"
     return None
@@ -127,6 +131,8 @@ def _where_file(exc: InputDataError, where: str) -> InputDataError:
 
 def _check_file(f, nwb: Path, settings: dict, config: dict, where: str, offset_s: float,
                 n_window: int) -> dict:
+    if is_traces(settings):
+        return _check_traces_file(f, nwb, settings, config, where)
     ingest = IngestSettings.from_settings(settings)
     align = AlignSettings.from_settings(settings)
     units = read_units(f, nwb)
@@ -289,3 +295,117 @@ def check_datasets(datasets: dict[str, dict], sheet, config: dict,
         pending = path.parent == Path(simulated_dir) and not path.is_file()
         found[name] = check_dataset(name, settings, sheet, config, read_file=not pending)
     return found
+
+
+# ------------------------------------------------------------------ calcium imaging
+
+def is_traces(settings: dict) -> bool:
+    """Whether a dataset models calcium imaging traces (setting ``traces``), not spikes."""
+    return bool(str(settings.get("traces", "") or "").strip())
+
+
+def _check_traces_file(f, nwb: Path, settings: dict, config: dict, where: str) -> dict:
+    """:func:`_check_file` for calcium traces: the series and their ROI tables, ``roi_filter``,
+    held-out ROIs, the frame times (read: one number per frame) and the trial windows on the
+    grid of ``bin_frames`` frames, and the trials each later stage needs."""
+    from ..nwb.imaging import frame_period, read_planes, trace_grid
+    from ..nwb.ingest import apply_query
+
+    ingest = IngestSettings.from_settings(settings)
+    align = AlignSettings.from_settings(settings)
+    planes, rois = read_planes(f, split_list(ingest.traces), nwb)
+    read = read_trials(f, nwb, ingest.align_event, ingest.trials_table)
+    trials, table = read.table, read.name
+    for column in align.condition_columns:
+        if column not in trials:
+            raise InputDataError(where, "condition_columns", f"{nwb}: trials table '{table}' has "
+                                 f"no column '{column}'; its columns are {list(trials.columns)}")
+    split = resolved_split(align.split, trials)
+    if split == "file" and "split" not in trials:
+        raise InputDataError(where, "split", f"split is 'file' but the trials table '{table}' of "
+                             f"{nwb} has no 'split' column; set split to 'random' for this "
+                             "dataset")
+    for series in ingest.behavior:
+        group = nr.find_series(f, series, nwb)
+        nr.check_series(group, nwb, f"processing/{nr.BEHAVIOR_MODULE}/{series}")
+    kept = apply_query(rois, ingest.roi_filter, nwb, "roi_filter")
+    n_units = int(kept.sum())
+    if not n_units:
+        raise InputDataError(where, "roi_filter", f"roi_filter {ingest.roi_filter!r} keeps none "
+                             f"of the {len(rois)} ROIs of {ingest.traces!r} in {nwb}")
+    heldout_column = any(p.heldout_column for p in planes)
+    heldout_mode = resolved_heldout(align.heldout, heldout_column)
+    n_heldout = {"file": int(rois["heldout"].to_numpy(bool)[kept].sum()), "none": 0}.get(
+        heldout_mode)
+    if n_heldout is None:
+        n_heldout = int(round(float(heldout_mode) * n_units))
+    if n_heldout >= n_units:
+        raise InputDataError(where, "heldout", f"heldout '{align.heldout}' holds out all "
+                             f"{n_units} kept ROIs of {nwb}, leaving none as input")
+    no_heldout = heldout_warning(heldout_mode, n_units, heldout_column).replace(
+        "units table", "plane segmentation").replace("units", "ROIs") \
+        if n_heldout == 0 and heldout_mode != "none" else None
+
+    times = planes[0].times
+    period = frame_period(times)
+    t_start, width, n_bins = trace_grid(float(times[0]), period, int(settings["bin_frames"]),
+                                        (float(times[-1]) - float(times[0])) / period + 1)
+    offset_s, n_window = window_bins(align, width, where, snap=True)
+    n_total = n_window + align.fp_bins
+    reason = trial_drop_reasons(trials, ingest, nwb, float(times[-1] + period / 2))
+    first = np.round((trials[ingest.align_event].to_numpy(float) + offset_s - t_start) / width)
+    first = np.where(np.isfinite(first), first, -1)
+    win_start = t_start + first * width
+    win_stop = win_start + n_total * width
+    reason[(reason == "") & ((first < 0) | (first + n_total > n_bins))] = \
+        "window outside recording"
+    outside, _ = trial_window_flags(trials, win_start, win_stop)
+    if align.outside_trial == "drop":
+        reason[(reason == "") & outside] = "window outside trial"
+    kept_trials = np.flatnonzero(reason == "")
+    labels = assign_split(trials.iloc[kept_trials], align, where) if len(kept_trials) \
+        else np.array([])
+    reason[kept_trials] = np.where(np.isin(labels, SPLITS), "", labels)
+    counts = {name: int(np.sum(labels == name)) for name in SPLITS}
+    drops = pd.Series(reason[reason != ""]).value_counts().to_dict()
+    for stage, which, need, why in minimum_trials(settings, config):
+        if counts[which] >= need:
+            continue
+        raise InputDataError(
+            where, _short_field(which, split, drops, len(kept_trials), need),
+            f"{stage} needs at least {need} {which} trials {why}, but at most "
+            f"{counts['train']} train, {counts['valid']} valid and {counts['test']} test trials "
+            f"of the {len(trials)} in {nwb} are left (window {align.window_start_ms:g}.."
+            f"{align.window_end_ms:g} ms snapped to {n_window} bins of {width * 1e3:.4g} ms + "
+            f"{align.fp_bins} forward bins around '{align.align_event}', split '{split}'; "
+            f"dropped: {drops or 'none'})")
+    bins = (f"{n_window} bins of {int(settings['bin_frames'])} frame"
+            f"{'s' if int(settings['bin_frames']) > 1 else ''} ({width * 1e3:.4g} ms at "
+            f"{1 / period:.4g} Hz; bin_width_ms does not apply to traces) + {align.fp_bins} "
+            "forward")
+    return {"units": n_units, "heldout_units": n_heldout, **counts, "n_window": n_window,
+            "windows_outside_trial": int(np.sum(outside & (reason == ""))), "dropped": drops,
+            "split": split, "heldout": heldout_mode, "no_heldout": no_heldout,
+            "trials_table": table, "warnings": list(read.warnings), "kind": "traces",
+            "channel_name": "ROIs", "bins_text": bins, "traces": ingest.traces}
+
+
+#: Likelihoods for calcium traces (``lfads.model.likelihood``); poisson is for spike counts.
+TRACE_LIKELIHOODS = ("gamma", "zig", "gaussian")
+
+
+def check_trace_likelihoods(datasets: dict[str, dict], models: dict[str, list[str]],
+                            lfads_settings: dict) -> None:
+    """Stop a model of calcium traces whose likelihood is still ``poisson`` (meant for spike
+    counts), naming the setting: ``lfads.model.likelihood`` or the model's override."""
+    for (model, run), settings in lfads_settings.items():
+        traces = [d for d in models.get(model, []) if d in datasets and is_traces(datasets[d])]
+        likelihood = settings["model"].get("likelihood", "poisson")
+        if traces and likelihood == "poisson":
+            raise InputDataError(
+                "config", "lfads.model.likelihood",
+                f"model '{model}' (run '{run}') learns calcium traces ({', '.join(traces)}: "
+                f"setting 'traces'), but its likelihood is poisson, for spike counts; set "
+                f"lfads.model.likelihood (or lfads.overrides.{model}.model.likelihood) to one "
+                f"of {', '.join(TRACE_LIKELIHOODS)}: gamma for fluorescence or dF/F, zig for "
+                "deconvolved events")

@@ -186,8 +186,10 @@ def exit_on_bad_input(sources: list[tuple[str, dict]], check: Callable[..., T], 
 
 def _dataset_line(name: str, settings: dict, found: dict) -> str:
     """One dataset's start-up line: units, trials per split, bins, behaviour (a continuous
-    dataset's: segments per split, their length and overlap in ms and bins, blocks of time)."""
-    bins = f"{found['n_window']} bins of {settings['bin_width_ms']:g} ms + {settings['fp_bins']} forward"
+    dataset's: segments per split, their length and overlap in ms and bins, blocks of time;
+    calcium traces: bins of frames)."""
+    bins = found.get("bins_text") or \
+        f"{found['n_window']} bins of {settings['bin_width_ms']:g} ms + {settings['fp_bins']} forward"
     behaviour = settings["behavior"].strip() or "none"
     if found.get("segments"):
         width = settings["bin_width_ms"]
@@ -206,7 +208,10 @@ def _dataset_line(name: str, settings: dict, found: dict) -> str:
                 f"time); {bins}; behaviour {behaviour}")
     table = found.get("trials_table", "trials")
     source = "" if table == "trials" else f", from intervals/{table}"
-    return (f"{name}: {found['units']} units, {found['heldout_units']} held out ({heldout}); "
+    units = found.get("channel_name", "units")  # ROIs for calcium traces
+    if found.get("traces"):
+        behaviour += f"; traces {found['traces']}"
+    return (f"{name}: {found['units']} {units}, {found['heldout_units']} held out ({heldout}); "
             f"trials {trials} (split {found['split']}{source}); {bins}; behaviour {behaviour}")
 
 

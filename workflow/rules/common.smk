@@ -8,7 +8,7 @@ from lfads_core.errors import InputDataError
 
 from lfads_core.nwb.alignment import AlignSettings
 from lfads_core.nwb.ingest import IngestSettings
-from lfads_core.workflow.preflight import check_datasets
+from lfads_core.workflow.preflight import check_datasets, check_trace_likelihoods
 from lfads_core.workflow.settings import (
     baseline_runs,
     load_dataset_sheet,
@@ -127,6 +127,8 @@ LFADS_SETTINGS = {
     for name in MODELS
     for run, point in runs_of(name).items()
 }
+# Calcium traces need a likelihood for values (gamma, zig, gaussian), not poisson.
+started(check_trace_likelihoods, DATASETS, MODELS, LFADS_SETTINGS)
 # One line per dataset and one for the training jobs, before any job (a dry run too).
 print(
     startup_summary(DATASETS, FOUND, GROUPS, {m: list(runs_of(m)) for m in MODELS}, SELECTING, PBT),
@@ -144,6 +146,9 @@ SETTINGS_ADDED = {
     "segment_length_ms": None,
     "segment_overlap_ms": "auto",
     "split_blocks": 10,
+    "traces": "",
+    "roi_filter": "",
+    "bin_frames": 1,
 }
 
 
@@ -166,7 +171,17 @@ def sheet_settings(stage):
 
 
 def bin_width_ms(wildcards):
-    return DATASETS[wildcards.dataset]["bin_width_ms"]
+    """The bin width (ms) of a spikes dataset; a traces dataset's bins are frames, so its
+    binning setting is `{"bin_frames": n}` (the width is read from the file)."""
+    settings = DATASETS[wildcards.dataset]
+    if is_traces(wildcards.dataset):
+        return {"bin_frames": int(settings["bin_frames"])}
+    return settings["bin_width_ms"]
+
+
+def is_traces(dataset):
+    """Whether a dataset models calcium imaging traces (setting `traces`) rather than spikes."""
+    return bool(str(DATASETS[dataset].get("traces", "")).strip())
 
 
 def lfads_training_settings(wildcards, run=None):
@@ -370,6 +385,8 @@ def figure_files():
         for ext in ("png", "pdf")
     ]
     for dataset in DATASETS:
+        if is_traces(dataset):  # traces_outputs
+            continue
         extra = (["decoded_behavior"] if has_behavior(dataset) else []) + (
             ["latents_vs_truth"] if is_simulated(dataset) else []
         )
@@ -383,8 +400,29 @@ def figure_files():
 
 def summary_datasets():
     """The datasets the summary covers: the sheet's, then any other with results under
-    `results/` (made by an earlier configuration; their files are used as they are)."""
-    return list(DATASETS) + [d for d in present_datasets() if d not in DATASETS]
+    `results/` (made by an earlier configuration; their files are used as they are). Datasets
+    of calcium traces have no metrics yet (`traces_outputs`)."""
+    sheet = [d for d in DATASETS if not is_traces(d)]
+    return sheet + [d for d in present_datasets() if d not in DATASETS]
+
+
+# What a dataset of calcium traces makes: every stage up to training, posterior sampling,
+# factors.nwb and the training figures. The metrics, decoding, figures of scores, settings,
+# methods text and summary assume spike counts and are not made for traces yet.
+TRACES_FIGURES = ["training_curves", "raster_rates", "factor_trajectories"]
+
+
+def traces_outputs(dataset):
+    """The final targets of a dataset of calcium traces."""
+    return [
+        f"results/{dataset}/align/summary.json",
+        f"results/{dataset}/factors.nwb",
+        *(
+            f"results/{dataset}/figures/{name}.{ext}"
+            for name in TRACES_FIGURES
+            for ext in ("png", "pdf")
+        ),
+    ]
 
 
 def methods_inputs(wildcards):
@@ -461,8 +499,11 @@ def summary_inputs(wildcards):
 
 def all_outputs():
     """Final targets: every stage's result for every dataset of the sheet, and the summary."""
-    files = figure_files() + list(rules.summary.output)
+    files = figure_files() + (list(rules.summary.output) if summary_datasets() else [])
     for dataset in DATASETS:
+        if is_traces(dataset):
+            files += traces_outputs(dataset)
+            continue
         files += [
             f"results/{dataset}/align/summary.json",
             f"results/{dataset}/factors.nwb",

@@ -2,9 +2,10 @@ from lfads_core.nwb.export import collect_factors, write_factors_h5, write_facto
 from lfads_core.workflow.scripting import rule_logging
 
 with rule_logging(snakemake) as log:
+    binning = snakemake.params.bin_width_ms  # traces: {"bin_frames": n}, the width from the file
     output = collect_factors(snakemake.input.posterior, snakemake.input.metadata,
                              snakemake.input.session, snakemake.input.ingest_summary,
-                             bin_width_s=snakemake.params.bin_width_ms / 1e3)
+                             bin_width_s=None if isinstance(binning, dict) else binning / 1e3)
     write_factors_h5(output, snakemake.output.h5)
     write_factors_nwb(output, snakemake.input.nwb, snakemake.output.nwb)
     log.info("wrote %s and %s: %d trials in the recording's order (%s), trial columns %s%s",
