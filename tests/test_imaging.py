@@ -18,7 +18,7 @@ from lfads_core.errors import InputDataError
 from lfads_core.fileio import read_table
 from lfads_core.nwb.alignment import AlignSettings, align_trials
 from lfads_core.nwb.binning import bin_session
-from lfads_core.nwb.imaging import average_frames
+from lfads_core.nwb.binning import average_frames
 from lfads_core.nwb.ingest import IngestSettings, ingest_nwb
 from lfads_core.workflow.preflight import check_dataset, check_trace_likelihoods
 from lfads_core.workflow.startup import startup_summary

@@ -381,8 +381,6 @@ def align_trials(binned_h5, out_h5, settings: AlignSettings, metadata_json=None)
     }
     if kind == KIND_TRACES:
         summary.update(kind=kind, masked_fraction=masked_fractions(out_h5, splits))
-    else:
-        summary["spikes_in_trials"] = int(len(entries[0]))
     log.info("align: %d train, %d valid, %d test trials; dropped %s", summary["train_trials"],
              summary["valid_trials"], summary["test_trials"], drops or "none")
     return summary

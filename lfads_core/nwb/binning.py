@@ -21,6 +21,7 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
+
 def check_bin_width(bin_width: float, where: str = "settings") -> None:
     from ..errors import InputDataError
 
@@ -238,7 +239,7 @@ def bin_session(session_h5, out_h5, bin_width: float | None, bin_frames: int = 1
 
     A traces file (attr ``kind`` = ``traces``, calcium imaging) is averaged into bins of
     ``bin_frames`` frames instead, its bin width read from the file (``bin_width`` does not
-    apply): :func:`lfads_core.nwb.imaging.bin_traces`.
+    apply): :func:`bin_traces`.
 
     Output: ``spikes/bins`` (the bin index of every kept spike on the grid, units
     concatenated, int32, or int64 for grids of 2^31 bins or more) and ``spikes/unit_offsets``
@@ -251,7 +252,7 @@ def bin_session(session_h5, out_h5, bin_width: float | None, bin_frames: int = 1
     import h5py
 
     from ..fileio import atomic_path, read_table, write_table
-    from .imaging import KIND_TRACES, bin_traces, kind_of
+    from .imaging import BLOCK_VALUES, KIND_TRACES, kind_of
 
     with h5py.File(session_h5, "r") as src:
         kind = kind_of(src.attrs)
@@ -306,3 +307,100 @@ def bin_session(session_h5, out_h5, bin_width: float | None, bin_frames: int = 1
             "n_units": int(len(units)), "spikes_in_file": int(offsets[-1]),
             "spikes_binned": int(new_offsets[-1]),
             "spikes_outside_grid": int(offsets[-1] - new_offsets[-1])}
+
+
+# ------------------------------------------------------------------ calcium imaging
+
+def trace_grid(first_frame_s: float, period_s: float, bin_frames: int, n_frames_span: float
+               ) -> tuple[float, float, int]:
+    """``(t_start, bin_width, n_bins)`` of the frame grid: bins of ``bin_frames`` frame
+    periods, the first frame at the centre of its slot, enough bins for ``n_frames_span``
+    frame periods."""
+    from ..errors import InputDataError
+
+    if int(bin_frames) != bin_frames or bin_frames < 1:
+        raise InputDataError("settings", "bin_frames", f"must be a whole number >= 1, got "
+                             f"{bin_frames}")
+    width = int(bin_frames) * period_s
+    t_start = first_frame_s - 0.5 * period_s
+    n_bins = int(np.ceil(n_frames_span / int(bin_frames) - 1e-9))
+    return t_start, width, max(1, n_bins)
+
+
+def average_frames(times: np.ndarray, values: np.ndarray, t_start: float, width: float,
+                   n_bins: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(mean, n_finite)``: each bin's mean of its frames' finite values (NaN where none) and
+    how many finite frames it had (bins x columns). Frames are placed by their times (bin
+    ``k``: ``[t_start + k width, t_start + (k+1) width)``), so a dropped frame leaves its bin
+    short and a gap leaves bins NaN."""
+    k = bin_index(np.asarray(times, dtype=np.float64), t_start, width, n_bins)
+    inside = k >= 0
+    k, values = k[inside], values[inside]
+    finite = np.isfinite(values)
+    sums = np.zeros((n_bins, values.shape[1]), dtype=np.float64)
+    counts = np.zeros((n_bins, values.shape[1]), dtype=np.int64)
+    np.add.at(sums, k, np.where(finite, values, 0.0))
+    np.add.at(counts, k, finite)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+    return mean.astype(np.float32), counts
+
+
+def bin_traces(session_h5, out_h5, bin_frames: int = 1) -> dict:
+    """Average an ingested traces ``session.h5`` into ``binned.h5``: ``traces/values`` (bins x
+    kept ROIs, float32, NaN where a bin has no finite frame), attrs ``kind``, ``t_start_s``,
+    ``bin_width_s`` (``bin_frames`` x the frame period), ``n_bins``, ``bin_frames``,
+    ``frame_period_s``; behaviour prefiltered for the bin width, the units (kept ROIs), trials
+    and observed intervals copied, as :func:`bin_session` writes them."""
+    import h5py
+
+    from ..fileio import atomic_path, read_table, write_table
+    from .imaging import BLOCK_VALUES, KIND_TRACES, kind_of
+    with h5py.File(session_h5, "r") as src:
+        times = src["traces/timestamps_s"][()]
+        period = float(src.attrs["frame_period_s"])
+        t_start, width, n_bins = trace_grid(float(times[0]), period, bin_frames,
+                                            (float(times[-1]) - float(times[0])) / period + 1)
+        data = src["traces/data"]
+        n_rois = data.shape[1]
+        units = read_table(src["units"])
+        units = units[units["kept"]].reset_index(drop=True)
+        log.info("binning %d frames of %d ROIs into %d bins of %d frames (%.6g ms)",
+                 len(times), n_rois, n_bins, bin_frames, width * 1e3)
+        with atomic_path(out_h5) as tmp, h5py.File(tmp, "w") as out:
+            values_out = out.create_dataset(
+                "traces/values", shape=(n_bins, n_rois), dtype="f4",
+                chunks=(min(n_bins, max(1, (1 << 16) // max(1, min(n_rois, 64)))),
+                        min(max(n_rois, 1), 64)),
+                compression="gzip", compression_opts=1, shuffle=True)
+            step = max(1, BLOCK_VALUES // max(1, len(times)))
+            all_nan = partly = 0
+            for lo in range(0, n_rois, step):
+                hi = min(n_rois, lo + step)
+                mean, counts = average_frames(times, data[:, lo:hi], t_start, width, n_bins)
+                values_out[:, lo:hi] = mean
+                all_nan += int(np.sum(counts == 0))
+                partly += int(np.sum((counts > 0) & (counts < bin_frames)))
+            out.attrs.update(kind=KIND_TRACES, t_start_s=t_start, bin_width_s=width,
+                             n_bins=n_bins, bin_frames=int(bin_frames), frame_period_s=period)
+            for key in ("source", "source_sha256", "lfads_core_version", "data_unit"):
+                out.attrs[key] = src.attrs[key]
+            out.attrs["heldout_column"] = bool(src.attrs.get("heldout_column", False))
+            out.attrs["trials_table"] = str(src.attrs.get("trials_table", "trials"))
+            for name, group in src.get("behavior", {}).items():
+                stamps, values = prefilter_series(group["timestamps_s"][()], group["data"][()],
+                                                  width)
+                sub = out.create_group(f"behavior/{name}")
+                sub.create_dataset("timestamps_s", data=stamps)
+                sub.create_dataset("data", data=values, compression="gzip", compression_opts=1,
+                                   shuffle=True)
+                sub.attrs["unit"] = group.attrs["unit"]
+                sub.attrs["columns"] = group.attrs["columns"]
+            write_table(out.create_group("units"), units)
+            write_table(out.create_group("trials"), read_table(src["trials"]))
+            out.create_dataset("observed_intervals", data=src["observed_intervals"][()])
+    total = max(1, n_bins * n_rois)
+    return {"kind": KIND_TRACES, "bin_frames": int(bin_frames), "frame_period_s": period,
+            "bin_width_s": width, "t_start_s": t_start, "n_bins": n_bins,
+            "n_units": int(n_rois), "frames": int(len(times)),
+            "nan_bin_fraction": all_nan / total, "partly_observed_bin_fraction": partly / total}

@@ -58,6 +58,7 @@ from .. import __version__
 from ..errors import InputDataError
 from ..fileio import atomic_path, read_table, sha256sum, write_table
 from . import reading as nr
+from .imaging import KIND_TRACES, _column_blocks, frame_period, read_planes
 from .intervals import intersect_intervals, merge_intervals
 
 log = logging.getLogger(__name__)
@@ -334,8 +335,7 @@ def ingest_nwb(path: str | Path, out_h5: str | Path, settings: IngestSettings,
     """
     path = Path(path)
     with nr.open_nwb_h5(path) as f:
-        if settings.traces:  # calcium imaging: lfads_core.nwb.imaging
-            from .imaging import ingest_traces
+        if settings.traces:  # calcium imaging: ingest_traces, below
 
             return ingest_traces(path, f, Path(out_h5), settings)
         return _ingest(path, f, Path(out_h5), settings, progress_every)
@@ -471,4 +471,121 @@ def _ingest(path: Path, f: h5py.File, out_h5: Path, settings: IngestSettings,
     log.info("ingest: kept %d/%d units, %d/%d trials, %d spikes", summary["units_kept"],
              summary["units_in_file"], summary["trials_kept"], summary["trials_in_file"],
              summary["spikes_kept"])
+    return summary
+
+
+# ------------------------------------------------------------------ calcium imaging
+
+def ingest_traces(path, f: h5py.File, out_h5, settings) -> dict:
+    """Ingest the ROI traces named by ``settings.traces`` (module docstring) into
+    ``session.h5``; returns the ingestion summary."""
+    from ..values import split_list
+
+    planes, rois = read_planes(f, split_list(settings.traces), path)
+    read = read_trials(f, path, settings.align_event, settings.trials_table)
+    trials, notes = read.table, list(read.warnings)
+    times = planes[0].times
+    period = frame_period(times)
+    # Frame k fills the slot [t_k - period / 2, t_k + period / 2): the recording's span.
+    recording_start, recording_stop = float(times[0] - period / 2), float(times[-1] + period / 2)
+
+    keep = apply_query(rois, settings.roi_filter, path, "roi_filter")
+    reason = np.where(keep, "", "roi_filter").astype(object)
+    # First pass: no infinite values; ROIs without one finite frame are dropped.
+    finite = np.zeros(len(rois), dtype=np.int64)
+    column = 0
+    for plane in planes:
+        for lo, values in _column_blocks(plane, path):
+            inf = np.isinf(values)
+            if inf.any():
+                k = int(np.flatnonzero(inf.any(axis=0))[0])
+                raise InputDataError(path, f"{plane.field}.data",
+                                     f"{int(inf.sum())} values are infinite (e.g. ROI column "
+                                     f"{lo + k}); mark frames that were not observed as NaN")
+            finite[column + lo: column + lo + values.shape[1]] = np.isfinite(values).sum(axis=0)
+        column += plane.data.shape[1] if plane.data.ndim == 2 else 1
+    rois["finite_frames"] = finite
+    reason[(reason == "") & (finite == 0)] = "no finite frames"
+    kept = reason == ""
+    if not kept.any():
+        raise InputDataError(path, "roi_filter" if settings.roi_filter else "traces",
+                             f"no ROIs left ({len(rois)} in {settings.traces!r}; roi_filter="
+                             f"{settings.roi_filter!r}); drop reasons: "
+                             f"{pd.Series(reason).value_counts().to_dict()}")
+    rois["kept"] = kept
+    rois["drop_reason"] = reason.astype(str)
+
+    trial_reason = trial_drop_reasons(trials, settings, path, recording_stop)
+    n_late = int(np.sum(trial_reason == f"{settings.align_event} after recording end"))
+    if n_late:
+        notes.append(late_event_warning(read.name, settings.align_event, n_late, len(trials),
+                                        recording_stop))
+    for note in notes:
+        warnings.warn(f"{path}: {note}", stacklevel=2)
+    trials["kept"] = trial_reason == ""
+    trials["drop_reason"] = trial_reason.astype(str)
+    behavior = _read_series(f, settings.behavior, path, BEHAVIOR_MODULE)
+
+    n_frames, n_kept = len(times), int(kept.sum())
+    nan_frames = int(n_frames * n_kept - finite[kept].sum())
+    summary = {
+        "source": str(path),
+        "kind": KIND_TRACES,
+        "traces": [p.name for p in planes],
+        "trials_table": read.name,
+        "units_in_file": int(len(rois)),
+        "units_kept": n_kept,
+        "unit_drop_reasons": pd.Series(reason[~kept]).value_counts().to_dict(),
+        "rois_in_file": int(len(rois)),
+        "rois_kept": n_kept,
+        "frames": n_frames,
+        "frame_period_s": period,
+        "frame_rate_hz": 1.0 / period,
+        "nan_fraction": nan_frames / max(1, n_frames * n_kept),
+        "trials_in_file": int(len(trials)),
+        "trials_kept": int(trials["kept"].sum()),
+        "trial_drop_reasons": pd.Series(trial_reason[trial_reason != ""]).value_counts().to_dict(),
+        "columns_not_ingested": {"trials": read.skipped},
+        "columns_not_in_colnames": {"trials": read.hidden},
+        "warnings": notes,
+        "heldout_column": bool(any(p.heldout_column for p in planes)),
+        "recording_stop_s": recording_stop,
+        "lfads_core_version": __version__,
+    }
+    with atomic_path(out_h5) as tmp, h5py.File(tmp, "w") as out:
+        chunks = (min(n_frames, max(1, (1 << 16) // max(1, min(n_kept, 64)))), min(n_kept, 64))
+        data_out = out.create_dataset("traces/data", shape=(n_frames, n_kept), dtype="f4",
+                                      chunks=chunks, compression="gzip", compression_opts=1,
+                                      shuffle=True)
+        out.create_dataset("traces/timestamps_s", data=times)
+        column, written = 0, 0
+        for plane in planes:
+            for lo, values in _column_blocks(plane, path):
+                sel = kept[column + lo: column + lo + values.shape[1]]
+                if sel.any():
+                    data_out[:, written:written + int(sel.sum())] = values[:, sel]
+                    written += int(sel.sum())
+            column += plane.data.shape[1] if plane.data.ndim == 2 else 1
+        write_table(out.create_group("units"), rois)
+        write_table(out.create_group("trials"), trials)
+        out.create_dataset("observed_intervals",
+                           data=np.array([[recording_start, recording_stop]]))
+        summary["behavior"] = {n: _write_series(out.require_group("behavior"), n, *s)
+                               for n, s in behavior.items()}
+        summary["ground_truth"] = {}
+        out.attrs["kind"] = KIND_TRACES
+        out.attrs["source"] = str(path)
+        out.attrs["source_sha256"] = sha256sum(path)
+        out.attrs["recording_start_s"] = recording_start
+        out.attrs["recording_stop_s"] = recording_stop
+        out.attrs["frame_period_s"] = period
+        out.attrs["heldout_column"] = summary["heldout_column"]
+        out.attrs["trials_table"] = read.name
+        out.attrs["traces_series"] = [p.name for p in planes]
+        out.attrs["data_unit"] = planes[0].unit
+        out.attrs["lfads_core_version"] = __version__
+        summary["source_sha256"] = out.attrs["source_sha256"]
+    log.info("ingest: kept %d/%d ROIs of %s, %d frames at %.4g Hz, %d/%d trials", n_kept,
+             len(rois), summary["traces"], n_frames, 1.0 / period, summary["trials_kept"],
+             summary["trials_in_file"])
     return summary

@@ -308,7 +308,8 @@ def _check_traces_file(f, nwb: Path, settings: dict, config: dict, where: str) -
     """:func:`_check_file` for calcium traces: the series and their ROI tables, ``roi_filter``,
     held-out ROIs, the frame times (read: one number per frame) and the trial windows on the
     grid of ``bin_frames`` frames, and the trials each later stage needs."""
-    from ..nwb.imaging import frame_period, read_planes, trace_grid
+    from ..nwb.binning import trace_grid
+    from ..nwb.imaging import frame_period, read_planes
     from ..nwb.ingest import apply_query
 
     ingest = IngestSettings.from_settings(settings)
