@@ -252,7 +252,7 @@ def bin_session(session_h5, out_h5, bin_width: float | None, bin_frames: int = 1
     import h5py
 
     from ..fileio import atomic_path, read_table, write_table
-    from .imaging import BLOCK_VALUES, KIND_TRACES, kind_of
+    from .imaging import KIND_TRACES, kind_of
 
     with h5py.File(session_h5, "r") as src:
         kind = kind_of(src.attrs)
