@@ -522,15 +522,17 @@ def write_windows(src, out_h5, rows: dict[str, np.ndarray], first_bin: np.ndarra
                   n_total: int, channel_order: np.ndarray, conditions: np.ndarray,
                   behavior: dict[str, np.ndarray] | None, attrs: dict, behavior_columns: list,
                   truth: dict[str, tuple], metadata: dict | None = None,
-                  metadata_json=None) -> int:
+                  metadata_json=None, per_window: dict[str, np.ndarray] | None = None) -> int:
     """Write ``out_h5`` (layout in the module docstring) from the open ``binned.h5`` ``src``:
     for each split, the windows ``rows[split]`` (their numbers, written as ``{split}_inds``),
     window ``i`` being ``n_total`` bins from bin ``first_bin[i]`` (the first ``n_window`` the
     encoder's), units in ``channel_order`` (held-in first; ``attrs['n_heldin']`` of them),
     ``conditions[i]`` its condition, ``behavior[split]`` its behaviour (or None) and ``truth``
     ``{name: (timestamps, data, unit)}`` sampled on its bins. Writes ``metadata`` to
-    ``metadata_json`` if given, before the file is moved into place. Counts are made a block of
-    windows at a time. Returns the number of spikes in the windows."""
+    ``metadata_json`` if given, before the file is moved into place. ``per_window``: more
+    arrays indexed by window number, written as ``{split}_{key}`` (e.g. segments' first bins).
+    Counts are made a block of windows at a time. Returns the number of spikes in the
+    windows."""
     splits = list(rows)
     all_rows = np.concatenate([rows[name] for name in splits])
     n_units, n_heldin = len(channel_order), int(attrs["n_heldin"])
@@ -571,6 +573,8 @@ def write_windows(src, out_h5, rows: dict[str, np.ndarray], first_bin: np.ndarra
                 for key, value in ((f"{name}_inds", r.astype(np.int64)),
                                    (f"{name}_cond_idx", conditions[r])):
                     out.create_dataset(key, data=value, compression="gzip", compression_opts=1)
+                for key, value in (per_window or {}).items():
+                    out.create_dataset(f"{name}_{key}", data=np.asarray(value)[r])
                 if behavior is not None:
                     out.create_dataset(f"{name}_behavior", data=behavior[name],
                                        compression="gzip", compression_opts=1)
