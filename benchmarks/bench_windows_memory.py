@@ -72,7 +72,8 @@ def write_recording(path: Path, hours: float, n_units: int, n_trials: int, seed:
     rng = np.random.default_rng(seed)
     nwb = NWBFile(session_description="long recording, few trials", identifier="bench-windows",
                   session_start_time=datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc))
-    nwb.add_trial_column("move_onset_time", "movement onset (s)")
+    if n_trials:  # none: a continuous recording without a trials table
+        nwb.add_trial_column("move_onset_time", "movement onset (s)")
     for start in np.linspace(5.0, duration - 5.0, n_trials):
         nwb.add_trial(start_time=start, stop_time=start + 1.0, move_onset_time=start + 0.25)
     rates = np.exp(rng.uniform(np.log(1.0), np.log(20.0), n_units))

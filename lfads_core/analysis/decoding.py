@@ -3,7 +3,10 @@
 Arrays are trials x time bins x channels. A decoder is fitted on the training trials alone:
 its ridge penalty is chosen by trial-wise cross-validation inside them and its features are
 standardised with their statistics. It is then scored on the validation and test trials;
-the standard error of a score is a bootstrap over the scored trials.
+the standard error of a score is a bootstrap over the scored trials. Bins that are not
+finite in the features or the behaviour (the NaN padding of a continuous recording's
+stretches, :mod:`lfads_core.analysis.stretches`, which then take the trials' place) are left
+out of every fit and score.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ import pandas as pd
 from scipy import linalg
 from sklearn.metrics import r2_score
 from sklearn.model_selection import KFold
+
+from .ground_truth import finite_rows
 
 
 def trial_folds(n_trials: int, n_folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -33,6 +38,19 @@ def _flat(x: np.ndarray) -> np.ndarray:
     return x.reshape(-1, x.shape[-1])
 
 
+def _pairs(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``a`` and ``b`` flattened to bins x columns, bins where either is not finite left out."""
+    a, b = _flat(a), _flat(b)
+    ok = finite_rows(a, b)
+    return (a, b) if ok is None else (a[ok], b[ok])
+
+
+def finite_r2(true: np.ndarray, predicted: np.ndarray, multioutput="raw_values"):
+    """sklearn's R^2 over the finite bins of trials x bins x targets."""
+    t, p = _pairs(true, predicted)
+    return r2_score(t, p, multioutput=multioutput)
+
+
 def ridge_fits(x: np.ndarray, y: np.ndarray, alphas) -> list:
     """Ridge regressions of ``y`` on ``x`` (trials x bins x features/targets), one per penalty.
 
@@ -40,7 +58,7 @@ def ridge_fits(x: np.ndarray, y: np.ndarray, alphas) -> list:
     penalties share one Gram matrix (float64). Returns one ``predict`` per penalty: it maps
     trials x bins x features to trials x bins x targets.
     """
-    xf, yf = _flat(x).astype(np.float64), _flat(y).astype(np.float64)
+    xf, yf = _pairs(x.astype(np.float64), y.astype(np.float64))
     mean, std, y_mean = xf.mean(axis=0), xf.std(axis=0) + 1e-9, yf.mean(axis=0)
     z = (xf - mean) / std
     gram, zty = z.T @ z, z.T @ (yf - y_mean)
@@ -67,9 +85,8 @@ def fit_ridge(x_train: np.ndarray, y_train: np.ndarray, alphas, inner_folds: int
     """
     scores = np.zeros(len(alphas))
     for inner_train, inner_test in trial_folds(len(x_train), inner_folds, seed):
-        truth = _flat(y_train[inner_test])
         for i, predict in enumerate(ridge_fits(x_train[inner_train], y_train[inner_train], alphas)):
-            scores[i] += r2_score(truth, _flat(predict(x_train[inner_test])))
+            scores[i] += finite_r2(y_train[inner_test], predict(x_train[inner_test]), "uniform_average")
     alpha = float(alphas[int(np.argmax(scores))])
     return ridge_fits(x_train, y_train, [alpha])[0], alpha
 
@@ -84,7 +101,7 @@ def bootstrap_r2_sem(true: np.ndarray, predicted: np.ndarray, n_bootstrap: int, 
     if n < 2 or n_bootstrap < 2:
         return np.full(width, np.nan)
     rng = np.random.default_rng(seed)
-    values = np.array([np.atleast_1d(r2_score(_flat(true[k]), _flat(predicted[k]), multioutput=multioutput))
+    values = np.array([np.atleast_1d(finite_r2(true[k], predicted[k], multioutput))
                        for k in (rng.integers(0, n, n) for _ in range(n_bootstrap))])
     return values.std(axis=0, ddof=1)
 
@@ -115,12 +132,12 @@ def decode_behavior(features: dict[str, dict[str, np.ndarray]], behavior: dict[s
             out = np.full(behavior[split].shape, np.nan)
             out[:, lag_bins:] = predicted
             predictions[method][split] = out
-            per_target = r2_score(_flat(y), _flat(predicted), multioutput="raw_values")
+            per_target = finite_r2(y, predicted, "raw_values")
             sems = bootstrap_r2_sem(y, predicted, n_bootstrap, bootstrap_seed)
             for name, r2, sem in zip(target_names, per_target, sems):
                 rows.append((method, name, split, float(r2), float(sem), len(y), alpha))
             rows.append((method, "all", split,
-                         float(r2_score(_flat(y), _flat(predicted), multioutput="variance_weighted")),
+                         float(finite_r2(y, predicted, "variance_weighted")),
                          float(bootstrap_r2_sem(y, predicted, n_bootstrap, bootstrap_seed,
                                                 "variance_weighted")[0]),
                          len(y), alpha))

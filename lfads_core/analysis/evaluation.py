@@ -3,6 +3,13 @@ recovery on simulated data, and the behaviour decoding of the ``decode_behavior`
 
 ``data`` holds the arrays of ``lfads_input.h5``, ``posterior`` those of ``posterior.h5``
 (trials x time bins x channels; rates in expected counts per bin).
+
+A continuous recording's segments are merged back onto its bin grid first and scored as
+stretches of consecutive bins (:mod:`.stretches`), so that every bin counts once: co-bps,
+vel R^2 and the ground-truth scores on the merged bins of the scored blocks, fp-bps on the
+segments' forward-prediction bins; ``n_trials`` then counts the scored stretches (one per
+block of time without a gap). PSTH R^2 needs conditions and is left out of a recording
+without them.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from . import metrics
 from .decoding import bootstrap_r2_sem, decode_behavior, fit_ridge, lagged
 from ..values import ms_to_bins
 from .ground_truth import latent_r2, rate_r2, smooth_spikes
+from .stretches import is_segmented, stretch_view
 
 
 def load_arrays(path) -> dict[str, np.ndarray]:
@@ -50,10 +58,14 @@ def evaluate(data: dict, posterior: dict, smoothing_sigma_ms: float, psth_sigma_
     validation trials and, where there are any, the test trials; ``err``: the standard error
     over ``n_bootstrap`` resamplings of the trials (``seed``) of co-bps, fp-bps and vel R^2
     (NaN for the others); ``seen_by`` names the choices that read a split's trials
-    (``selections`` for valid, ``none`` for test)."""
+    (``selections`` for valid, ``none`` for test). Segments of a continuous recording are
+    scored as merged stretches (module docstring)."""
+    forward = data, posterior  # the forward-prediction bins: the segments' own
+    if is_segmented(data):
+        data, posterior = stretch_view(data, posterior)
     attrs = data["attrs"]
     bin_width_s = float(attrs["bin_width_s"])
-    n_in, fp = int(attrs["n_heldin"]), int(attrs["fp_bins"])
+    n_in, fp = int(attrs["n_heldin"]), int(forward[0]["attrs"]["fp_bins"])
     n_window = data["valid_encod_data"].shape[1]
     splits = scored_splits(data)
     smoothing_bins = ms_to_bins(smoothing_sigma_ms, bin_width_s)
@@ -99,7 +111,10 @@ def evaluate(data: dict, posterior: dict, smoothing_sigma_ms: float, psth_sigma_
                                                        all_spikes, all_conditions,
                                                        ms_to_bins(psth_sigma_ms, bin_width_s)))
         if fp:
-            bps("fp-bps", "lfads", rates[:, n_window:], spikes[:, n_window:])
+            fp_data, fp_posterior = forward
+            start = fp_data[f"{split}_encod_data"].shape[1]
+            bps("fp-bps", "lfads", fp_posterior[f"{split}_rates"][:, start:],
+                fp_data[f"{split}_recon_data"][:, start:])
         for method, predict in decoders.items():
             x, y = lagged(methods[method], data[f"{split}_behavior"], lag)
             predicted = predict(x)
@@ -138,7 +153,11 @@ def decode_dataset(data: dict, posterior: dict, smoothing_sigma_ms: float, decod
     test trials (``n_bootstrap`` resamplings of them, seeded by ``seed``, for each score's standard
     error): ``(scores, summary, predictions, behavior, columns, split)`` with ``scores``
     every split's rows, ``summary`` those of the headline split (:func:`headline_split`),
-    ``predictions`` (method -> trials x bins x targets) and ``behavior`` that split's."""
+    ``predictions`` (method -> trials x bins x targets) and ``behavior`` that split's.
+    Segments of a continuous recording are decoded as merged stretches (module docstring;
+    ``data`` is returned as the stretches' view, ``data["attrs"]["stretches"]`` True)."""
+    if is_segmented(data):
+        data, posterior = stretch_view(data, posterior)
     splits = ["train"] + scored_splits(data)
     features, behavior = decoding_features(data, posterior, smoothing_sigma_ms, splits)
     columns = [str(c) for c in data["attrs"]["behavior_columns"]]
@@ -148,7 +167,7 @@ def decode_dataset(data: dict, posterior: dict, smoothing_sigma_ms: float, decod
     scores["seen_by"] = [seen_by(split, selections) for split in scores["split"]]
     split = headline_split(data)
     summary = scores[scores["split"] == split].drop(columns="alpha").reset_index(drop=True)
-    return scores, summary, {m: p[split] for m, p in predictions.items()}, behavior[split], columns, split
+    return scores, summary, {m: p[split] for m, p in predictions.items()}, behavior[split], columns, split, data
 
 
 def method_scores(metrics_table: pd.DataFrame,

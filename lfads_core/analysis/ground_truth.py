@@ -11,10 +11,25 @@ from scipy.ndimage import gaussian_filter1d
 from sklearn.linear_model import LinearRegression
 
 
+def finite_rows(*arrays: np.ndarray) -> np.ndarray | None:
+    """Where every one of ``arrays`` (flattened to rows of their last axis) is finite, or None
+    where all rows are (then nothing needs leaving out): the padding of stretches of unequal
+    length (:mod:`lfads_core.analysis.stretches`) is NaN."""
+    ok = None
+    for a in arrays:
+        rows = np.isfinite(a.reshape(-1, a.shape[-1])).all(axis=1)
+        ok = rows if ok is None else ok & rows
+    return None if ok is None or ok.all() else ok
+
+
 def r2_per_channel(predicted: np.ndarray, true: np.ndarray) -> np.ndarray:
-    """Coefficient of determination of each channel, pooling trials and bins."""
+    """Coefficient of determination of each channel, pooling trials and bins (bins where
+    either is not finite, such as the NaN padding of stretches, are left out)."""
     p = predicted.reshape(-1, predicted.shape[-1]).astype(np.float64)
     t = true.reshape(-1, true.shape[-1]).astype(np.float64)
+    ok = finite_rows(p, t)
+    if ok is not None:
+        p, t = p[ok], t[ok]
     residual = np.sum((t - p) ** 2, axis=0)
     total = np.sum((t - t.mean(axis=0)) ** 2, axis=0)
     return 1.0 - residual / total
@@ -38,8 +53,13 @@ def fit_latent_map(factors_train: np.ndarray, latents_train: np.ndarray,
                          f"{x.shape[1]} factors")
     fit = LinearRegression().fit(x[ok], y[ok])
     test = np.asarray(factors_test, dtype=float)
-    return fit.predict(test.reshape(-1, test.shape[-1])).reshape(
-        test.shape[:-1] + (y.shape[1],))
+    flat = test.reshape(-1, test.shape[-1])
+    keep = finite_rows(flat)
+    if keep is None:
+        return fit.predict(flat).reshape(test.shape[:-1] + (y.shape[1],))
+    out = np.full((len(flat), y.shape[1]), np.nan)  # NaN bins (padding) stay NaN
+    out[keep] = fit.predict(flat[keep])
+    return out.reshape(test.shape[:-1] + (y.shape[1],))
 
 
 def latent_r2(train_factors: np.ndarray, train_latents: np.ndarray,
@@ -51,8 +71,21 @@ def latent_r2(train_factors: np.ndarray, train_latents: np.ndarray,
 
 
 def smooth_spikes(counts: np.ndarray, sigma_bins: float) -> np.ndarray:
-    """Gaussian-smoothed spike counts along time (trials x time x channels), same units."""
-    return gaussian_filter1d(counts.astype(np.float64), sigma_bins, axis=1, mode="nearest")
+    """Gaussian-smoothed spike counts along time (trials x time x channels), same units.
+    A trial's trailing bins that are NaN in every channel (the padding of stretches of
+    unequal length) stay NaN and the trial is smoothed over its bins before them, as if it
+    ended there."""
+    counts = counts.astype(np.float64)
+    padded = np.isnan(counts).all(axis=2) if counts.size else np.zeros(counts.shape[:2], bool)
+    if not padded.any():
+        return gaussian_filter1d(counts, sigma_bins, axis=1, mode="nearest")
+    out = np.full(counts.shape, np.nan)
+    for k in range(len(counts)):
+        real = np.flatnonzero(~padded[k])
+        n = real[-1] + 1 if real.size else 0
+        if n:
+            out[k, :n] = gaussian_filter1d(counts[k, :n], sigma_bins, axis=0, mode="nearest")
+    return out
 
 
 def smoothing_baseline_r2(train_counts, train_rates, test_counts, test_rates,

@@ -11,7 +11,7 @@ from scipy.special import gammaln
 from sklearn.linear_model import PoissonRegressor
 from sklearn.metrics import r2_score
 
-from .ground_truth import r2_per_channel, smooth_spikes
+from .ground_truth import finite_rows, r2_per_channel, smooth_spikes
 
 _RATE_FLOOR = 1e-9
 
@@ -81,6 +81,9 @@ def velocity_r2(predicted: np.ndarray, true: np.ndarray) -> float:
     """NLB vel R^2: R^2 over trials and bins, variance-weighted over velocity dimensions."""
     p = predicted.reshape(-1, predicted.shape[-1])
     t = true.reshape(-1, true.shape[-1])
+    ok = finite_rows(p, t)  # NaN bins (padding of stretches) left out
+    if ok is not None:
+        p, t = p[ok], t[ok]
     return float(r2_score(t, p, multioutput="variance_weighted"))
 
 
@@ -119,12 +122,23 @@ def smoothing_baseline(train_heldin: np.ndarray, train_heldout: np.ndarray,
         return test_x, heldout
     x = np.log(train_x.reshape(-1, train_x.shape[-1]) + 1e-4)
     y = train_heldout.reshape(-1, train_heldout.shape[-1]).astype(np.float64)
+    ok = finite_rows(x, y)  # NaN bins (padding of stretches) left out
+    if ok is not None:
+        x, y = x[ok], y[ok]
     if len(x) > max_fit_bins:
         keep = np.random.default_rng(seed).choice(len(x), max_fit_bins, replace=False)
         x, y = x[keep], y[keep]
     mean, std = x.mean(axis=0), x.std(axis=0) + 1e-9
     test = (np.log(test_x.reshape(-1, test_x.shape[-1]) + 1e-4) - mean) / std
+    keep = finite_rows(test)
+    if keep is not None:
+        heldout[~keep.reshape(heldout.shape[:2])] = np.nan
     for n in range(y.shape[1]):
         glm = PoissonRegressor(alpha=alpha, max_iter=300).fit((x - mean) / std, y[:, n])
-        heldout[..., n] = glm.predict(test).reshape(test_heldin.shape[:2])
+        if keep is None:
+            heldout[..., n] = glm.predict(test).reshape(test_heldin.shape[:2])
+        else:
+            column = heldout[..., n].reshape(-1)
+            column[keep] = glm.predict(test[keep])
+            heldout[..., n] = column.reshape(test_heldin.shape[:2])
     return test_x, heldout

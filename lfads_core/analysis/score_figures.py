@@ -13,7 +13,7 @@ from .ground_truth import fit_latent_map, r2_per_channel
 from .plotting import (DOUBLE_COLUMN_IN, SINGLE_COLUMN_IN, SavedFigure, new_figure, paper_style,
                        save_figure)
 
-__all__ = ["plot_decoded_behavior", "plot_method_comparison", "plot_dataset_summary",
+__all__ = ["plot_decoded_behavior", "plot_decoded_over_time", "plot_method_comparison", "plot_dataset_summary",
            "plot_latents_vs_truth"]
 
 
@@ -60,6 +60,43 @@ def plot_decoded_behavior(true: np.ndarray, decoded: np.ndarray, bin_width_s: fl
         axes[v, 0].text(0.02, 0.97, f"R$^2$ = {r2[v]:.2f}", transform=axes[v, 0].transAxes,
                         va="top", fontsize=7)
     fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="outside lower center", ncol=2)
+    return save_figure(fig, out_stem, return_figure)
+
+
+@paper_style
+def plot_decoded_over_time(true: np.ndarray, decoded: np.ndarray, bin_width_s: float,
+                           names: list[str], out_stem: str | Path, start_s: float = 0.0,
+                           units: list[str] | str | None = None,
+                           return_figure: bool = False) -> SavedFigure:
+    """Decoded (colour) against true (black) behaviour over a stretch of a continuous
+    recording: one row per behaviour variable, time on the recording's clock.
+
+    true, decoded: time bins x variables (NaN bins, e.g. the first lag bins, are not drawn);
+    start_s: the first bin's start on the recording's clock (s). The R^2 of each variable over
+    the bins shown is written in its row.
+    """
+    true, decoded = np.asarray(true, dtype=float), np.asarray(decoded, dtype=float)
+    if true.ndim != 2 or true.shape != decoded.shape:
+        raise ValueError(f"true {true.shape} and decoded {decoded.shape} must both be "
+                         "time bins x variables")
+    n_var = true.shape[-1]
+    if len(names) != n_var:
+        raise ValueError(f"{len(names)} names for {n_var} behaviour variables")
+    if isinstance(units, str) or units is None:
+        units = [units or ""] * n_var
+    r2 = r2_per_channel(decoded, true)
+    t = start_s + (np.arange(len(true)) + 0.5) * bin_width_s
+    fig = new_figure(DOUBLE_COLUMN_IN, 0.5 + 1.0 * n_var)
+    axes = np.atleast_1d(fig.subplots(n_var, 1, sharex=True, squeeze=False)[:, 0])
+    for v, ax in enumerate(axes):
+        ax.plot(t, true[:, v], color="k", lw=0.7, label="true")
+        ax.plot(t, decoded[:, v], color="C0", lw=0.7, label="decoded")
+        ax.set_ylabel(names[v] + (f" ({units[v]})" if units[v] else ""))
+        ax.text(0.01, 0.97, f"R$^2$ = {r2[v]:.2f}", transform=ax.transAxes, va="top",
+                fontsize=7)
+    axes[-1].set_xlabel("Time on the recording's clock (s)")
+    axes[-1].set_xlim(t[0] - bin_width_s / 2, t[-1] + bin_width_s / 2)
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncol=2)
     return save_figure(fig, out_stem, return_figure)
 
 

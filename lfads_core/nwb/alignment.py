@@ -52,7 +52,7 @@ import pandas as pd
 from ..errors import InputDataError
 from ..fileio import atomic_path, read_table, write_json
 from ..values import ms_to_bins, split_list
-from .binning import bin_centres, dense_block, sample_series, window_counts, window_values
+from .binning import WindowCounts, bin_centres, dense_block, sample_series, window_values
 from .imaging import KIND_TRACES, kind_of
 from .intervals import TOLERANCE_S, inside_intervals
 
@@ -63,6 +63,7 @@ SPLITS = ("train", "valid", "test")
 #: The file's split labels (lower case) of each split under ``split: file``: NLB's by default.
 DEFAULT_SPLIT_LABELS = "train=train; valid=val,valid; test=test"
 BLOCK_ENTRIES = 1 << 24  # counts per block of trials written at once
+PASS_ENTRIES = 1 << 23  # spikes (about) counted per pass of windows (12 bytes each)
 #: The window's edges relative to the alignment event (s), as lfads_input.h5's attrs and
 #: lfads_input.json name them -> their names in files of earlier versions
 WINDOW_OFFSET_KEYS = {"window_start_offset_s": "window_start_s",
@@ -534,16 +535,18 @@ def write_windows(src, out_h5, rows: dict[str, np.ndarray], first_bin: np.ndarra
                   n_total: int, channel_order: np.ndarray, conditions: np.ndarray,
                   behavior: dict[str, np.ndarray] | None, attrs: dict, behavior_columns: list,
                   truth: dict[str, tuple], metadata: dict | None = None,
-                  metadata_json=None) -> int:
+                  metadata_json=None, per_window: dict[str, np.ndarray] | None = None
+                  ) -> int | None:
     """Write ``out_h5`` (layout in the module docstring) from the open ``binned.h5`` ``src``:
     for each split, the windows ``rows[split]`` (their numbers, written as ``{split}_inds``),
     window ``i`` being ``n_total`` bins from bin ``first_bin[i]`` (the first ``n_window`` the
     encoder's), units in ``channel_order`` (held-in first; ``attrs['n_heldin']`` of them),
     ``conditions[i]`` its condition, ``behavior[split]`` its behaviour (or None) and ``truth``
     ``{name: (timestamps, data, unit)}`` sampled on its bins. Writes ``metadata`` to
-    ``metadata_json`` if given, before the file is moved into place. Counts (or, for calcium
-    traces, values) are made a block of windows at a time. Returns the number of spikes in the
-    windows (None for traces)."""
+    ``metadata_json`` if given, before the file is moved into place. ``per_window``: more
+    arrays indexed by window number, written as ``{split}_{key}`` (e.g. segments' first bins).
+    Counts (or, for calcium traces, values) are made a block of windows at a time. Returns the
+    number of spikes in the windows (None for traces)."""
     splits = list(rows)
     all_rows = np.concatenate([rows[name] for name in splits])
     n_units, n_heldin = len(channel_order), int(attrs["n_heldin"])
@@ -555,8 +558,11 @@ def write_windows(src, out_h5, rows: dict[str, np.ndarray], first_bin: np.ndarra
         entries = window_values(src["traces/values"], first_bin[all_rows], n_total,
                                 np.argsort(channel_order))
     else:
-        entries = window_counts(src["spikes/bins"], src["spikes/unit_offsets"][()],
-                                first_bin[all_rows], n_total, np.argsort(channel_order))
+        spikes = src["spikes/bins"]  # counted a pass of windows at a time: PASS_ENTRIES spikes
+        per_window = len(spikes) / max(1, int(src.attrs["n_bins"])) * n_total
+        entries = WindowCounts(spikes, src["spikes/unit_offsets"][()], first_bin[all_rows],
+                               n_total, np.argsort(channel_order),
+                               PASS_ENTRIES / max(per_window, 1.0))
     dtype = getattr(entries, "dtype", np.int32)  # counts, or values (traces)
     first_position = np.cumsum([0] + [len(rows[name]) for name in splits])
     position = {name: first_position[k] + np.arange(len(rows[name])) for k, name in enumerate(splits)}
@@ -591,6 +597,8 @@ def write_windows(src, out_h5, rows: dict[str, np.ndarray], first_bin: np.ndarra
                 for key, value in ((f"{name}_inds", r.astype(np.int64)),
                                    (f"{name}_cond_idx", conditions[r])):
                     out.create_dataset(key, data=value, compression="gzip", compression_opts=1)
+                for key, value in (per_window or {}).items():
+                    out.create_dataset(f"{name}_{key}", data=np.asarray(value)[r])
                 if behavior is not None:
                     out.create_dataset(f"{name}_behavior", data=behavior[name],
                                        compression="gzip", compression_opts=1)
@@ -599,7 +607,7 @@ def write_windows(src, out_h5, rows: dict[str, np.ndarray], first_bin: np.ndarra
             out.attrs["kind"] = kind
         if metadata_json is not None:
             write_json(metadata, metadata_json)
-    return None if kind == KIND_TRACES else int(len(entries[0]))
+    return None if kind == KIND_TRACES else entries.n_spikes
 
 
 def trace_metadata(src: h5py.File, n_window: int, offset_s: float, bin_width: float) -> dict:

@@ -188,6 +188,37 @@ def window_counts(unit_bins, unit_offsets: np.ndarray, first_bins: np.ndarray, n
     return window[order], rel[order], column[order]
 
 
+class WindowCounts:
+    """Spike counts of windows of ``n`` bins starting at ``first_bins``, as :func:`dense_block`
+    reads them a block of windows at a time: counted (:func:`window_counts`) a pass of
+    ``per_pass`` windows at a time (more where a block asks for more), so that memory follows
+    the spikes of one pass, not of every window (a continuous recording's overlapping segments
+    hold every spike, some twice). Blocks are read in window order. ``n_spikes``: the spikes
+    counted so far."""
+
+    dtype = np.int32
+
+    def __init__(self, unit_bins, unit_offsets: np.ndarray, first_bins: np.ndarray, n: int,
+                 columns: np.ndarray, per_pass: float):
+        self.unit_bins, self.unit_offsets = unit_bins, unit_offsets
+        self.first_bins = np.asarray(first_bins, dtype=np.int64)
+        self.n, self.columns = n, np.asarray(columns)
+        self.per_pass = max(1, int(per_pass))
+        self.lo = self.hi = 0
+        self.entries = None
+        self.n_spikes = 0
+
+    def block(self, rows: np.ndarray, n: int) -> np.ndarray:
+        rows = np.asarray(rows, dtype=np.int64)
+        first, last = int(rows.min()), int(rows.max()) + 1
+        if self.entries is None or first < self.lo or last > self.hi:
+            self.lo, self.hi = first, max(last, min(len(self.first_bins), first + self.per_pass))
+            self.entries = window_counts(self.unit_bins, self.unit_offsets,
+                                         self.first_bins[self.lo:self.hi], self.n, self.columns)
+            self.n_spikes += len(self.entries[0])
+        return dense_block(self.entries, rows - self.lo, n, len(self.columns))
+
+
 class WindowValues:
     """Dense windows of values on the bin grid (calcium traces): what :func:`window_values`
     returns, read by :func:`dense_block` a block of windows at a time."""
@@ -221,7 +252,7 @@ def dense_block(entries, rows: np.ndarray, n: int, n_columns: int) -> np.ndarray
     """Counts (len(rows) x n x n_columns, int32) of the windows ``rows`` from the sparse
     ``entries`` of :func:`window_counts`; or the values (float32) of those windows of a
     :func:`window_values`."""
-    if isinstance(entries, WindowValues):
+    if isinstance(entries, (WindowCounts, WindowValues)):
         return entries.block(rows, n)
     window, rel, column = entries
     out = np.zeros((len(rows), n, n_columns), dtype=np.int32)

@@ -470,7 +470,7 @@ def _nwb_file(output: LfadsFactors, source_nwb: str | Path):
     ``data_collection``), the descriptions of the source trials table's columns (name ->
     text) and the source file's name. Raises ValueError when the source's trial ids are not
     ``output.all_trials``'s."""
-    from pynwb import NWBHDF5IO, NWBFile
+    from pynwb import NWBHDF5IO
 
     settings = _settings(output)
     table_name = output.info.get("trials_table", DEFAULT_TRIALS_TABLE)
@@ -483,34 +483,45 @@ def _nwb_file(output: LfadsFactors, source_nwb: str | Path):
             raise ValueError(f"{source_nwb}'s trials table (intervals/{table_name}) is not the "
                              "one ingested (other trial ids)")
         described = {c: source_table[c].description for c in source_table.colnames}
-        sha = settings["source_sha256"]
-        source_name = Path(settings["source"] or source_nwb).name
-        extra = {k: getattr(src, k) for k in _FILE_FIELDS if getattr(src, k, None) is not None}
-        extra = {k: (list(v) if isinstance(v, (tuple, np.ndarray)) else v)
-                 for k, v in extra.items()}
-        keywords = [k.decode() if isinstance(k, bytes) else str(k)
-                    for k in (src.keywords[:] if src.keywords is not None else [])]
-        settings["source_identifier"] = src.identifier
-        nwb = NWBFile(
-            session_description=(
-                f"LFADS output (latent factors, inferred firing rates and inferred inputs) "
-                f"of the recording {source_name} (sha256 {sha}, identifier {src.identifier}). "
-                f"The recording's description: {src.session_description}"),
-            # the same inputs keep the same identifier across versions
-            identifier=str(uuid.uuid5(uuid.NAMESPACE_URL, f"lfads_core.nwb_export:"
-                                      f"{src.identifier}:{settings['posterior_sha256']}")),
-            session_start_time=src.session_start_time,
-            timestamps_reference_time=src.timestamps_reference_time,
-            file_create_date=datetime.datetime.now(datetime.timezone.utc),
-            keywords=list(dict.fromkeys(keywords + ["LFADS", "latent dynamics"])),
-            subject=_copy_subject(src),
-            was_generated_by=[["lfads_core", __version__]],
-            source_script=f"lfads_core.nwb.export.write_factors_nwb (lfads_core {__version__})",
-            source_script_file_name="lfads_core/nwb/export.py",
-            data_collection=_SETTINGS_PREFIX + json.dumps(settings),
-            **extra,
-        )
+        nwb, source_name = new_nwb_file(src, settings, source_nwb)
     return nwb, described, source_name
+
+
+def new_nwb_file(src, settings: dict, source_nwb=None):
+    """``(nwbfile, source_name)``: a new in-memory ``NWBFile`` with the identity of the open
+    recording ``src`` (start time, subject, session and lab fields; an identifier derived from
+    the source's identifier and ``settings['posterior_sha256']``; ``settings``, with the
+    source's identifier added, as JSON in ``data_collection``)."""
+    from pynwb import NWBFile
+
+    sha = settings["source_sha256"]
+    source_name = Path(settings["source"] or source_nwb or "").name
+    extra = {k: getattr(src, k) for k in _FILE_FIELDS if getattr(src, k, None) is not None}
+    extra = {k: (list(v) if isinstance(v, (tuple, np.ndarray)) else v)
+             for k, v in extra.items()}
+    keywords = [k.decode() if isinstance(k, bytes) else str(k)
+                for k in (src.keywords[:] if src.keywords is not None else [])]
+    settings["source_identifier"] = src.identifier
+    nwb = NWBFile(
+        session_description=(
+            f"LFADS output (latent factors, inferred firing rates and inferred inputs) "
+            f"of the recording {source_name} (sha256 {sha}, identifier {src.identifier}). "
+            f"The recording's description: {src.session_description}"),
+        # the same inputs keep the same identifier across versions
+        identifier=str(uuid.uuid5(uuid.NAMESPACE_URL, f"lfads_core.nwb_export:"
+                                  f"{src.identifier}:{settings['posterior_sha256']}")),
+        session_start_time=src.session_start_time,
+        timestamps_reference_time=src.timestamps_reference_time,
+        file_create_date=datetime.datetime.now(datetime.timezone.utc),
+        keywords=list(dict.fromkeys(keywords + ["LFADS", "latent dynamics"])),
+        subject=_copy_subject(src),
+        was_generated_by=[["lfads_core", __version__]],
+        source_script=f"lfads_core.nwb.export.write_factors_nwb (lfads_core {__version__})",
+        source_script_file_name="lfads_core/nwb/export.py",
+        data_collection=_SETTINGS_PREFIX + json.dumps(settings),
+        **extra,
+    )
+    return nwb, source_name
 
 
 def _add_trials(nwb, output: LfadsFactors, described: dict[str, str]) -> None:
@@ -638,13 +649,24 @@ def _reference(first: int, count: int, series):
 
 # ------------------------------------------------------------------ reading back
 
-def load_factors(path: str | Path) -> LfadsFactors:
+def load_factors(path: str | Path):
     """Read ``factors.nwb`` or ``factors.h5`` (by the suffix) into an :class:`LfadsFactors`:
     factors, rates (Hz) and inferred inputs as numpy arrays (trials x bins x dims, trials in
     the recording's order) with the trials' columns, split and windows, and the channels'
-    unit ids and held-out flags. ``.to_pynapple()`` turns it into pynapple objects."""
+    unit ids and held-out flags. ``.to_pynapple()`` turns it into pynapple objects.
+
+    The output of a continuous recording (segments merged onto its bin grid) is read into an
+    :class:`lfads_core.nwb.export_continuous.LfadsContinuousFactors` instead: bins x dims on
+    the recording's clock, NaN in gaps, with the covered intervals and the blocks of time."""
     path = Path(path)
-    return _load_nwb(path) if path.suffix.lower() == ".nwb" else _load_h5(path)
+    if path.suffix.lower() == ".nwb":
+        return _load_nwb(path)
+    with h5py.File(path, "r") as f:
+        continuous = f.attrs.get("layout_kind") == "continuous"
+    if continuous:
+        from .export_continuous import load_continuous_h5
+        return load_continuous_h5(path)
+    return _load_h5(path)
 
 
 def _modelled(all_trials: pd.DataFrame, rows: np.ndarray, starts: np.ndarray,
@@ -702,6 +724,11 @@ def _load_nwb(path: Path) -> LfadsFactors:
         text = nwb.data_collection or ""
         names = [m for m in (MODULE, *OLD_MODULES) if m in nwb.processing
                  and f"{PREFIX}windows" in nwb.processing[m].data_interfaces]
+        if MODULE in nwb.processing and f"{PREFIX}blocks" in nwb.processing[MODULE].data_interfaces \
+                and text.startswith(_SETTINGS_PREFIX):  # a continuous recording's output
+            from .export_continuous import load_continuous_nwb
+            return load_continuous_nwb(nwb, json.loads(text[len(_SETTINGS_PREFIX):]),
+                                       nwb.processing[MODULE])
         if not names or not text.startswith(_SETTINGS_PREFIX):
             raise ValueError(f"{path} is not an LFADS output file of this version (no "
                              f"processing/{MODULE}/{PREFIX}* objects and settings)")

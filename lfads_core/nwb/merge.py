@@ -106,6 +106,41 @@ def create_merged_dataset(group: h5py.Group, name: str, n_grid_bins: int, dims: 
     return ds
 
 
+class SegmentView:
+    """The first ``n_bins`` bins of each segment of ``source`` (segments x bins x dims, an h5py
+    dataset or array), times ``scale``: what :func:`merge_segments` reads to merge only the
+    segments' windows (not their forward-prediction bins), or rates in Hz. Reads go to
+    ``source`` row block by row block, so the view holds nothing itself."""
+
+    def __init__(self, source, n_bins: int | None = None, scale: float = 1.0):
+        self.source, self.scale = source, float(scale)
+        self.n_bins = int(source.shape[1] if n_bins is None else n_bins)
+        if not 0 < self.n_bins <= source.shape[1]:
+            raise ValueError(f"n_bins must be in [1, {source.shape[1]}], got {n_bins}")
+        self.shape = (source.shape[0], self.n_bins) + tuple(source.shape[2:])
+
+    def __len__(self):
+        return self.shape[0]
+
+    def __getitem__(self, rows):
+        values = np.asarray(self.source[rows])[:, :self.n_bins]
+        return values * np.float32(self.scale) if self.scale != 1.0 else values
+
+
+def covered_runs(start_bins, n_bins: int) -> np.ndarray:
+    """The runs of bins that segments of ``n_bins`` bins starting at ``start_bins`` cover, as
+    ``[first, stop)`` rows (k x 2, int64, in time order): one run per stretch of overlapping
+    or touching segments; bins between runs are covered by no segment."""
+    start = np.sort(np.asarray(start_bins, dtype=np.int64))
+    if start.size == 0:
+        return np.zeros((0, 2), np.int64)
+    stop = np.maximum.accumulate(start + int(n_bins))
+    new = np.concatenate([[True], start[1:] > stop[:-1]])
+    firsts = start[new]
+    stops = np.append(stop[np.flatnonzero(new)[1:] - 1], stop[-1])
+    return np.column_stack([firsts, stops]).astype(np.int64)
+
+
 def _as_list(segments, start_bins):
     """``segments``/``start_bins`` as parallel lists (one entry per source, e.g. split)."""
     if isinstance(segments, (list, tuple)):
@@ -267,7 +302,9 @@ def merge_posterior(posterior_h5: str | Path, out_h5: str | Path, start_bins: di
                     n_grid_bins: int, overlap_bins: int, *, keys: Sequence[str] = ("rates",
                     "factors", "inputs"), splits: Sequence[str] = ("train", "valid", "test"),
                     block_segments: int | None = None, compression=None,
-                    attrs: dict | None = None) -> dict[str, tuple[int, int]]:
+                    attrs: dict | None = None, window_bins: int | None = None,
+                    scales: dict | None = None, names: dict | None = None
+                    ) -> dict[str, tuple[int, int]]:
     """Merge ``posterior.h5``'s per-split segment arrays onto the grid, into ``out_h5``.
 
     posterior_h5: ``{split}_{key}`` arrays (segments x n_bins x dims) in split order.
@@ -276,19 +313,25 @@ def merge_posterior(posterior_h5: str | Path, out_h5: str | Path, start_bins: di
     out_h5: written (through a temporary file) with one dataset per key, n_grid_bins x dims
         float32 (NaN where no segment covers a bin), chunked, plus ``attrs``; every split's
         segments merge together.
+    window_bins: merge only each segment's first ``window_bins`` bins (its window, without
+        the forward-prediction bins); None: every bin.
+    scales: key -> factor the values are multiplied by (e.g. ``1 / bin width`` for rates in
+        Hz); names: key -> the dataset's name in ``out_h5`` (default: the key).
     Returns key -> shape written; keys absent from every split are skipped.
     """
     shapes = {}
     with h5py.File(posterior_h5, "r") as post, atomic_path(out_h5) as tmp, \
             h5py.File(tmp, "w") as f:
         for key in keys:
-            names = [s for s in splits if f"{s}_{key}" in post and len(post[f"{s}_{key}"])]
-            if not names:
+            present = [s for s in splits if f"{s}_{key}" in post and len(post[f"{s}_{key}"])]
+            if not present:
                 continue
-            arrays = [post[f"{s}_{key}"] for s in names]
-            starts = [np.asarray(start_bins[s], dtype=np.int64) for s in names]
+            scale = (scales or {}).get(key, 1.0)
+            arrays = [SegmentView(post[f"{s}_{key}"], window_bins, scale) for s in present]
+            starts = [np.asarray(start_bins[s], dtype=np.int64) for s in present]
             dims = arrays[0].shape[2]
-            ds = create_merged_dataset(f, key, n_grid_bins, dims, compression=compression)
+            ds = create_merged_dataset(f, (names or {}).get(key, key), n_grid_bins, dims,
+                                       compression=compression)
             merge_segments(arrays, starts, n_grid_bins, overlap_bins, ds,
                            block_segments=block_segments)
             shapes[key] = tuple(ds.shape)

@@ -3,7 +3,10 @@
 A dataset with ``segment_length_ms`` set is cut into segments instead of trial windows. The
 segments go to ``lfads_input.h5`` in the same layout as trials (segments x time x channels),
 so training, posterior sampling and everything after see trials; ``lfads_input.json`` notes
-where each segment sits on the recording's clock, so that a merge can put them back.
+where each segment sits on the recording's clock, so that a merge can put them back
+(``lfads_input.h5`` too: ``{split}_start_bins``, each segment's first bin on the grid, and
+``{split}_block``, its block; attrs ``t_start_s``, the grid's first bin edge, and
+``n_grid_bins``).
 
 Bins (``bin_width_ms``) are the unit of everything here:
 
@@ -28,6 +31,8 @@ Metadata (``lfads_input.json``) of a segmented dataset, besides the keys trials 
 - ``window_start_times_s``: each split's segments' start times on the recording's clock (s),
   in the order of its arrays; ``trial_ids`` and ``{split}_inds``: the segments' numbers in
   time order (0, 1, ... over all splits).
+- ``t_start_s`` and ``n_grid_bins``: the recording's bin grid (bin ``k`` is
+  ``[t_start_s + k w, t_start_s + (k + 1) w)``).
 - ``segments``: ``length_bins`` (``n_window``), ``overlap_bins``, ``step_bins``, ``fp_bins``,
   ``length_ms``, ``overlap_ms``, ``block`` (each split's segments' block numbers), and
   ``blocks``: one entry per block in time order with its ``block`` number, ``split``,
@@ -330,6 +335,8 @@ def align_segments(binned_h5, out_h5, settings, metadata_json=None) -> dict:
             "source_sha256": src.attrs["source_sha256"],
             "segment_length_bins": n_window,
             "segment_overlap_bins": n_overlap,
+            "t_start_s": t_start,  # the grid's first bin edge
+            "n_grid_bins": n_bins,
         }
         starts = t_start + seg.first_bin * bin_width
         metadata = {
@@ -353,7 +360,9 @@ def align_segments(binned_h5, out_h5, settings, metadata_json=None) -> dict:
         n_spikes = al.write_windows(
             src, out_h5, {name: rows[name] for name in splits}, seg.first_bin, n_window,
             seg.n_total, channel_order, np.zeros(len(seg.first_bin), np.int64), behavior, attrs,
-            behavior_columns, truth, metadata, metadata_json)
+            behavior_columns, truth, metadata, metadata_json,
+            per_window={"start_bins": seg.first_bin.astype(np.int64),
+                        "block": seg.block.astype(np.int64)})
 
     summary = {
         "mode": "segments",

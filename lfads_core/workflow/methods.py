@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -209,6 +210,24 @@ def _data(r: RunRecord) -> str:
                     f"leaving {n_in} held-in units.")
     else:
         text.append(f"No unit was held out; all {n_in} were input to the model.")
+    if _continuous(r):
+        text += _segment_sentences(r)
+    else:
+        text += _trial_sentences(r)
+    behavior = meta.get("behavior_columns") or []
+    if behavior:
+        text.append(f"The behaviour ({_join([f'`{c}`' for c in behavior])}) was low-pass "
+                    "filtered for the bin width and sampled at the bin centres.")
+    if al.get("windows_outside_trial"):
+        text.append(f"{al['windows_outside_trial']} windows reached outside their trial's start "
+                    "and stop times and were kept.")
+    return "**Data and preprocessing.** " + " ".join(text)
+
+
+def _trial_sentences(r: RunRecord) -> list[str]:
+    """The window, the trials per split and the conditions, in words."""
+    s, ing, al, meta = r.settings, r.ingest, r.alignment, r.metadata
+    text = []
     bin_ms = 1e3 * float(meta["bin_width_s"])
     start_ms, end_ms = (1e3 * value for value in window_offsets_s(meta))
     event = meta.get("align_event", s.get("align_event"))
@@ -248,14 +267,41 @@ def _data(r: RunRecord) -> str:
     if columns:
         text.append(f"Conditions were the {len(conditions.get('values') or [])} combinations "
                     f"of {_join([f'`{c}`' for c in columns])}.")
-    behavior = meta.get("behavior_columns") or []
-    if behavior:
-        text.append(f"The behaviour ({_join([f'`{c}`' for c in behavior])}) was low-pass "
-                    "filtered for the bin width and sampled at the bin centres.")
-    if al.get("windows_outside_trial"):
-        text.append(f"{al['windows_outside_trial']} windows reached outside their trial's start "
-                    "and stop times and were kept.")
-    return "**Data and preprocessing.** " + " ".join(text)
+    return text
+
+
+def _continuous(r: RunRecord) -> bool:
+    """Whether the dataset is a continuous recording cut into segments (its metadata says)."""
+    return "segments" in (r.metadata or {})
+
+
+def _segment_sentences(r: RunRecord) -> list[str]:
+    """The segments, their overlap and the blocks of time they were split by, in words."""
+    s, al, meta = r.settings, r.alignment, r.metadata
+    seg = meta["segments"]
+    bin_ms = 1e3 * float(meta["bin_width_s"])
+    fp = int(seg.get("fp_bins", 0) or 0)
+    blocks = seg.get("blocks") or []
+    per_split = {k: sum(b["split"] == k for b in blocks) for k in ("train", "valid", "test")}
+    n = {k: int(al.get(f"{k}_segments", 0)) for k in ("train", "valid", "test")}
+    text = [f"Spikes were counted in {_num(bin_ms)} ms bins on one grid from the recording's "
+            f"start. The recording has no trials: its observed time was cut into overlapping "
+            f"segments of {_num(float(seg['length_ms']))} ms ({seg['length_bins']} bins"
+            + (f", followed by {_plural(fp, 'forward-prediction bin')} that the model "
+               "predicted without seeing them" if fp else "")
+            + f"), consecutive segments starting {seg['step_bins']} bins apart so that their "
+            f"windows overlap by {_num(float(seg['overlap_ms']))} ms ({seg['overlap_bins']} "
+            "bins); no segment bridges a gap in the observed time.",
+            f"The observed time was divided into {len(blocks)} contiguous blocks of equal "
+            f"duration, {per_split['train']} for training, {per_split['valid']} for validation "
+            f"and {per_split['test']} for testing (drawn with seed {s.get('seed', 0)}), and "
+            f"segments were tiled within each block, so no training segment overlaps a "
+            f"validation or test bin: {n['train']} training, {n['valid']} validation and "
+            f"{n['test']} test segments"
+            + (f"; {al.get('dropped_segments')} were left out "
+               f"({_reasons(al.get('drop_reasons') or {})})" if al.get("dropped_segments")
+               else "") + "."]
+    return text
 
 
 def _model(r: RunRecord) -> str:
@@ -401,6 +447,8 @@ def _score(table: pd.DataFrame, method: str, metric: str, split: str) -> str | N
 
 
 def _evaluation(r: RunRecord) -> str:
+    if _continuous(r):
+        return _evaluation_continuous(r)
     e = r.evaluation
     split = headline_split(r.metrics)
     rows = r.metrics[r.metrics["split"] == split]
@@ -457,6 +505,72 @@ def _evaluation(r: RunRecord) -> str:
     return "**Evaluation.** " + " ".join(parts)
 
 
+def _evaluation_continuous(r: RunRecord) -> str:
+    e = r.evaluation
+    split = headline_split(r.metrics)
+    rows = r.metrics[r.metrics["split"] == split]
+    seen = rows["seen_by"].iloc[0] if "seen_by" in rows and len(rows) else ""
+    names = {"test": "test", "valid": "validation"}
+    blocks = [b for b in r.metadata["segments"].get("blocks") or [] if b["split"] == split]
+    fp = int(r.metadata["segments"].get("fp_bins", 0) or 0)
+    behavior = r.metadata.get("behavior_columns") or []
+    decoding = e.get("decoding", {})
+    lag = decoding.get("lag_ms", 0)
+    seen_text = ("which no training or selection step saw" if seen in ("none", "") else
+                 f"which {_choices(seen.split('; '))} read, so the scores are optimistic")
+    parts = [
+        "The model's rates, factors and inferred inputs of overlapping segments were merged "
+        "back onto the recording's bin grid: at each bin, the mean of the segments covering it, "
+        "weighted linearly across each overlap (a cross-fade from one segment to the next), "
+        "over the segments' windows; bins no segment covers are left empty. Every score below "
+        "is computed on these merged bins, each bin counted once, in stretches of consecutive "
+        "bins within a block of time.",
+        "Following the Neural Latents Benchmark (Pei et al. 2021), we report co-smoothing "
+        "(co-bps: the held-out units' Poisson log-likelihood under the merged predicted rates "
+        "over that of each unit's mean rate, in bits per spike)"
+        + (f", forward prediction (fp-bps, the same over the {fp} bins after each segment's "
+           "window, scored segment by segment)" if fp else "")
+        + (f" and vel R^2 (a ridge regression from the merged rates to "
+           f"{_join([f'`{b}`' for b in behavior])}, fitted on the training blocks with its "
+           f"penalty chosen by {decoding.get('inner_folds')}-fold cross-validation over their "
+           "stretches" + (f", neural data {lag} ms before the behaviour, shifted within each "
+                          "stretch and never across a gap" if lag else "") + ")"
+           if behavior else "")
+        + ". PSTH R^2 needs trials of repeated conditions and does not apply to a continuous "
+        "recording.",
+        f"Scores are on the {_plural(len(blocks), names[split] + ' block')} of time, "
+        f"{seen_text}; ± gives "
+        f"the bootstrap standard error over their stretches ({e.get('n_bootstrap')} "
+        f"resamplings, seed {e.get('seed')}). The baseline is NLB's spike smoothing (held-in "
+        f"spikes smoothed with a {e.get('smoothing_sigma_ms')} ms Gaussian kernel within each "
+        "stretch, a Poisson GLM per held-out unit fitted on the training blocks) on the same "
+        "bins."]
+    results = []
+    for method in [m for m in METHOD_NAMES if m in set(rows["method"])]:
+        scores = [(metric, _score(rows, method, metric, split)) for metric in METRICS]
+        scores = [f"{METRIC_NAMES.get(metric, metric)} {value}" for metric, value in scores
+                  if value]
+        if scores:
+            results.append(f"{METHOD_NAMES[method]}: {', '.join(scores)}")
+    if results:
+        parts.append("Results (" + names[split] + " blocks): " + "; ".join(results) + ".")
+    if r.decoding is not None and len(r.decoding):
+        dec = r.decoding[r.decoding["target"] == "all"] if "target" in r.decoding else r.decoding
+        values = [f"{DECODER_NAMES.get(row['method'], row['method'])} {float(row['r2']):.3f}"
+                  + (f" ± {float(row['r2_sem']):.3f}" if pd.notna(row.get("r2_sem")) else "")
+                  for _, row in dec.iterrows()]
+        parts.append("Behaviour was decoded bin by bin from the merged LFADS rates and factors "
+                     "and, for comparison, from smoothed and binned spikes on the same bins; "
+                     f"R^2 over all behaviour dimensions on the {names[split]} blocks: "
+                     + "; ".join(values) + ".")
+    return "**Evaluation.** " + " ".join(parts)
+
+
+def _as_segments(text: str) -> str:
+    """A paragraph about trials, said of a continuous recording's segments."""
+    return re.sub(r"\btrial\b", "segment", re.sub(r"\btrials\b", "segments", text))
+
+
 def _software(r: RunRecord) -> str:
     versions = [f"{name} {' / '.join(r.versions[key])}" for key, name in SOFTWARE.items()
                 if r.versions.get(key)]
@@ -477,7 +591,10 @@ def methods_markdown(record: RunRecord) -> str:
         f"# Methods: {record.dataset}",
         "_Written by lfads-workflow from this run's settings, summaries, scores and provenance "
         "records; check and edit before use._",
-        _data(record), _model(record), _training(record), _evaluation(record),
+        _data(record),
+        *((_as_segments(_model(record)), _as_segments(_training(record))) if _continuous(record)
+          else (_model(record), _training(record))),
+        _evaluation(record),
         _software(record),
         "## References\n\n" + "\n".join(f"- {REFERENCES[key]}" for key in cited),
     ]
