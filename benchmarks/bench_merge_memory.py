@@ -12,7 +12,7 @@ segment) to a temporary HDF5 file, a block of segments at a time: the recording 
 ``--segment-ms`` segments overlapping by ``--overlap-ms`` (the last one of a block flush with
 its end). The rates are a smooth function of the grid bin (a few sinusoids mixed per unit), so
 every segment agrees with its neighbours and the merged output must equal the function. Then
-merges them with ``lfads_core.nwb.merge.merge_segments`` into a chunked HDF5 dataset in a
+merges them with ``lfads_core.merge.merge_segments`` into a chunked HDF5 dataset in a
 fresh subprocess, as the workflow would, and reports its time (imports excluded) and peak
 resident memory (VmHWM, imports included; the imports alone are printed too), the largest
 error against the function on 2,000 random covered bins and the NaN count of the gaps.
@@ -39,7 +39,7 @@ N_WAVES = 8
 RUNNER = """
 import json, sys, time
 import h5py, numpy as np
-from lfads_core.nwb.merge import create_merged_dataset, merge_segments
+from lfads_core.merge import create_merged_dataset, merge_segments
 imports_mb = {peak}
 src, dst, n_grid, overlap = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 start = time.perf_counter()

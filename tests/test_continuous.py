@@ -14,7 +14,7 @@ from conftest import run_snakemake, tiny_config, workflow_dir
 from lfads_core.analysis.decoding import decode_behavior, lagged
 from lfads_core.analysis.ground_truth import smooth_spikes
 from lfads_core.analysis.stretches import stretch_view
-from lfads_core.nwb.merge import covered_runs, merge_segments
+from lfads_core.merge import covered_runs, merge_segments
 
 TINY_SIMULATION = {"system": "lorenz", "continuous": True, "duration_s": 40.0, "seed": 0,
                    "n_neurons": 30, "heldout_fraction": 0.2}

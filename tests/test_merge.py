@@ -9,7 +9,7 @@ import h5py
 import numpy as np
 import pytest
 
-from lfads_core.nwb.merge import (create_merged_dataset, merge_posterior, merge_segments,
+from lfads_core.merge import (create_merged_dataset, merge_posterior, merge_segments,
                                   segment_weights, start_bins_from_times)
 
 

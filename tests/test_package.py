@@ -54,7 +54,7 @@ def test_the_nwb_side_and_the_analysis_need_no_torch():
     code = textwrap.dedent("""
         import sys
         import lfads_core.nwb.simulate, lfads_core.nwb.ingest, lfads_core.nwb.binning
-        import lfads_core.nwb.alignment, lfads_core.nwb.export, lfads_core.nwb.merge
+        import lfads_core.nwb.alignment, lfads_core.nwb.export, lfads_core.merge
         import lfads_core.analysis.metrics, lfads_core.analysis.decoding
         import lfads_core.analysis.ground_truth, lfads_core.analysis.evaluation
         import lfads_core.analysis.plotting, lfads_core.provenance

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..nwb.merge import covered_runs, merge_segments
+from ..merge import covered_runs, merge_segments
 
 SPLITS = ("train", "valid", "test")
 #: arrays of ``lfads_input.h5`` merged per split (``{split}_{key}``) and whether they are counts

@@ -559,10 +559,10 @@ def write_windows(src, out_h5, rows: dict[str, np.ndarray], first_bin: np.ndarra
                                 np.argsort(channel_order))
     else:
         spikes = src["spikes/bins"]  # counted a pass of windows at a time: PASS_ENTRIES spikes
-        per_window = len(spikes) / max(1, int(src.attrs["n_bins"])) * n_total
+        spikes_a_window = len(spikes) / max(1, int(src.attrs["n_bins"])) * n_total
         entries = WindowCounts(spikes, src["spikes/unit_offsets"][()], first_bin[all_rows],
                                n_total, np.argsort(channel_order),
-                               PASS_ENTRIES / max(per_window, 1.0))
+                               PASS_ENTRIES / max(spikes_a_window, 1.0))
     dtype = getattr(entries, "dtype", np.int32)  # counts, or values (traces)
     first_position = np.cumsum([0] + [len(rows[name]) for name in splits])
     position = {name: first_position[k] + np.arange(len(rows[name])) for k, name in enumerate(splits)}

@@ -55,7 +55,7 @@ import pandas as pd
 
 from .. import __version__
 from ..fileio import atomic_path, read_table, sha256sum, write_table
-from .merge import (SegmentView, chunk_bins_for, covered_runs, create_merged_dataset,
+from ..merge import (SegmentView, chunk_bins_for, covered_runs, create_merged_dataset,
                     merge_segments, start_bins_from_times)
 
 log = logging.getLogger(__name__)
@@ -304,7 +304,7 @@ def write_continuous_factors_nwb(factors_h5, source_nwb, out_nwb) -> Path:
     from pynwb import NWBHDF5IO, TimeSeries
     from pynwb.epoch import TimeIntervals
 
-    from .export import MODULE, PREFIX, new_nwb_file
+    from .nwb_output import MODULE, PREFIX, new_nwb_file
 
     with h5py.File(factors_h5, "r") as f:
         settings = {k: (v.item() if hasattr(v, "item") else v) for k, v in f.attrs.items()

@@ -35,7 +35,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from ..fileio import atomic_path
+from .fileio import atomic_path
 
 #: target size of one block of segments read at a time, when ``block_segments`` is not given
 BLOCK_BYTES = 32 * 2**20
