@@ -41,8 +41,10 @@ s = bin_session(tmp + "/session.h5", tmp + "/binned.h5", settings["bin_width_ms"
 result = {"n_bins": s["n_bins"]}
 """,
     "align (segments)": """
-from lfads_core.nwb.alignment import AlignSettings, align_trials
-s = align_trials(tmp + "/binned.h5", tmp + "/lfads_input.h5", AlignSettings.from_settings(settings), tmp + "/lfads_input.json")
+from lfads_core.nwb.alignment import AlignSettings
+from lfads_core.nwb.segments import align_windows
+s = align_windows(tmp + "/binned.h5", tmp + "/lfads_input.h5", AlignSettings.from_settings(settings),
+                  tmp + "/lfads_input.json")
 result = {"train": s["train_segments"], "valid": s["valid_segments"], "test": s["test_segments"], "spikes": s["spikes_in_segments"]}
 """,
     "posterior (made up)": """
