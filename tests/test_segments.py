@@ -260,3 +260,30 @@ def test_workflow_names_a_bad_segment_setting_before_any_job(tmp_path):
     assert "config/datasets.tsv (dataset 'cont'): field 'segment_length_ms': segment length " \
            "502 ms is not a whole number of 5 ms bins" in result.stdout
     assert "Traceback" not in result.stdout
+
+
+@pytest.mark.workflow
+@pytest.mark.parametrize("search", ["sweep", "pbt"])
+def test_continuous_rows_take_a_search_and_a_stitched_group(tmp_path, search):
+    """A sweep or PBT and a stitched group of two continuous sessions, beside a trial dataset,
+    plan as for trials (dry run): one model for the group, its sampling per session."""
+    config = yaml.safe_load(tiny_config())
+    config["simulations"]["cont"] = TINY_SIMULATION
+    config["simulations"]["cont2"] = dict(TINY_SIMULATION, seed=1)
+    config["simulations"]["tiny"] = yaml.safe_load(tiny_config())["simulations"]["tiny"]
+    if search == "sweep":
+        config["lfads"]["sweep"] = {"method": "grid", "n_runs": 2, "seed": 0,
+                                    "parameters": {"training.lr": [0.004, 0.01]}}
+    else:
+        config["lfads"]["pbt"].update(enabled=True, population=2, generations=2)
+    sheet = ("dataset\tnwb\tbehavior\tsegment_length_ms\tsplit_blocks\ttest_fraction\tgroup\n"
+             "cont\tresources/simulated/cont.nwb\thand_vel\t500\t5\t0.2\tpair\n"
+             "cont2\tresources/simulated/cont2.nwb\thand_vel\t500\t5\t0.2\tpair\n"
+             "tiny\tresources/simulated/tiny.nwb\thand_vel\t\t10\t0.2\t\n")
+    work = workflow_dir(tmp_path, sheet, yaml.safe_dump(config))
+    result = run_snakemake(work, "-n")
+    assert "Traceback" not in result.stdout and "Error" not in result.stdout
+    planned = result.stdout.split("Job stats:")[1]
+    assert "sample_stitched_posterior" in planned and "extract_factors" in planned
+    assert ("select_lfads_run" if search == "sweep" else "train_pbt_member") in planned
+    assert "cont: " in result.stdout and "segments of 500 ms" in result.stdout
