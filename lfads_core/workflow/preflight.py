@@ -44,6 +44,26 @@ from ..nwb.segments import (DEFAULT_SPLIT_BLOCKS, block_warnings, check_split_co
 from ..values import split_list
 
 
+
+def _check_trials_and_behavior(f, nwb, where: str, ingest, align):
+    """The trials table (``trials_table``) with its condition and ``split`` columns, and the
+    behaviour series, of a dataset's file: ``(read trials, resolved split)``."""
+    read = read_trials(f, nwb, ingest.align_event, ingest.trials_table)
+    trials, table = read.table, read.name
+    for column in align.condition_columns:
+        if column not in trials:
+            raise InputDataError(where, "condition_columns", f"{nwb}: trials table '{table}' has "
+                                 f"no column '{column}'; its columns are {list(trials.columns)}")
+    split = resolved_split(align.split, trials)
+    if split == "file" and "split" not in trials:
+        raise InputDataError(where, "split", f"split is 'file' but the trials table '{table}' of "
+                             f"{nwb} has no 'split' column; set split to 'random' for this "
+                             "dataset")
+    for series in ingest.behavior:
+        group = nr.find_series(f, series, nwb)
+        nr.check_series(group, nwb, f"processing/{nr.BEHAVIOR_MODULE}/{series}")
+    return read, split
+
 def minimum_trials(settings: dict, config: dict) -> list[tuple[str, str, int, str]]:
     """``(stage, "train" | "valid" | "test", n, why)``: the trials each later stage needs."""
     needs = [("train_lfads", "train", 1, "to train on"),
@@ -138,20 +158,8 @@ def _check_file(f, nwb: Path, settings: dict, config: dict, where: str, offset_s
     units = read_units(f, nwb)
     if align.segment_length_ms is not None:
         return _check_continuous(f, nwb, settings, config, where, ingest, align, units, n_window)
-    read = read_trials(f, nwb, ingest.align_event, ingest.trials_table)
+    read, split = _check_trials_and_behavior(f, nwb, where, ingest, align)
     trials, table = read.table, read.name
-    for column in align.condition_columns:
-        if column not in trials:
-            raise InputDataError(where, "condition_columns", f"{nwb}: trials table '{table}' has "
-                                 f"no column '{column}'; its columns are {list(trials.columns)}")
-    split = resolved_split(align.split, trials)
-    if split == "file" and "split" not in trials:
-        raise InputDataError(where, "split", f"split is 'file' but the trials table '{table}' of "
-                             f"{nwb} has no 'split' column; set split to 'random' for this "
-                             "dataset")
-    for series in ingest.behavior:
-        group = nr.find_series(f, series, nwb)
-        nr.check_series(group, nwb, f"processing/{nr.BEHAVIOR_MODULE}/{series}")
 
     # Units: the stop of the last trial bounds the recording from below, so rates (where the
     # file has no obs_intervals) are upper bounds and the kept units a superset.
@@ -315,20 +323,8 @@ def _check_traces_file(f, nwb: Path, settings: dict, config: dict, where: str) -
     ingest = IngestSettings.from_settings(settings)
     align = AlignSettings.from_settings(settings)
     planes, rois = read_planes(f, split_list(ingest.traces), nwb)
-    read = read_trials(f, nwb, ingest.align_event, ingest.trials_table)
+    read, split = _check_trials_and_behavior(f, nwb, where, ingest, align)
     trials, table = read.table, read.name
-    for column in align.condition_columns:
-        if column not in trials:
-            raise InputDataError(where, "condition_columns", f"{nwb}: trials table '{table}' has "
-                                 f"no column '{column}'; its columns are {list(trials.columns)}")
-    split = resolved_split(align.split, trials)
-    if split == "file" and "split" not in trials:
-        raise InputDataError(where, "split", f"split is 'file' but the trials table '{table}' of "
-                             f"{nwb} has no 'split' column; set split to 'random' for this "
-                             "dataset")
-    for series in ingest.behavior:
-        group = nr.find_series(f, series, nwb)
-        nr.check_series(group, nwb, f"processing/{nr.BEHAVIOR_MODULE}/{series}")
     kept = apply_query(rois, ingest.roi_filter, nwb, "roi_filter")
     n_units = int(kept.sum())
     if not n_units:
