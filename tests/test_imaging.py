@@ -23,6 +23,12 @@ from lfads_core.nwb.ingest import IngestSettings, ingest_nwb
 from lfads_core.workflow.preflight import check_dataset, check_trace_likelihoods
 from lfads_core.workflow.startup import startup_summary
 
+def read_table_tsv(path):
+    import pandas as pd
+
+    return pd.read_csv(path, sep="\t")
+
+
 CONFIG = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
 SERIES = "processing/ophys/Fluorescence/Deconvolved"
 
@@ -340,7 +346,22 @@ def test_workflow_trains_on_traces_and_writes_factors_on_the_imaging_clock(tmp_p
     result = run_snakemake(work)
     assert "bins of 1 frame (33.33 ms at 30 Hz; bin_width_ms does not apply" in result.stdout
     results = work / "results" / "mouse"
-    assert not (results / "metrics.tsv").exists()  # scores for traces are not made yet
+    # the default target scores traces: held-out ROI prediction, vel R^2, PSTH R^2
+    metrics = read_table_tsv(results / "metrics.tsv")
+    rows = set(zip(metrics["method"], metrics["metric"]))
+    for method in ("lfads", "smoothing"):
+        for metric in ("heldout_ll_gain", "heldout_r2", "vel R2", "psth R2"):
+            assert (method, metric) in rows, (method, metric, rows)
+    assert "co-bps" not in set(metrics["metric"])
+    assert np.isfinite(metrics["value"]).all() and set(metrics["split"]) == {"valid"}
+    decoding = read_table_tsv(results / "decoding" / "summary.tsv")
+    assert {"lfads_rates", "smoothed_traces", "binned_traces"} <= set(decoding["method"])
+    methods = (results / "methods.md").read_text()
+    assert "ROI" in methods and "frame" in methods and "zero-inflated" not in methods
+    assert "Gamma observation model of each ROI's values" in methods
+    assert (results / "figures" / "method_comparison.png").is_file()
+    assert (results / "settings.yaml").is_file()
+    assert "mouse" in set(read_table_tsv(work / "results" / "summary" / "metrics.tsv")["dataset"])
     assert (results / "figures" / "training_curves.png").is_file()
     log = (results / "lfads" / "default" / "train_log.csv").read_text().splitlines()
     assert len(log) == 3 and "nan" not in log[-1].lower()
@@ -468,3 +489,33 @@ def test_the_trace_smoothing_baseline_fills_missing_frames():
     assert heldout.shape == (10, 30, 2)
     filled = M.fill_missing(x[:2])
     np.testing.assert_allclose(filled[:, 10], (x[:2, 9] + x[:2, 11]) / 2)
+
+
+# ------------------------------------------------------------------ simulated imaging
+
+def test_the_simulated_imaging_recording_ingests(tmp_path):
+    """The simulation's imaging option writes suite2p-like series from Lorenz-driven spikes
+    (calcium kernel, noise, 30 Hz) that ingestion reads, with the ground truth kept."""
+    from lfads_core.nwb.simulate import calcium_kernel, imaging_traces, simulate_session, \
+        simulate_to_nwb
+
+    params = {"imaging": True, "n_neurons": 12, "n_conditions": 2, "trials_per_condition": 4,
+              "frame_rate_hz": 30.0}
+    session = simulate_to_nwb(params, tmp_path / "sim.nwb")
+    kernel = calcium_kernel(30.0, 0.05, 0.4)
+    assert kernel.max() == pytest.approx(1.0, abs=0.05) and kernel[0] == 0
+    traces = imaging_traces(session)
+    assert traces["Deconvolved"].min() >= 0 and (traces["Deconvolved"] == 0).mean() > 0.5
+    assert traces["spike_counts"].sum() == sum(len(t) for t in session.spike_times)
+    summary = ingest(tmp_path / "sim.nwb", tmp_path / "session.h5", behavior="hand_vel",
+                     roi_filter="", traces="Deconvolved")
+    assert summary["rois_kept"] == 12 and summary["frame_rate_hz"] == pytest.approx(30.0)
+    assert set(summary["ground_truth"]) == {"latents", "rates"}
+    with h5py.File(tmp_path / "session.h5", "r") as f:
+        np.testing.assert_allclose(f["traces/data"][()], traces["Deconvolved"], rtol=1e-6)
+        assert f["units/heldout"][()].sum() == session.heldout.sum()
+    for name in ("Fluorescence", "DfOverF/RoiResponseSeries", "Neuropil"):
+        ingest(tmp_path / "sim.nwb", tmp_path / f"{name.replace('/', '_')}.h5",
+               roi_filter="", traces=name)
+    with pytest.raises(ValueError, match="calcium_rise_s"):
+        simulate_session({"imaging": True, "calcium_rise_s": 0.5, "calcium_decay_s": 0.4})
