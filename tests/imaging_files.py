@@ -1,4 +1,5 @@
-"""NWB files of calcium imaging written the way NeuroConv writes suite2p output.
+"""NWB files of calcium imaging written the way NeuroConv writes suite2p output (by
+:func:`lfads_core.nwb.ophys_writer.write_ophys_nwb`, which the imaging simulation uses too).
 
 ``processing/ophys`` holds an ``ImageSegmentation`` with a ``PlaneSegmentation`` per plane
 (small pixel masks, an ``iscell`` column), a ``Fluorescence`` container with the raw traces
@@ -15,8 +16,6 @@ learn.
 
 from __future__ import annotations
 
-import datetime
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -74,11 +73,9 @@ def write_imaging_nwb(path, sim=None, n_rois=24, iscell=None, heldout=None, plan
     frames whose values are NaN in every series (dropped frames, motion artefacts).
     Returns ``(path, sim)``.
     """
-    from pynwb import NWBHDF5IO, NWBFile, TimeSeries
-    from pynwb.behavior import BehavioralTimeSeries
-    from pynwb.device import Device
-    from pynwb.ophys import (DfOverF, Fluorescence, ImageSegmentation, OpticalChannel,
-                             RoiResponseSeries)
+    from pynwb import TimeSeries
+
+    from lfads_core.nwb.ophys_writer import write_ophys_nwb
 
     sim = sim if sim is not None else simulate_imaging(n_rois=n_rois, **simulate)
     n_rois = sim["Fluorescence"].shape[1]
@@ -88,61 +85,13 @@ def write_imaging_nwb(path, sim=None, n_rois=24, iscell=None, heldout=None, plan
             sim[key] = sim[key].copy()
             sim[key][np.asarray(nan_frames)] = np.nan
     iscell = np.asarray(iscell if iscell is not None else (np.arange(n_rois) % 6 != 5))
-    nwb = NWBFile(session_description="two-photon imaging, simulated",
-                  identifier=str(uuid.uuid4()),
-                  session_start_time=datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc))
-    device = nwb.create_device(name="Microscope", description="two-photon microscope")
-    assert isinstance(device, Device)
-    channel = OpticalChannel(name="OpticalChannel", description="green", emission_lambda=525.0)
-    ophys = nwb.create_processing_module("ophys", "optical physiology processed data")
-    segmentation = ImageSegmentation(name="ImageSegmentation")
-    ophys.add(segmentation)
-    fluorescence = Fluorescence(name="Fluorescence")
-    dff = DfOverF(name="DfOverF")
-    ophys.add(fluorescence)
-    ophys.add(dff)
-    groups = np.array_split(np.arange(n_rois), planes)
-    for k, rois in enumerate(groups):
-        suffix = "" if planes == 1 else f"Plane{k}"
-        plane = nwb.create_imaging_plane(
-            name=f"ImagingPlane{suffix}", optical_channel=channel, imaging_rate=FRAME_RATE,
-            description="plane", device=device, excitation_lambda=920.0, indicator="GCaMP6s",
-            location="M1")
-        seg = segmentation.create_plane_segmentation(
-            name=f"PlaneSegmentation{suffix}", description="suite2p ROIs",
-            imaging_plane=plane)
-        seg.add_column("iscell", "suite2p classifier: 1 for a cell")
-        if heldout is not None:
-            seg.add_column("heldout", "held out from the encoder")
-        for j, i in enumerate(rois):
-            extra = {"iscell": int(iscell[i])}
-            if heldout is not None:
-                extra["heldout"] = bool(heldout[i])
-            kwargs = {"id": int(roi_ids[i])} if roi_ids is not None else {}
-            seg.add_roi(pixel_mask=[(j % 8, j // 8, 1.0), (j % 8 + 1, j // 8, 0.5)], **extra,
-                        **kwargs)
-        region = seg.create_roi_table_region(description="all ROIs",
-                                             region=list(range(len(rois))))
-        shift = k * plane_time_shift_s
-        times = sim["timestamps"] + shift
-        clock = {"timestamps": times} if use_timestamps else \
-            {"starting_time": float(times[0]), "rate": FRAME_RATE}
-        for name, container, key in ((f"RoiResponseSeries{suffix}", fluorescence, "Fluorescence"),
-                                     (f"Neuropil{suffix}", fluorescence, "Neuropil"),
-                                     (f"Deconvolved{suffix}", fluorescence, "Deconvolved"),
-                                     (f"RoiResponseSeries{suffix}", dff, "DfOverF")):
-            container.add_roi_response_series(RoiResponseSeries(
-                name=name, data=sim[key][:, rois], rois=region, unit="n.a.", **clock))
-    nwb.add_trial_column("move_onset_time", "movement onset (s)")
-    nwb.add_trial_column("condition", "reach direction")
-    for _, row in sim["trials"].iterrows():
-        nwb.add_trial(start_time=row.start_time, stop_time=row.stop_time,
-                      move_onset_time=row.move_onset_time, condition=int(row.condition))
-    behavior = nwb.create_processing_module("behavior", "behaviour")
-    container = BehavioralTimeSeries(name="BehavioralTimeSeries")
-    container.add_timeseries(TimeSeries(name="hand_vel", data=sim["velocity"], unit="m/s",
-                                        timestamps=sim["timestamps"]))
-    behavior.add(container)
-    with NWBHDF5IO(str(path), "w") as io:
-        io.write(nwb)
+    trials = sim["trials"].assign(condition=sim["trials"]["condition"].astype(int))
+    write_ophys_nwb(
+        path, sim, FRAME_RATE, trials,
+        {"move_onset_time": "movement onset (s)", "condition": "reach direction"},
+        timestamps=sim["timestamps"], iscell=iscell, heldout=heldout, planes=planes,
+        plane_time_shift_s=plane_time_shift_s, use_timestamps=use_timestamps, roi_ids=roi_ids,
+        behavior=[TimeSeries(name="hand_vel", data=sim["velocity"], unit="m/s",
+                             timestamps=sim["timestamps"])],
+        nwb_kwargs={"session_description": "two-photon imaging, simulated"})
     return Path(path), sim

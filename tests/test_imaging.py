@@ -23,6 +23,12 @@ from lfads_core.nwb.ingest import IngestSettings, ingest_nwb
 from lfads_core.workflow.preflight import check_dataset, check_trace_likelihoods
 from lfads_core.workflow.startup import startup_summary
 
+def read_table_tsv(path):
+    import pandas as pd
+
+    return pd.read_csv(path, sep="\t")
+
+
 CONFIG = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
 SERIES = "processing/ophys/Fluorescence/Deconvolved"
 
@@ -340,7 +346,22 @@ def test_workflow_trains_on_traces_and_writes_factors_on_the_imaging_clock(tmp_p
     result = run_snakemake(work)
     assert "bins of 1 frame (33.33 ms at 30 Hz; bin_width_ms does not apply" in result.stdout
     results = work / "results" / "mouse"
-    assert not (results / "metrics.tsv").exists()  # scores for traces are not made yet
+    # the default target scores traces: held-out ROI prediction, vel R^2, PSTH R^2
+    metrics = read_table_tsv(results / "metrics.tsv")
+    rows = set(zip(metrics["method"], metrics["metric"]))
+    for method in ("lfads", "smoothing"):
+        for metric in ("heldout_ll_gain", "heldout_r2", "vel R2", "psth R2"):
+            assert (method, metric) in rows, (method, metric, rows)
+    assert "co-bps" not in set(metrics["metric"])
+    assert np.isfinite(metrics["value"]).all() and set(metrics["split"]) == {"valid"}
+    decoding = read_table_tsv(results / "decoding" / "summary.tsv")
+    assert {"lfads_rates", "smoothed_traces", "binned_traces"} <= set(decoding["method"])
+    methods = (results / "methods.md").read_text()
+    assert "ROI" in methods and "frame" in methods and "zero-inflated" not in methods
+    assert "Gamma observation model of each ROI's values" in methods
+    assert (results / "figures" / "method_comparison.png").is_file()
+    assert (results / "settings.yaml").is_file()
+    assert "mouse" in set(read_table_tsv(work / "results" / "summary" / "metrics.tsv")["dataset"])
     assert (results / "figures" / "training_curves.png").is_file()
     log = (results / "lfads" / "default" / "train_log.csv").read_text().splitlines()
     assert len(log) == 3 and "nan" not in log[-1].lower()
@@ -364,3 +385,137 @@ def test_workflow_trains_on_traces_and_writes_factors_on_the_imaging_clock(tmp_p
     pytest.importorskip("pynapple")
     objects = loaded.to_pynapple()
     np.testing.assert_allclose(objects["rates"].t, np.sort(stamps))
+
+
+# ------------------------------------------------------------------ trace metrics
+
+from lfads_core.analysis import metrics as M  # noqa: E402
+
+
+def _signal(rng, shape=(40, 30, 5)):
+    t = np.arange(shape[1])
+    phase = rng.uniform(0, 2 * np.pi, (shape[0], 1, shape[2]))
+    return np.sin(2 * np.pi * t[None, :, None] / 15 + phase)
+
+
+def test_trace_metrics_of_the_null_are_zero():
+    """The constant training mean of each ROI is the null itself: gain 0, for every family."""
+    rng = np.random.default_rng(0)
+    s = _signal(rng)
+    data = {"gaussian": 2 + s + 0.5 * rng.standard_normal(s.shape),
+            "gamma": rng.gamma(4.0, np.exp(s) / 4.0),
+            "zig": np.where(rng.random(s.shape) < 0.3 * (1 + s) / 2, 0.5 + rng.gamma(2.0, 0.5, s.shape), 0.0)}
+    for likelihood, x in data.items():
+        train, test = x[:30], x[30:]
+        null = np.broadcast_to(np.nanmean(train, axis=(0, 1)), test.shape)
+        null_train = np.broadcast_to(np.nanmean(train, axis=(0, 1)), train.shape)
+        if likelihood == "zig":  # the zig null's mean: event fraction x (s_min + event mean)
+            null = np.broadcast_to(M.trace_null("zig", train)[0], test.shape)
+            null_train = np.broadcast_to(M.trace_null("zig", train)[0], train.shape)
+        gain = M.heldout_ll_gain(likelihood, null, test, null_train, train)
+        assert abs(gain) < 1e-9, (likelihood, gain)
+
+
+def test_a_perfect_gaussian_predictor_gains_its_known_information():
+    """Signal variance S, noise variance N: the true mean gains 0.5 log2(1 + S/N) bits per
+    entry over the constant null; its R^2 is S / (S + N)."""
+    rng = np.random.default_rng(1)
+    s = _signal(rng, (400, 60, 4))  # variance 1/2
+    noise = 0.5
+    x = 3 + s + noise * rng.standard_normal(s.shape)
+    gain = M.heldout_ll_gain("gaussian", 3 + s[300:], x[300:], 3 + s[:300], x[:300])
+    expected = 0.5 * np.log2(1 + 0.5 / noise ** 2)
+    assert gain == pytest.approx(expected, abs=0.02)
+    assert M.trace_r2(3 + s[300:], x[300:]) == pytest.approx(0.5 / (0.5 + noise ** 2), abs=0.02)
+    assert M.trace_r2(x, x) == 1.0
+
+
+@pytest.mark.parametrize("likelihood", ["gamma", "zig", "gaussian"])
+def test_the_true_mean_beats_the_null_and_a_wrong_one(likelihood):
+    rng = np.random.default_rng(2)
+    s = _signal(rng, (200, 30, 4))
+    mean = np.exp(s)
+    if likelihood == "gamma":
+        x = rng.gamma(5.0, mean / 5.0)
+    elif likelihood == "zig":
+        q = 0.4 * mean / mean.max()
+        x = np.where(rng.random(s.shape) < q, 0.2 + rng.gamma(3.0, 1 / 3.0, s.shape), 0.0)
+        mean = q * (0.2 + 1.0)
+    else:
+        x = mean + 0.3 * rng.standard_normal(s.shape)
+    right = M.heldout_ll_gain(likelihood, mean[150:], x[150:], mean[:150], x[:150])
+    wrong = M.heldout_ll_gain(likelihood, mean[150:][:, ::-1], x[150:], mean[:150][:, ::-1],
+                              x[:150])
+    assert right > 0.05 and wrong < right, (right, wrong)
+    assert M.heldout_ll_gain_sem(likelihood, mean[150:], x[150:], mean[:150], x[:150], 50, 0) > 0
+
+
+@pytest.mark.parametrize("likelihood", ["gamma", "zig", "gaussian"])
+def test_nan_entries_are_left_out_of_every_trace_metric(likelihood):
+    """NaN entries change nothing: a trial of NaN added, or entries set to NaN in both the
+    data and a copy whose values there are garbage, score alike."""
+    rng = np.random.default_rng(3)
+    s = _signal(rng, (60, 30, 3))
+    x = np.where(rng.random(s.shape) < 0.5, rng.gamma(3.0, np.exp(s) / 3.0), 0.0) \
+        if likelihood == "zig" else rng.gamma(3.0, np.exp(s) / 3.0)
+    mean = np.exp(s) * (0.5 if likelihood == "zig" else 1.0)
+    train, test, m_train, m_test = x[:40], x[40:], mean[:40], mean[40:]
+    base = M.heldout_ll_gain(likelihood, m_test, test, m_train, train)
+    r2 = M.trace_r2(m_test, test)
+    padded = np.concatenate([test, np.full((1,) + test.shape[1:], np.nan)])
+    m_padded = np.concatenate([m_test, np.full((1,) + test.shape[1:], 7.0)])
+    assert M.heldout_ll_gain(likelihood, m_padded, padded, m_train, train) == pytest.approx(base)
+    assert M.trace_r2(m_padded, padded) == pytest.approx(r2)
+    # NaN in the training values: the same as those entries missing from the fit
+    holes = train.copy()
+    holes[0, :5] = np.nan
+    gain = M.heldout_ll_gain(likelihood, m_test, test, m_train, holes)
+    assert np.isfinite(gain)
+    psth = M.trace_psth_r2(m_test, np.arange(20) % 2, x, np.arange(60) % 2, 1.0)
+    x_nan = x.copy()
+    x_nan[:, 3] = np.nan
+    assert np.isfinite(M.trace_psth_r2(m_test, np.arange(20) % 2, x_nan, np.arange(60) % 2, 1.0))
+    assert np.isfinite(psth)
+
+
+def test_the_trace_smoothing_baseline_fills_missing_frames():
+    rng = np.random.default_rng(4)
+    s = _signal(rng, (50, 30, 6))
+    x = 2 + s + 0.1 * rng.standard_normal(s.shape)
+    x[:, 10] = np.nan  # a dropped frame in every trial
+    heldin, heldout = M.trace_smoothing_baseline(x[:40, :, :4], x[:40, :, 4:], x[40:, :, :4],
+                                                 1.0, [0.01, 1.0, 100.0])
+    assert np.isfinite(heldin).all() and np.isfinite(heldout).all()
+    assert heldout.shape == (10, 30, 2)
+    filled = M.fill_missing(x[:2])
+    np.testing.assert_allclose(filled[:, 10], (x[:2, 9] + x[:2, 11]) / 2)
+
+
+# ------------------------------------------------------------------ simulated imaging
+
+def test_the_simulated_imaging_recording_ingests(tmp_path):
+    """The simulation's imaging option writes suite2p-like series from Lorenz-driven spikes
+    (calcium kernel, noise, 30 Hz) that ingestion reads, with the ground truth kept."""
+    from lfads_core.nwb.simulate import calcium_kernel, imaging_traces, simulate_session, \
+        simulate_to_nwb
+
+    params = {"imaging": True, "n_neurons": 12, "n_conditions": 2, "trials_per_condition": 4,
+              "frame_rate_hz": 30.0}
+    session = simulate_to_nwb(params, tmp_path / "sim.nwb")
+    kernel = calcium_kernel(30.0, 0.05, 0.4)
+    assert kernel.max() == pytest.approx(1.0, abs=0.05) and kernel[0] == 0
+    traces = imaging_traces(session)
+    assert traces["Deconvolved"].min() >= 0 and (traces["Deconvolved"] == 0).mean() > 0.5
+    assert traces["spike_counts"].sum() == sum(len(t) for t in session.spike_times)
+    summary = ingest(tmp_path / "sim.nwb", tmp_path / "session.h5", behavior="hand_vel",
+                     roi_filter="", traces="Deconvolved")
+    assert summary["rois_kept"] == 12 and summary["frame_rate_hz"] == pytest.approx(30.0)
+    assert set(summary["ground_truth"]) == {"latents", "rates"}
+    with h5py.File(tmp_path / "session.h5", "r") as f:
+        np.testing.assert_allclose(f["traces/data"][()], traces["Deconvolved"], rtol=1e-6)
+        assert f["units/heldout"][()].sum() == session.heldout.sum()
+    for name in ("Fluorescence", "DfOverF/RoiResponseSeries", "Neuropil"):
+        ingest(tmp_path / "sim.nwb", tmp_path / f"{name.replace('/', '_')}.h5",
+               roi_filter="", traces=name)
+    with pytest.raises(ValueError, match="calcium_rise_s"):
+        simulate_session({"imaging": True, "calcium_rise_s": 0.5, "calcium_decay_s": 0.4})

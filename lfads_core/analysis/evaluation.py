@@ -159,7 +159,8 @@ def decode_dataset(data: dict, posterior: dict, smoothing_sigma_ms: float, decod
     if is_segmented(data):
         data, posterior = stretch_view(data, posterior)
     splits = ["train"] + scored_splits(data)
-    features, behavior = decoding_features(data, posterior, smoothing_sigma_ms, splits)
+    features, behavior = (trace_decoding_features if is_traces(data) else decoding_features)(
+        data, posterior, smoothing_sigma_ms, splits)
     columns = [str(c) for c in data["attrs"]["behavior_columns"]]
     lag = int(round(ms_to_bins(decoding["lag_ms"], float(data["attrs"]["bin_width_s"]))))
     scores, predictions = decode_behavior(features, behavior, columns, lag, decoding["alphas"],
@@ -188,3 +189,110 @@ def method_scores(metrics_table: pd.DataFrame,
             "metric": "decoding R2", "split": decoding["split"], "value": decoding["r2"],
             "err": decoding["r2_sem"], "seen_by": decoding["seen_by"]})], ignore_index=True)
     return table.reset_index(drop=True)
+
+
+# ------------------------------------------------------------------ calcium traces
+
+TRACE_METRICS = ("heldout_ll_gain", "heldout_r2", "vel R2", "psth R2", "latent R2 (truth)")
+
+
+def is_traces(data: dict) -> bool:
+    """Whether ``data`` (the arrays of ``lfads_input.h5``) holds calcium traces (attr ``kind``)."""
+    from ..nwb.imaging import KIND_TRACES, kind_of
+
+    return kind_of(data["attrs"]) == KIND_TRACES
+
+
+def evaluate_traces(data: dict, posterior: dict, likelihood: str, smoothing_sigma_ms: float,
+                    psth_sigma_ms: float, decoding: dict, selections: tuple[str, ...] = (),
+                    n_bootstrap: int = 0, seed: int = 0) -> pd.DataFrame:
+    """:func:`evaluate` for calcium traces (``kind`` = ``traces``): the same table and splits,
+    with ``heldout_ll_gain`` (bits per observed entry: the held-out ROIs' log-likelihood
+    under ``likelihood``, the model's family, over each ROI's null; ``err`` its bootstrap
+    standard error) and ``heldout_r2`` (R^2 of the predicted means of the held-out ROIs
+    against their values, per ROI, averaged) in place of co-bps, and vel R^2 and PSTH R^2 as
+    for spikes (:mod:`.metrics`, section calcium traces). The smoothing baseline is
+    :func:`metrics.trace_smoothing_baseline` (NaN entries interpolated for the baseline
+    only). Entries that are NaN in the data are left out of every score. On simulated data
+    the latents' R^2 against the truth is scored; the true rates (spikes/s) are not traces,
+    so they are no method here."""
+    attrs = data["attrs"]
+    bin_width_s = float(attrs["bin_width_s"])
+    n_in = int(attrs["n_heldin"])
+    n_window = data["valid_encod_data"].shape[1]
+    splits = scored_splits(data)
+    order = ["train"] + splits
+    sigma = ms_to_bins(smoothing_sigma_ms, bin_width_s)
+    values = {s: data[f"{s}_recon_data"][:, :n_window].astype(np.float64) for s in order}
+    has_heldout = values["train"].shape[2] > n_in
+    heldin, heldout = metrics.trace_smoothing_baseline(
+        values["train"][..., :n_in], values["train"][..., n_in:],
+        np.concatenate([values[s][..., :n_in] for s in order]), sigma, decoding["alphas"],
+        decoding["inner_folds"], decoding["seed"])
+    cuts = np.cumsum([len(values[s]) for s in order])[:-1]
+    smooth = dict(zip(order, np.split(np.concatenate([heldin, heldout], axis=2), cuts)))
+    rates = {s: posterior[f"{s}_rates"][:, :n_window].astype(np.float64) for s in order}
+    methods = {"lfads": rates, "smoothing": smooth}
+    psth_rois = slice(n_in, None) if has_heldout else slice(None)
+    all_values = np.concatenate([values[s] for s in order])[..., psth_rois]
+    all_conditions = np.concatenate([data[f"{s}_cond_idx"] for s in order])
+    decoders = {}
+    if "train_behavior" in data:
+        lag = int(round(ms_to_bins(decoding["lag_ms"], bin_width_s)))
+        for method, by_split in methods.items():
+            x, y = lagged(by_split["train"], data["train_behavior"], lag)
+            decoders[method] = fit_ridge(x, y, decoding["alphas"], decoding["inner_folds"],
+                                         decoding["seed"])[0]
+    rows = []
+    for split in splits:
+        n_trials = len(values[split])
+
+        def add(method, metric, value, err=np.nan):
+            rows.append((method, metric, split, float(value), float(err), n_trials,
+                         seen_by(split, selections)))
+
+        for method, by_split in methods.items():
+            r = by_split[split]
+            if has_heldout:
+                args = (likelihood, r[..., n_in:], values[split][..., n_in:],
+                        by_split["train"][..., n_in:], values["train"][..., n_in:])
+                add(method, "heldout_ll_gain", metrics.heldout_ll_gain(*args),
+                    metrics.heldout_ll_gain_sem(*args, n_bootstrap, seed))
+                add(method, "heldout_r2", metrics.trace_r2(r[..., n_in:], values[split][..., n_in:]))
+            if len(np.unique(all_conditions)) > 1:
+                add(method, "psth R2", metrics.trace_psth_r2(
+                    r[..., psth_rois], data[f"{split}_cond_idx"], all_values, all_conditions,
+                    ms_to_bins(psth_sigma_ms, bin_width_s)))
+        for method, predict in decoders.items():
+            x, y = lagged(methods[method][split], data[f"{split}_behavior"], lag)
+            ok = np.isfinite(y).all(axis=-1)  # bins with NaN behaviour are left out
+            predicted = predict(x)
+            add(method, "vel R2", metrics.velocity_r2(predicted[ok][None], y[ok][None]),
+                bootstrap_r2_sem(y, predicted, n_bootstrap, seed, "variance_weighted")[0]
+                if ok.all() else np.nan)
+        if f"{split}_truth_latents" in data:
+            add("lfads", "latent R2 (truth)", latent_r2(
+                posterior["train_factors"], data["train_truth_latents"],
+                posterior[f"{split}_factors"], data[f"{split}_truth_latents"]))
+    return pd.DataFrame(rows, columns=["method", "metric", "split", "value", "err", "n_trials",
+                                       "seen_by"])
+
+
+def trace_decoding_features(data: dict, posterior: dict, smoothing_sigma_ms: float,
+                            splits: list[str]) -> tuple[dict, dict]:
+    """:func:`decoding_features` for traces: LFADS rates and factors, and the held-in traces
+    smoothed (``smoothed_traces``) and as they are (``binned_traces``), their NaN entries
+    interpolated in time (:func:`metrics.fill_missing`, fallback each ROI's training mean)."""
+    n_window = data["valid_encod_data"].shape[1]
+    sigma = ms_to_bins(smoothing_sigma_ms, float(data["attrs"]["bin_width_s"]))
+    train = data["train_encod_data"].astype(np.float64)
+    ok = np.isfinite(train)
+    fallback = np.nan_to_num(np.where(ok, train, 0).sum(axis=(0, 1)) / np.maximum(ok.sum(axis=(0, 1)), 1))
+    features = {"lfads_rates": {}, "lfads_factors": {}, "smoothed_traces": {}, "binned_traces": {}}
+    for split in splits:
+        traces = metrics.fill_missing(data[f"{split}_encod_data"], fallback)
+        features["lfads_rates"][split] = posterior[f"{split}_rates"][:, :n_window]
+        features["lfads_factors"][split] = posterior[f"{split}_factors"][:, :n_window]
+        features["smoothed_traces"][split] = smooth_spikes(traces, sigma)
+        features["binned_traces"][split] = traces
+    return features, {split: data[f"{split}_behavior"] for split in splits}

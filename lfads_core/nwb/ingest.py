@@ -525,6 +525,9 @@ def ingest_traces(path, f: h5py.File, out_h5, settings) -> dict:
     trials["kept"] = trial_reason == ""
     trials["drop_reason"] = trial_reason.astype(str)
     behavior = _read_series(f, settings.behavior, path, BEHAVIOR_MODULE)
+    truth_group = f.get(f"processing/{TRUTH_MODULE}")  # a simulated recording's truth
+    truth = _read_series(f, [k for k, v in truth_group.items() if nr._is_series(v)]
+                         if isinstance(truth_group, h5py.Group) else [], path, TRUTH_MODULE)
 
     n_frames, n_kept = len(times), int(kept.sum())
     nan_frames = int(n_frames * n_kept - finite[kept].sum())
@@ -572,7 +575,8 @@ def ingest_traces(path, f: h5py.File, out_h5, settings) -> dict:
                            data=np.array([[recording_start, recording_stop]]))
         summary["behavior"] = {n: _write_series(out.require_group("behavior"), n, *s)
                                for n, s in behavior.items()}
-        summary["ground_truth"] = {}
+        summary["ground_truth"] = {n: _write_series(out.require_group("truth"), n, *t)
+                                   for n, t in truth.items()}
         out.attrs["kind"] = KIND_TRACES
         out.attrs["source"] = str(path)
         out.attrs["source_sha256"] = sha256sum(path)

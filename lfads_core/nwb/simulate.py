@@ -49,7 +49,8 @@ from ..fileio import atomic_path
 from .dynamics import SYSTEMS
 from .simulation_params import _OMIT_IF_DEFAULT, DEFAULT_PARAMS, check_params
 
-__all__ = ["DEFAULT_PARAMS", "SimulatedSession", "simulate_session", "write_nwb", "simulate_to_nwb"]
+__all__ = ["DEFAULT_PARAMS", "SimulatedSession", "simulate_session", "write_nwb", "simulate_to_nwb",
+           "imaging_traces", "write_imaging_nwb"]
 
 # What each session of a multi-session simulation draws for itself (the latent system, the
 # conditions' initial states and the neuron population are shared).
@@ -60,7 +61,7 @@ HAND_SPEED_STD = 0.1  # std of each hand-velocity component (m/s), before noise
 SPIKE_TICKS_PER_STEP = 30  # spike-time grid: dt / 30
 SESSION_START = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
 _STREAMS = ("init", "system", "readout", "rates", "behavior", "spikes", "heldout", "trials",
-            "split", "pulses")  # new streams go last: spawned children keep their seeds
+            "split", "pulses", "imaging")  # new streams go last: spawned children keep their seeds
 
 
 @dataclass
@@ -383,8 +384,109 @@ def write_nwb(session: SimulatedSession, path: str | Path) -> None:
 
 def simulate_to_nwb(params: dict, path: str | Path, session: int = 0) -> SimulatedSession:
     """Simulate (session ``session`` of a multi-session simulation) and write to ``path``
-    atomically (temporary file in the same folder, renamed)."""
+    atomically (temporary file in the same folder, renamed); with ``imaging`` the calcium
+    imaging of the spikes (:func:`write_imaging_nwb`) instead of the spikes."""
     session = simulate_session(params, session)
     with atomic_path(path) as tmp:
-        write_nwb(session, tmp)
+        (write_imaging_nwb if session.params["imaging"] else write_nwb)(session, tmp)
     return session
+
+
+# ------------------------------------------------------------------ calcium imaging
+
+NEUROPIL_WEIGHT = 0.7  # suite2p's default neuropil coefficient
+
+
+def calcium_kernel(frame_rate_hz: float, rise_s: float, decay_s: float) -> np.ndarray:
+    """The calcium response to one spike at the middle of frame 0, sampled at the frames'
+    centres: exp(-t / decay) - exp(-t / rise), scaled to a peak of 1 (dF/F per spike), over
+    five decay times."""
+    t = (np.arange(int(np.ceil(5 * decay_s * frame_rate_hz)) + 1)) / frame_rate_hz
+    shape = np.exp(-t / decay_s) - np.exp(-t / rise_s)
+    peak_t = rise_s * decay_s / (decay_s - rise_s) * np.log(decay_s / rise_s)
+    return shape / (np.exp(-peak_t / decay_s) - np.exp(-peak_t / rise_s))
+
+
+def imaging_traces(session: SimulatedSession) -> dict[str, np.ndarray]:
+    """The calcium imaging of a simulated session's spikes (``imaging`` parameters): frames
+    k at ``(k + 1/2) / frame_rate_hz`` from 0 s to 1 s after the last trial, each the spikes of
+    its frame period.
+
+    - ``DfOverF``: the spike counts convolved with :func:`calcium_kernel` (1 per spike at its
+      peak) plus Gaussian noise of s.d. ``fluorescence_noise`` per frame.
+    - ``Fluorescence`` (raw, positive): ``F0 * (1 + dF/F) + 0.7 * neuropil``, ``F0`` per ROI
+      uniform in [0.5, 2]; ``Neuropil``: 0.5 plus noise of s.d. 0.05.
+    - ``Deconvolved``: an AR(1) deconvolution of the noisy dF/F, ``dF/F_k - g dF/F_{k-1}``
+      with ``g = exp(-1 / (decay * rate))``, values below three noise s.d. of that difference
+      set to 0: sparse non-negative events, with many zeros (as OASIS or suite2p give).
+    - ``spike_counts`` (frames x neurons), ``timestamps`` (frames,).
+    """
+    p = session.params
+    rng = np.random.default_rng(p["seed"]).spawn(len(_STREAMS))[_STREAMS.index("imaging")]
+    rate = p["frame_rate_hz"]
+    stop = float(session.trials["stop_time"].max()) + 1.0
+    n_frames = int(np.ceil(stop * rate))
+    edges = np.arange(n_frames + 1) / rate
+    counts = np.stack([np.histogram(t, edges)[0] for t in session.spike_times], axis=1)
+    kernel = calcium_kernel(rate, p["calcium_rise_s"], p["calcium_decay_s"])
+    calcium = np.stack([np.convolve(c, kernel)[:n_frames] for c in counts.T], axis=1)
+    noise = p["fluorescence_noise"]
+    dff = calcium + noise * rng.standard_normal(calcium.shape)
+    f0 = rng.uniform(0.5, 2.0, counts.shape[1])
+    neuropil = 0.5 + 0.05 * rng.standard_normal(calcium.shape)
+    fluorescence = f0 * (1.0 + dff) + NEUROPIL_WEIGHT * neuropil
+    g = np.exp(-1.0 / (p["calcium_decay_s"] * rate))
+    step = np.vstack([dff[:1], dff[1:] - g * dff[:-1]])
+    threshold = 3.0 * noise * np.sqrt(1.0 + g * g)
+    deconvolved = np.where(step > threshold, step, 0.0)
+    return {"timestamps": (np.arange(n_frames) + 0.5) / rate, "spike_counts": counts,
+            "DfOverF": dff.astype(np.float32), "Fluorescence": fluorescence.astype(np.float32),
+            "Neuropil": neuropil.astype(np.float32), "Deconvolved": deconvolved.astype(np.float32)}
+
+
+def write_imaging_nwb(session: SimulatedSession, path: str | Path) -> None:
+    """Write the calcium imaging of ``session`` (:func:`imaging_traces`) at ``path`` as
+    NeuroConv writes suite2p output (:mod:`.ophys_writer`): one ROI per simulated neuron, all
+    cells, the held-out ones marked in the PlaneSegmentation's ``heldout`` column; trials,
+    behaviour and ground truth (latents, rates in spikes/s) as :func:`write_nwb` writes them."""
+    from hdmf.backends.hdf5 import H5DataIO
+    from pynwb import TimeSeries
+
+    from .ophys_writer import write_ophys_nwb
+
+    p = session.params
+    traces = imaging_traces(session)
+    text = json.dumps({k: v for k, v in p.items()
+                       if k not in _OMIT_IF_DEFAULT or v != DEFAULT_PARAMS[k]}, sort_keys=True)
+
+    def series(name, data, unit, rate, start, description):
+        return TimeSeries(name=name, data=H5DataIO(data.astype(np.float32), compression="gzip",
+                                                   shuffle=True),
+                          unit=unit, rate=float(rate), starting_time=float(start),
+                          description=description,
+                          comments="NaN outside trials; simulated by lfads_core.nwb.simulate")
+
+    half = 0.5 / session.truth_rate_hz
+    truth = [series("latents", session.truth_latents, "a.u.", session.truth_rate_hz, half,
+                    "Latent states, z-scored per dimension (inputs of the rate readout)"),
+             series("rates", session.truth_rates_hz, "Hz", session.truth_rate_hz, half,
+                    "Firing rate of every neuron (ROIs in the order of the PlaneSegmentation)")]
+    trials = session.trials.assign(trial_type=session.trials["condition"])
+    write_ophys_nwb(
+        path, traces, p["frame_rate_hz"], trials,
+        {"move_onset_time": "time of the (simulated) movement onset (s)",
+         "condition": "condition index: the latent system's initial state",
+         "trial_type": "same as condition (as in the Neural Latents Benchmark)",
+         "split": "NLB data split: 'train' or 'val'"},
+        starting_time=0.5 / p["frame_rate_hz"], heldout=session.heldout,
+        behavior=[series("hand_vel", session.hand_vel, "m/s", session.behavior_rate_hz, 0.0,
+                         "Hand velocity (x, y): linear readout of the latents plus noise")],
+        modules={"ground_truth": ("Ground truth of the simulation; each sample is the mean "
+                                  "over its step, time-stamped at the step's centre", truth)},
+        nwb_kwargs={"session_description": "Simulated two-photon calcium imaging "
+                                           f"({p['system']} latent dynamics, Poisson spikes, "
+                                           f"calcium kernel); parameters: {text}",
+                    "identifier": str(uuid.uuid5(uuid.NAMESPACE_URL,
+                                                 "lfads_core.simulate:" + text)),
+                    "session_start_time": SESSION_START, "file_create_date": SESSION_START},
+        compress=True)

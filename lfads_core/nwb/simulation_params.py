@@ -39,13 +39,19 @@ DEFAULT_PARAMS: dict = {
     # a continuous recording without trials: the system runs for duration_s from one state
     # on the attractor (no trials table; the trial keys above are not used)
     "continuous": False, "duration_s": 300.0,
+    # calcium imaging of the same spikes: convolved with a calcium kernel (rise, decay in s),
+    # fluorescence noise (s.d. per frame, in units of one spike's peak dF/F), sampled at
+    # frame_rate_hz and written as suite2p output (processing/ophys) instead of a Units table
+    "imaging": False, "frame_rate_hz": 30.0, "calcium_rise_s": 0.05, "calcium_decay_s": 0.4,
+    "fluorescence_noise": 0.3,
 }
 # Keys added after the first files were written: left out of a file's description while at
 # their defaults, so that the same params still give the same file.
 _OMIT_IF_DEFAULT = ("readout", "max_rate_hz", "input_pulse", "pulse_amplitude",
                     "pulse_window_s", "pulse_width_ms", "sessions", "neurons_per_session",
                     "conditions_per_session", "session_trials_per_condition", "continuous",
-                    "duration_s")
+                    "duration_s", "imaging", "frame_rate_hz", "calcium_rise_s",
+                    "calcium_decay_s", "fluorescence_noise")
 READOUTS = ("loglinear", "tanh")
 
 
@@ -138,6 +144,17 @@ def check_params(params: dict) -> dict:
             bad("input_pulse", "input pulses come with trials; not with continuous: true")
         if p["sessions"] > 1:
             bad("sessions", "several sessions come with trials; not with continuous: true")
+    if not isinstance(p["imaging"], bool):
+        bad("imaging", "must be true or false")
+    for key in ("frame_rate_hz", "calcium_rise_s", "calcium_decay_s"):
+        number(key, 0, low_ok=False)
+    number("fluorescence_noise", 0)
+    if p["imaging"]:
+        if p["calcium_rise_s"] >= p["calcium_decay_s"]:
+            bad("calcium_rise_s", "must be shorter than calcium_decay_s")
+        if p["continuous"] or p["sessions"] > 1:
+            bad("imaging", "imaging is simulated for one session of trials; not with "
+                           "continuous: true or sessions > 1")
     if p["input_pulse"]:
         if p["system"] != "chaotic_rnn":
             bad("input_pulse", "input pulses need system 'chaotic_rnn'")

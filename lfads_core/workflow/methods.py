@@ -47,9 +47,13 @@ METHOD_NAMES = {"lfads": "LFADS", "lfads stitched": "LFADS (stitched model)",
                 "lfads single-session": "LFADS (single-session model)",
                 "smoothing": "spike smoothing", "truth": "the true rates (simulation)"}
 DECODER_NAMES = {"lfads_rates": "LFADS rates", "lfads_factors": "LFADS factors",
-                 "smoothed_spikes": "smoothed spikes", "binned_spikes": "binned spikes"}
-METRICS = ("co-bps", "fp-bps", "vel R2", "psth R2", "rate R2 (truth)", "latent R2 (truth)")
+                 "smoothed_spikes": "smoothed spikes", "binned_spikes": "binned spikes",
+                 "smoothed_traces": "smoothed traces", "binned_traces": "binned traces"}
+METRICS = ("co-bps", "fp-bps", "heldout_ll_gain", "heldout_r2", "vel R2", "psth R2",
+           "rate R2 (truth)", "latent R2 (truth)")
 METRIC_NAMES = {"vel R2": "vel R^2", "psth R2": "PSTH R^2",
+                "heldout_ll_gain": "held-out log-likelihood gain (bits per observed entry)",
+                "heldout_r2": "held-out R^2",
                 "rate R2 (truth)": "rate R^2 against the true rates",
                 "latent R2 (truth)": "latent R^2 against the true latents"}
 CHOICES = {"early stopping": "the choice of the kept epoch and early stopping",
@@ -185,8 +189,15 @@ def headline_split(metrics: pd.DataFrame) -> str:
 
 # ------------------------------------------------------------------ the paragraphs
 
+def _is_traces(r: RunRecord) -> bool:
+    """Whether the run modelled calcium imaging traces (ROIs, frames) rather than spikes."""
+    return str((r.metadata or {}).get("kind", "spikes")) == "traces"
+
+
 def _data(r: RunRecord) -> str:
     s, ing, al, meta = r.settings, r.ingest, r.alignment, r.metadata
+    traces = _is_traces(r)
+    unit = "ROI" if traces else "unit"
     source = Path(str(meta.get("source") or s.get("nwb", ""))).name
     text = [f"We analysed the recording {source} (SHA-256 {meta.get('source_sha256', 'n/a')})."]
     kept, total = ing.get("units_kept"), ing.get("units_in_file")
@@ -194,22 +205,30 @@ def _data(r: RunRecord) -> str:
     filters = _join([f"unit filter `{s['unit_filter']}`" if s.get("unit_filter") else "",
                      f"a minimum rate of {_num(float(s['min_rate_hz']))} spikes/s"
                      if float(s.get("min_rate_hz") or 0) > 0 else ""])
-    text.append((f"All {total} of its units were kept" if kept == total else
-                 f"{kept} of its {total} units were kept")
+    if traces:
+        filters = f"ROI filter `{s['roi_filter']}`" if s.get("roi_filter") else ""
+        text.append(f"Its calcium imaging traces ({_join([f'`{x}`' for x in ing.get('traces') or [s.get('traces')]])}, "
+                    f"{ing.get('frames')} frames at {_num(float(ing.get('frame_rate_hz', 0)))} Hz) "
+                    "were modelled instead of spikes, each region of interest (ROI) a channel.")
+    text.append((f"All {total} of its {unit}s were kept" if kept == total else
+                 f"{kept} of its {total} {unit}s were kept")
                 + (f" (left out: {_reasons(dropped)}; {filters})" if dropped and filters else
                    f" (left out: {_reasons(dropped)})" if dropped else
                    f" ({filters})" if filters else "") + ".")
     n_out, n_in = al.get("n_heldout", 0), al.get("n_heldin")
     heldout = str(meta.get("heldout_mode", s.get("heldout", "file")))
-    how = "as marked in the recording's units table" if heldout == "file" else \
-        f"chosen at random, {_num(100 * float(heldout))}% of the units (seed {s.get('seed', 0)})" \
+    how = ("as marked in the recording's ROI table" if traces else
+           "as marked in the recording's units table") if heldout == "file" else \
+        f"chosen at random, {_num(100 * float(heldout))}% of the {unit}s (seed {s.get('seed', 0)})" \
         if heldout != "none" else ""
     if n_out:
-        text.append(f"{n_out} of them were held out of the model's input ({how}); their rates "
-                    f"were only predicted from the latent factors, to score co-smoothing, "
-                    f"leaving {n_in} held-in units.")
+        text.append(f"{n_out} of them were held out of the model's input ({how}); their "
+                    + ("values" if traces else "rates")
+                    + " were only predicted from the latent factors, to score "
+                    + ("held-out ROI prediction" if traces else "co-smoothing")
+                    + f", leaving {n_in} held-in {unit}s.")
     else:
-        text.append(f"No unit was held out; all {n_in} were input to the model.")
+        text.append(f"No {unit} was held out; all {n_in} were input to the model.")
     if _continuous(r):
         text += _segment_sentences(r)
     else:
@@ -227,13 +246,22 @@ def _data(r: RunRecord) -> str:
 def _trial_sentences(r: RunRecord) -> list[str]:
     """The window, the trials per split and the conditions, in words."""
     s, ing, al, meta = r.settings, r.ingest, r.alignment, r.metadata
+    traces = _is_traces(r)
     text = []
     bin_ms = 1e3 * float(meta["bin_width_s"])
     start_ms, end_ms = (1e3 * value for value in window_offsets_s(meta))
     event = meta.get("align_event", s.get("align_event"))
     fp = int(al.get("fp_bins", 0) or 0)
-    text.append(f"Spikes were counted in {_num(bin_ms)} ms bins on one grid from the recording's "
-                f"start. Each trial's window ran from {_num(start_ms)} to {_num(end_ms)} ms "
+    if traces:
+        frames = int(meta.get("bin_frames", 1))
+        period_ms = 1e3 * float(meta.get("frame_period_s", bin_ms / 1e3 / frames))
+        text.append(f"The traces were averaged in bins of {_plural(frames, 'frame')} "
+                    f"({_num(bin_ms)} ms; frame period {_num(period_ms)} ms) on the imaging "
+                    "clock, each bin the mean of its observed frames; frames that were not "
+                    f"observed (NaN, {_num(100 * float(ing.get('nan_fraction', 0)))}% of the "
+                    "values) were left out of the means, of the model's loss and of every score.")
+    text.append(("Each" if traces else f"Spikes were counted in {_num(bin_ms)} ms bins on one "
+                 "grid from the recording's start. Each") + f" trial's window ran from {_num(start_ms)} to {_num(end_ms)} ms "
                 f"around its `{event}` ({al.get('n_bins_window')} bins, starting at the bin "
                 f"edge nearest to the event {'-' if start_ms < 0 else '+'} "
                 f"{_num(abs(start_ms))} ms)"
@@ -325,7 +353,9 @@ def _model(r: RunRecord) -> str:
         parts[0] += " and no controller (no inferred inputs)"
     likelihood = LIKELIHOODS.get(m.get("likelihood", "poisson"), m.get("likelihood"))
     parts[0] += (f"; rates came from the factors through {_a(likelihood)} {likelihood} "
-                 "observation model of each unit's counts per bin.")
+                 + ("observation model of each ROI's values per bin (rates: the expected "
+                    "value per bin, in the traces' unit)." if _is_traces(r) else
+                    "observation model of each unit's counts per bin."))
     if r.group:
         sessions = r.group["sessions"]
         parts.append(f"One model was trained on the {len(sessions)} sessions of the group "
@@ -458,7 +488,22 @@ def _evaluation(r: RunRecord) -> str:
     fp = int(r.alignment.get("fp_bins", 0) or 0)
     behavior = r.metadata.get("behavior_columns") or []
     decoding = e.get("decoding", {})
-    parts = ["Following the Neural Latents Benchmark (Pei et al. 2021), we report co-smoothing "
+    traces = _is_traces(r)
+    likelihood = LIKELIHOODS.get(r.training["model"].get("likelihood"), "the model's")
+    parts = [("We report held-out ROI prediction: the held-out ROIs' log-likelihood under the "
+              f"model's {likelihood} observation model with the predicted means (its other "
+              "parameters constants per ROI fitted on the training trials) over that of each "
+              "ROI's null (the same family fitted to the ROI as a constant on the training "
+              "trials), in bits per observed entry (heldout_ll_gain), and the R^2 of the "
+              "predicted means against the values, per held-out ROI (heldout_r2)"
+              + (f", vel R^2 (a ridge regression from the inferred rates to "
+                 f"{_join([f'`{b}`' for b in behavior])}, fitted on the training trials with "
+                 f"its penalty chosen by {decoding.get('inner_folds')}-fold cross-validation "
+                 "within them)" if behavior else "")
+              + " and PSTH R^2 (condition-averaged predicted means of the held-out ROIs against "
+              f"their condition-averaged values smoothed with a {e.get('psth_sigma_ms')} ms "
+              "Gaussian). Entries that were not observed (NaN) are left out of every score.")
+             if traces else "Following the Neural Latents Benchmark (Pei et al. 2021), we report co-smoothing "
              "(co-bps: the held-out units' Poisson log-likelihood under the predicted rates "
              "over that of each unit's mean rate, in bits per spike)"
              + (f", forward prediction (fp-bps, the same over the {fp} bins after the window)"
@@ -474,9 +519,15 @@ def _evaluation(r: RunRecord) -> str:
                  f"which {_choices(seen.split('; '))} read, so the scores are optimistic")
     parts.append(f"Scores are on the {n_trials} {names[split]} trials, {seen_text}; ± gives the "
                  f"bootstrap standard error over trials ({e.get('n_bootstrap')} resamplings, "
-                 f"seed {e.get('seed')}). The baseline is NLB's spike smoothing (held-in spikes "
-                 f"smoothed with a {e.get('smoothing_sigma_ms')} ms Gaussian kernel, a Poisson "
-                 "GLM per held-out unit).")
+                 f"seed {e.get('seed')}). "
+                 + ("The baseline is trace smoothing: held-in traces, their missing frames "
+                    "interpolated in time, smoothed with a "
+                    f"{e.get('smoothing_sigma_ms')} ms Gaussian kernel and mapped to the "
+                    "held-out ROIs by a ridge regression fitted on the training trials."
+                    if traces else
+                    "The baseline is NLB's spike smoothing (held-in spikes smoothed with a "
+                    f"{e.get('smoothing_sigma_ms')} ms Gaussian kernel, a Poisson GLM per "
+                    "held-out unit)."))
     results = []
     methods = [m for m in METHOD_NAMES if m in set(rows["method"])]
     for method in methods:
@@ -484,7 +535,8 @@ def _evaluation(r: RunRecord) -> str:
         scores = [f"{METRIC_NAMES.get(metric, metric)} {value}" for metric, value in scores
                   if value]
         if scores:
-            results.append(f"{METHOD_NAMES[method]}: {', '.join(scores)}")
+            name = "trace smoothing" if traces and method == "smoothing" else METHOD_NAMES[method]
+            results.append(f"{name}: {', '.join(scores)}")
     if results:
         parts.append("Results (" + names[split] + " trials): " + "; ".join(results) + ".")
     if r.decoding is not None and len(r.decoding):
@@ -500,7 +552,8 @@ def _evaluation(r: RunRecord) -> str:
                      + " by ridge regression fitted on the training trials (penalty chosen by "
                      f"{decoding.get('inner_folds')}-fold cross-validation within them) from "
                      "LFADS rates and factors and, for comparison, from smoothed and binned "
-                     f"spikes; R^2 over all behaviour dimensions on the {dec_split} trials: "
+                     + ("traces (missing frames interpolated)" if traces else "spikes")
+                     + f"; R^2 over all behaviour dimensions on the {dec_split} trials: "
                      + "; ".join(values) + ".")
     return "**Evaluation.** " + " ".join(parts)
 

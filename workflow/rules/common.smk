@@ -385,8 +385,6 @@ def figure_files():
         for ext in ("png", "pdf")
     ]
     for dataset in DATASETS:
-        if is_traces(dataset):  # traces_outputs
-            continue
         extra = (["decoded_behavior"] if has_behavior(dataset) else []) + (
             ["latents_vs_truth"] if is_simulated(dataset) else []
         )
@@ -400,29 +398,9 @@ def figure_files():
 
 def summary_datasets():
     """The datasets the summary covers: the sheet's, then any other with results under
-    `results/` (made by an earlier configuration; their files are used as they are). Datasets
-    of calcium traces have no metrics yet (`traces_outputs`)."""
-    sheet = [d for d in DATASETS if not is_traces(d)]
+    `results/` (made by an earlier configuration; their files are used as they are)."""
+    sheet = list(DATASETS)
     return sheet + [d for d in present_datasets() if d not in DATASETS]
-
-
-# What a dataset of calcium traces makes: every stage up to training, posterior sampling,
-# factors.nwb and the training figures. The metrics, decoding, figures of scores, settings,
-# methods text and summary assume spike counts and are not made for traces yet.
-TRACES_FIGURES = ["training_curves", "raster_rates", "factor_trajectories"]
-
-
-def traces_outputs(dataset):
-    """The final targets of a dataset of calcium traces."""
-    return [
-        f"results/{dataset}/align/summary.json",
-        f"results/{dataset}/factors.nwb",
-        *(
-            f"results/{dataset}/figures/{name}.{ext}"
-            for name in TRACES_FIGURES
-            for ext in ("png", "pdf")
-        ),
-    ]
 
 
 def methods_inputs(wildcards):
@@ -501,9 +479,6 @@ def all_outputs():
     """Final targets: every stage's result for every dataset of the sheet, and the summary."""
     files = figure_files() + (list(rules.summary.output) if summary_datasets() else [])
     for dataset in DATASETS:
-        if is_traces(dataset):
-            files += traces_outputs(dataset)
-            continue
         files += [
             f"results/{dataset}/align/summary.json",
             f"results/{dataset}/factors.nwb",

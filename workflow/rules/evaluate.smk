@@ -59,6 +59,7 @@ rule evaluate:
         unpack(single_session_posterior),
         posterior=posterior_file,
         data="results/{dataset}/lfads_input.h5",
+        run_config=run_config_file,  # the likelihood traces are scored under
     output:
         metrics=report(
             "results/{dataset}/metrics.tsv",

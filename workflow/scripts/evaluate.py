@@ -1,6 +1,8 @@
 import pandas as pd
 
-from lfads_core.analysis.evaluation import evaluate, load_arrays
+import yaml
+
+from lfads_core.analysis.evaluation import evaluate, evaluate_traces, is_traces, load_arrays
 from lfads_core.workflow.scripting import rule_logging
 
 with rule_logging(snakemake) as log:
@@ -8,6 +10,12 @@ with rule_logging(snakemake) as log:
     data = load_arrays(snakemake.input.data)
 
     def scores(posterior, model):
+        if is_traces(data):  # calcium traces: scored under the model's likelihood family
+            likelihood = yaml.safe_load(open(snakemake.input.run_config))["model"]["likelihood"]
+            return evaluate_traces(data, load_arrays(posterior), likelihood,
+                                   settings["smoothing_sigma_ms"], settings["psth_sigma_ms"],
+                                   settings["decoding"], tuple(snakemake.params.selections[model]),
+                                   settings["n_bootstrap"], settings["seed"])
         return evaluate(data, load_arrays(posterior), settings["smoothing_sigma_ms"],
                         settings["psth_sigma_ms"], settings["decoding"],
                         tuple(snakemake.params.selections[model]), settings["n_bootstrap"],
