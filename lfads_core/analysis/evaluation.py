@@ -198,7 +198,7 @@ TRACE_METRICS = ("heldout_ll_gain", "heldout_r2", "vel R2", "psth R2", "latent R
 
 def is_traces(data: dict) -> bool:
     """Whether ``data`` (the arrays of ``lfads_input.h5``) holds calcium traces (attr ``kind``)."""
-    from ..nwb.imaging import KIND_TRACES, kind_of
+    from ..values import KIND_TRACES, kind_of
 
     return kind_of(data["attrs"]) == KIND_TRACES
 

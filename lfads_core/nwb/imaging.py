@@ -52,24 +52,17 @@ import pandas as pd
 from .. import __version__
 from ..errors import InputDataError
 from ..fileio import atomic_path, read_table, sha256sum, write_table
+from ..values import KIND_SPIKES, KIND_TRACES, kind_of  # noqa: F401 (used by importers)
 from . import reading as nr
 
 log = logging.getLogger(__name__)
 
 TRACE_MODULE = "ophys"
-KIND_SPIKES = "spikes"
-KIND_TRACES = "traces"
 #: The series a container name stands for where it holds several (NeuroConv's default name).
 DEFAULT_SERIES = "RoiResponseSeries"
 #: Frame times of several series agree when they differ by at most this fraction of a period.
 PLANE_TOLERANCE = 0.5
 BLOCK_VALUES = 1 << 22  # values read at a time
-
-
-def kind_of(attrs) -> str:
-    """The data kind recorded in a file's attrs (files without it hold spikes)."""
-    kind = attrs.get("kind", KIND_SPIKES)
-    return kind.decode() if isinstance(kind, bytes) else str(kind)
 
 
 def _field(name: str) -> str:
