@@ -125,6 +125,8 @@ def trace(path: str | Path, records: list[dict]) -> list[dict]:
         record = made.get(key)
         if record is None:
             continue  # a source: the recording, or a file made outside the workflow
+        if any(record is r for r in chain):
+            continue  # another of its outputs was an input too (a model and its config)
         chain.append(record)
         todo += [(entry["path"], entry["sha256"]) for entry in _entries(record["inputs"])]
     return chain
