@@ -376,23 +376,9 @@ def _ingest(path: Path, f: h5py.File, out_h5: Path, settings: IngestSettings,
         valid = units.intervals(k, recording_stop, path) if valid is None else \
             intersect_intervals(valid, units.intervals(k, recording_stop, path))
 
-    trial_reason = np.zeros(0, dtype=object) if continuous else \
-        trial_drop_reasons(trials, settings, path, recording_stop)
-    n_late = int(np.sum(trial_reason == f"{settings.align_event} after recording end"))
-    if n_late:
-        notes.append(late_event_warning(read.name, settings.align_event, n_late, len(trials),
-                                        recording_stop))
-    for note in notes:
-        warnings.warn(f"{path}: {note}", stacklevel=2)
-    trials["kept"] = trial_reason == ""
-    trials["drop_reason"] = trial_reason.astype(str)
-
     # Behaviour (and ground truth, if the file is simulated) is checked and read before writing.
-    behavior = _read_series(f, settings.behavior, path, BEHAVIOR_MODULE)
-    truth_group = f.get(f"processing/{TRUTH_MODULE}")
-    truth_names = [k for k, v in truth_group.items() if nr._is_series(v)] \
-        if isinstance(truth_group, h5py.Group) else []
-    truth = _read_series(f, truth_names, path, TRUTH_MODULE)
+    behavior, truth = _mark_trials_read_series(f, path, settings, read, trials, notes,
+                                               recording_stop, continuous)
 
     summary = {
         "source": str(path),
@@ -403,7 +389,7 @@ def _ingest(path: Path, f: h5py.File, out_h5: Path, settings: IngestSettings,
         "unit_drop_reasons": pd.Series(reason[~kept]).value_counts().to_dict(),
         "trials_in_file": int(len(trials)),
         "trials_kept": int(trials["kept"].sum()),
-        "trial_drop_reasons": pd.Series(trial_reason[trial_reason != ""]).value_counts().to_dict(),
+        "trial_drop_reasons": trials.loc[~trials["kept"], "drop_reason"].value_counts().to_dict(),
         "columns_not_ingested": {"units": units.skipped_columns,
                                  "trials": trial_columns_skipped},
         "columns_not_in_colnames": {"units": units.hidden_columns, "trials": read.hidden},
@@ -474,6 +460,28 @@ def _ingest(path: Path, f: h5py.File, out_h5: Path, settings: IngestSettings,
     return summary
 
 
+
+def _mark_trials_read_series(f, path, settings, read, trials: pd.DataFrame, notes: list[str],
+                             recording_stop: float, continuous: bool = False):
+    """Mark each trial kept or dropped (columns ``kept``, ``drop_reason``; a continuous
+    recording has none), warn the ``notes`` (and late events, after ``recording_stop`` s), and
+    read the behaviour and a simulated recording's ground truth: ``(behavior, truth)``."""
+    trial_reason = np.zeros(0, dtype=object) if continuous else \
+        trial_drop_reasons(trials, settings, path, recording_stop)
+    n_late = int(np.sum(trial_reason == f"{settings.align_event} after recording end"))
+    if n_late:
+        notes.append(late_event_warning(read.name, settings.align_event, n_late, len(trials),
+                                        recording_stop))
+    for note in notes:
+        warnings.warn(f"{path}: {note}", stacklevel=3)
+    trials["kept"] = trial_reason == ""
+    trials["drop_reason"] = trial_reason.astype(str)
+    behavior = _read_series(f, settings.behavior, path, BEHAVIOR_MODULE)
+    truth_group = f.get(f"processing/{TRUTH_MODULE}")
+    truth = _read_series(f, [k for k, v in truth_group.items() if nr._is_series(v)]
+                         if isinstance(truth_group, h5py.Group) else [], path, TRUTH_MODULE)
+    return behavior, truth
+
 # ------------------------------------------------------------------ calcium imaging
 
 def ingest_traces(path, f: h5py.File, out_h5, settings) -> dict:
@@ -515,19 +523,8 @@ def ingest_traces(path, f: h5py.File, out_h5, settings) -> dict:
     rois["kept"] = kept
     rois["drop_reason"] = reason.astype(str)
 
-    trial_reason = trial_drop_reasons(trials, settings, path, recording_stop)
-    n_late = int(np.sum(trial_reason == f"{settings.align_event} after recording end"))
-    if n_late:
-        notes.append(late_event_warning(read.name, settings.align_event, n_late, len(trials),
-                                        recording_stop))
-    for note in notes:
-        warnings.warn(f"{path}: {note}", stacklevel=2)
-    trials["kept"] = trial_reason == ""
-    trials["drop_reason"] = trial_reason.astype(str)
-    behavior = _read_series(f, settings.behavior, path, BEHAVIOR_MODULE)
-    truth_group = f.get(f"processing/{TRUTH_MODULE}")  # a simulated recording's truth
-    truth = _read_series(f, [k for k, v in truth_group.items() if nr._is_series(v)]
-                         if isinstance(truth_group, h5py.Group) else [], path, TRUTH_MODULE)
+    behavior, truth = _mark_trials_read_series(f, path, settings, read, trials, notes,
+                                               recording_stop)
 
     n_frames, n_kept = len(times), int(kept.sum())
     nan_frames = int(n_frames * n_kept - finite[kept].sum())
@@ -547,7 +544,7 @@ def ingest_traces(path, f: h5py.File, out_h5, settings) -> dict:
         "nan_fraction": nan_frames / max(1, n_frames * n_kept),
         "trials_in_file": int(len(trials)),
         "trials_kept": int(trials["kept"].sum()),
-        "trial_drop_reasons": pd.Series(trial_reason[trial_reason != ""]).value_counts().to_dict(),
+        "trial_drop_reasons": trials.loc[~trials["kept"], "drop_reason"].value_counts().to_dict(),
         "columns_not_ingested": {"trials": read.skipped},
         "columns_not_in_colnames": {"trials": read.hidden},
         "warnings": notes,
